@@ -1,1 +1,11 @@
-//! placeholder
+//! `sluice-engine` is Sluice's runtime, in the place Kafka Connect's `connect-runtime`
+//! holds: it reads the worker's configuration (Kafka Connect's keys), talks to Kafka with
+//! librdkafka off the async threads, serves the Kafka Connect compatible REST API with
+//! actix-web, and exports Prometheus metrics. The supervised task actors, the partition
+//! router and the exactly-once source path build on these pieces.
+
+pub mod kafka;
+pub mod properties;
+pub mod rest;
+pub mod telemetry;
+pub mod worker_config;

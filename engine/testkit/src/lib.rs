@@ -252,7 +252,9 @@ impl Stack {
                 .add_partition_offset(topic, *p, rdkafka::Offset::Beginning)
                 .context("building the assignment")?;
         }
-        consumer.assign(&assignment).context("assigning partitions")?;
+        consumer
+            .assign(&assignment)
+            .context("assigning partitions")?;
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
         let mut positions: std::collections::BTreeMap<i32, i64> =
@@ -285,8 +287,8 @@ impl Stack {
 
     /// An OpenSearch / Elasticsearch client for the stack's node.
     pub fn opensearch(&self) -> Result<Elasticsearch> {
-        let transport =
-            Transport::single_node(&self.opensearch_url).context("building the OpenSearch transport")?;
+        let transport = Transport::single_node(&self.opensearch_url)
+            .context("building the OpenSearch transport")?;
         Ok(Elasticsearch::new(transport))
     }
 
@@ -323,6 +325,59 @@ impl Stack {
         let client = self.postgres(&name).await?;
         Ok((name, client))
     }
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1, returning status and body. Enough for the worker's
+/// REST API in tests without pulling an HTTP client into every test crate.
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no HTTP header end in {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status in {head:?}"))?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut body: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").context("truncated chunk")?;
+        let size = usize::from_str_radix(size.trim(), 16).context("bad chunk size")?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..size).context("short chunk")?);
+        body = rest.get(size + 2..).unwrap_or_default();
+    }
+}
+
+/// A TCP port nothing listens on right now (bound once, then released).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding port 0")?;
+    Ok(listener.local_addr()?.port())
 }
 
 #[cfg(test)]

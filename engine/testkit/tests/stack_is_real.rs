@@ -185,7 +185,10 @@ async fn postgres_round_trip_and_logical_decoding_is_on() -> Result<()> {
         .await?;
     for (id, body) in [(1_i64, "one"), (2, "two")] {
         client
-            .execute("INSERT INTO events (id, body) VALUES ($1, $2)", &[&id, &body])
+            .execute(
+                "INSERT INTO events (id, body) VALUES ($1, $2)",
+                &[&id, &body],
+            )
             .await?;
     }
     let rows = client
