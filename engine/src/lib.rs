@@ -4,7 +4,9 @@
 //! actix-web, and exports Prometheus metrics. The supervised task actors, the partition
 //! router and the exactly-once source path build on these pieces.
 
+pub mod convert;
 pub mod kafka;
+pub mod partitioner;
 pub mod properties;
 pub mod rest;
 pub mod telemetry;
