@@ -4,10 +4,18 @@
 //! actix-web, and exports Prometheus metrics. The supervised task actors, the partition
 //! router and the exactly-once source path build on these pieces.
 
+pub mod connector_config;
 pub mod convert;
 pub mod kafka;
+pub mod offset_store;
 pub mod partitioner;
+pub mod producer;
 pub mod properties;
+pub mod registry;
 pub mod rest;
+pub mod router;
+pub mod source_task;
+pub mod supervisor;
 pub mod telemetry;
+pub mod worker;
 pub mod worker_config;

@@ -1,15 +1,24 @@
-//! The `sluice` binary: `sluice worker <worker.properties>` starts a worker whose REST API
-//! (Kafka Connect's) listens on the configured `listeners`.
+//! The `sluice` binary.
+//!
+//! - `sluice standalone <worker.properties> <connector.properties|.json>...` runs the given
+//!   connectors (like `connect-standalone`), with offsets in Kafka so exactly-once works.
+//! - `sluice worker <worker.properties>` starts a worker whose REST API (Kafka Connect's)
+//!   listens on the configured `listeners`; connectors cannot be created over REST yet.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use actix::Actor as _;
 use anyhow::{bail, Context as _, Result};
+use sluice_engine::offset_store::{ensure_compacted_topic, partition_count, OffsetStore};
 use sluice_engine::rest::{RestState, ServerInfo};
+use sluice_engine::router::PartitionRouter;
+use sluice_engine::worker::Worker;
 use sluice_engine::worker_config::{Mode, WorkerConfig};
-use sluice_engine::{kafka, properties, rest, telemetry};
+use sluice_engine::{connector_config, kafka, properties, rest, telemetry};
 
-const USAGE: &str = "usage: sluice worker <worker.properties>\n       sluice --version";
+const USAGE: &str = "usage: sluice standalone <worker.properties> <connector.properties|.json>...\n       sluice worker <worker.properties>\n       sluice --version";
 
 fn main() {
     if let Err(e) = run() {
@@ -34,27 +43,79 @@ fn run() -> Result<()> {
             );
             Ok(())
         }
-        ["worker", path] => worker(Path::new(path)),
+        ["worker", path] => serve(Path::new(path), Mode::Distributed, &[]),
+        ["standalone", path, connectors @ ..] if !connectors.is_empty() => {
+            let connectors: Vec<PathBuf> = connectors.iter().map(PathBuf::from).collect();
+            serve(Path::new(path), Mode::Standalone, &connectors)
+        }
         _ => bail!("{USAGE}"),
     }
 }
 
-fn load_worker_config(path: &Path) -> Result<WorkerConfig> {
+fn load_worker_config(path: &Path, mode: Mode) -> Result<WorkerConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading worker config {}", path.display()))?;
     let props = properties::parse(&text).with_context(|| format!("{}", path.display()))?;
-    WorkerConfig::parse(&props, Mode::Distributed).with_context(|| format!("{}", path.display()))
+    WorkerConfig::parse(&props, mode).with_context(|| format!("{}", path.display()))
 }
 
-fn worker(path: &Path) -> Result<()> {
-    let config = load_worker_config(path)?;
+/// Kafka Connect's standalone worker has no offsets topic; Sluice keeps offsets in Kafka in
+/// both modes, so standalone gets a default.
+const STANDALONE_OFFSETS_TOPIC: &str = "connect-offsets";
+
+async fn start_worker(config: Arc<WorkerConfig>, connectors: &[PathBuf]) -> Result<Worker> {
+    let admin = config.kafka_client_props("admin.");
+    let topic = config
+        .parsed
+        .string("offset.storage.topic")
+        .unwrap_or(STANDALONE_OFFSETS_TOPIC)
+        .to_owned();
+    let partitions = i32::try_from(
+        config
+            .parsed
+            .long("offset.storage.partitions")
+            .unwrap_or(25),
+    )?;
+    let replication = i16::try_from(
+        config
+            .parsed
+            .long("offset.storage.replication.factor")
+            .unwrap_or(3),
+    )?;
+    ensure_compacted_topic(&admin, &topic, partitions, replication)
+        .await
+        .context("offset.storage.topic")?;
+    let partitions = partition_count(&admin, &topic, Duration::from_secs(30))
+        .await
+        .context("offset.storage.topic")?;
+    let offsets = OffsetStore::new(topic, partitions, config.kafka_client_props("consumer."));
+    let router = PartitionRouter::new(config.kafka_client_props("producer.")).start();
+    let worker = Worker::new(Arc::clone(&config), router, offsets);
+    for path in connectors {
+        let props = connector_config::read_file(path).map_err(anyhow::Error::msg)?;
+        worker
+            .create_connector(&props)
+            .with_context(|| format!("connector config {}", path.display()))?;
+    }
+    Ok(worker)
+}
+
+async fn shutdown_signal() -> Result<&'static str> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok("SIGINT"),
+        _ = term.recv() => Ok("SIGTERM"),
+    }
+}
+
+fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
+    let config = Arc::new(load_worker_config(path, mode)?);
     telemetry::init_logging();
     let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
     for key in &config.unknown_keys {
         tracing::warn!(key = %key, file = %path.display(), "unknown worker config key, ignored");
     }
-    let masked = config.parsed.masked();
-    tracing::info!(config = ?masked, "worker config");
+    tracing::info!(config = ?config.parsed.masked(), ?mode, "worker config");
 
     actix_web::rt::System::new().block_on(async move {
         let cluster_id = kafka::fetch_cluster_id(config.kafka_client_props("admin."), Duration::from_secs(30))
@@ -72,19 +133,46 @@ fn worker(path: &Path) -> Result<()> {
             }
         });
 
-        let state = RestState { info: ServerInfo::new(cluster_id), metrics };
+        let worker = match mode {
+            Mode::Standalone => Some(start_worker(Arc::clone(&config), connectors).await?),
+            Mode::Distributed => None,
+        };
+        let state = RestState {
+            info: ServerInfo::new(cluster_id),
+            metrics,
+            worker: worker.clone(),
+        };
         let mut server = actix_web::HttpServer::new(move || {
             actix_web::App::new().configure(rest::configure(state.clone()))
         })
         .workers(1)
+        .disable_signals()
         .shutdown_timeout(5);
         for addr in &config.listeners {
             server = server
                 .bind(addr)
                 .with_context(|| format!("binding the REST listener {addr} (listeners)"))?;
         }
+        let server = server.run();
+        let handle = server.handle();
         tracing::info!(listeners = ?config.listeners, "REST API up");
-        server.run().await.context("REST server")?;
+        let grace = Duration::from_millis(
+            config
+                .parsed
+                .long("task.shutdown.graceful.timeout.ms")
+                .and_then(|v| u64::try_from(v).ok())
+                .unwrap_or(5000),
+        );
+        tokio::select! {
+            served = server => served.context("REST server")?,
+            signal = shutdown_signal() => {
+                tracing::info!(signal = signal?, "stopping: connectors commit what they have");
+                if let Some(worker) = &worker {
+                    worker.stop_all(grace).await;
+                }
+                handle.stop(true).await;
+            }
+        }
         tracing::info!("worker stopped");
         Ok(())
     })

@@ -106,6 +106,28 @@ pub fn config_def() -> ConfigDef {
                 .validator(Validator::at_least(0.0)),
         )
         .define(ConfigKey::new("offset.storage.file.filename", ConfigType::String).optional().importance(Low))
+        // Sluice's own: Kafka Connect leaves failed tasks failed; Sluice restarts them.
+        .define(
+            ConfigKey::new("task.restart.max.attempts", Int)
+                .default_value("5")
+                .importance(Low)
+                .validator(Validator::at_least(0.0))
+                .doc("Automatic restarts of a failed task before it is FAILED."),
+        )
+        .define(
+            ConfigKey::new("task.restart.backoff.initial.ms", Long)
+                .default_value("1000")
+                .importance(Low)
+                .validator(Validator::at_least(0.0))
+                .doc("Wait before the first automatic restart; doubles each time."),
+        )
+        .define(
+            ConfigKey::new("task.restart.backoff.max.ms", Long)
+                .default_value("60000")
+                .importance(Low)
+                .validator(Validator::at_least(0.0))
+                .doc("Ceiling of the restart backoff."),
+        )
         .define(ConfigKey::new("client.id", ConfigType::String).default_value("").importance(Low))
         .define(
             ConfigKey::new("connector.client.config.override.policy", ConfigType::String)

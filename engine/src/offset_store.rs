@@ -1,0 +1,288 @@
+//! Source offsets in Kafka, in Kafka Connect's format (see `sluice_proto::offsets`).
+//! Reading uses read_committed up to the end of every partition, so offsets written in an
+//! aborted or still-open transaction are never resumed from. Writing happens inside the
+//! task's transaction, as ordinary records of the offsets topic.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseProducer, Producer as _};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_proto::offsets::{decode_offset, encode_offset, OffsetKey};
+use sluice_proto::{SourceOffset, SourcePartition};
+
+use crate::kafka::client_config;
+use crate::partitioner::partition_for_key;
+use crate::producer::OutRecord;
+
+/// Reading or creating the offsets topic failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetStoreError {
+    /// Kafka refused or failed.
+    #[error("topic {topic}: {message}")]
+    Kafka {
+        /// The topic.
+        topic: String,
+        /// What happened.
+        message: String,
+    },
+    /// A record could not be read; names its position.
+    #[error("offsets topic {topic} partition {partition} offset {offset}: {source}")]
+    Format {
+        /// The topic.
+        topic: String,
+        /// Partition of the bad record.
+        partition: i32,
+        /// Offset of the bad record.
+        offset: i64,
+        /// What is wrong with it.
+        #[source]
+        source: sluice_proto::offsets::OffsetFormatError,
+    },
+    /// The blocking read did not finish.
+    #[error("reading offsets topic {topic} did not finish within {timeout:?}")]
+    Timeout {
+        /// The topic.
+        topic: String,
+        /// The bound.
+        timeout: Duration,
+    },
+}
+
+/// Where a connector's offsets live, and how to reach them.
+#[derive(Debug, Clone)]
+pub struct OffsetStore {
+    /// The offsets topic.
+    pub topic: String,
+    /// Its partition count (offset records are keyed like Kafka Connect's).
+    pub partitions: i32,
+    consumer_props: BTreeMap<String, String>,
+}
+
+impl OffsetStore {
+    /// A store on `topic` with `partitions` partitions.
+    pub fn new(topic: String, partitions: i32, consumer_props: BTreeMap<String, String>) -> Self {
+        OffsetStore {
+            topic,
+            partitions,
+            consumer_props,
+        }
+    }
+
+    /// The record that commits `offset` for `connector`'s `partition`; partitioned by key
+    /// hash as Kafka Connect's producer does, so both find the same record.
+    pub fn record(
+        &self,
+        connector: &str,
+        partition: &SourcePartition,
+        offset: Option<&SourceOffset>,
+    ) -> OutRecord {
+        let key = OffsetKey {
+            connector: connector.to_owned(),
+            partition: partition.clone(),
+        }
+        .encode();
+        OutRecord {
+            topic: self.topic.clone(),
+            partition: partition_for_key(&key, self.partitions),
+            key: Some(key),
+            value: encode_offset(offset),
+            timestamp: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Every committed offset of `connector`, read with read_committed to the end.
+    pub async fn read(
+        &self,
+        connector: &str,
+        timeout: Duration,
+    ) -> Result<BTreeMap<SourcePartition, SourceOffset>, OffsetStoreError> {
+        let store = self.clone();
+        let connector = connector.to_owned();
+        let topic = self.topic.clone();
+        let handle = tokio::task::spawn_blocking(move || store.read_blocking(&connector, timeout));
+        match tokio::time::timeout(timeout + Duration::from_secs(5), handle).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(OffsetStoreError::Kafka {
+                topic,
+                message: format!("reader thread failed: {e}"),
+            }),
+            Err(_) => Err(OffsetStoreError::Timeout { topic, timeout }),
+        }
+    }
+
+    fn read_blocking(
+        &self,
+        connector: &str,
+        timeout: Duration,
+    ) -> Result<BTreeMap<SourcePartition, SourceOffset>, OffsetStoreError> {
+        let kafka = |message: String| OffsetStoreError::Kafka {
+            topic: self.topic.clone(),
+            message,
+        };
+        let mut props = self.consumer_props.clone();
+        props.insert(
+            "group.id".into(),
+            format!("sluice-offset-reader-{connector}"),
+        );
+        props.insert("enable.auto.commit".into(), "false".into());
+        props.insert("isolation.level".into(), "read_committed".into());
+        let consumer: BaseConsumer = client_config(&props)
+            .create()
+            .map_err(|e| kafka(format!("creating reader: {e}")))?;
+        let deadline = Instant::now() + timeout;
+        let mut assignment = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for p in 0..self.partitions {
+            let (_, high) = consumer
+                .fetch_watermarks(&self.topic, p, timeout)
+                .map_err(|e| kafka(format!("watermarks of partition {p}: {e}")))?;
+            if high > 0 {
+                ends.insert(p, high);
+                assignment
+                    .add_partition_offset(&self.topic, p, Offset::Beginning)
+                    .map_err(|e| kafka(e.to_string()))?;
+            }
+        }
+        let mut offsets = BTreeMap::new();
+        if ends.is_empty() {
+            return Ok(offsets);
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| kafka(e.to_string()))?;
+        let mut done: BTreeMap<i32, bool> = ends.keys().map(|p| (*p, false)).collect();
+        while done.values().any(|d| !d) {
+            if Instant::now() > deadline {
+                return Err(OffsetStoreError::Timeout {
+                    topic: self.topic.clone(),
+                    timeout,
+                });
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    let key = message.key().unwrap_or_default();
+                    let decoded =
+                        OffsetKey::decode(key).map_err(|source| OffsetStoreError::Format {
+                            topic: self.topic.clone(),
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            source,
+                        })?;
+                    if decoded.connector == connector {
+                        let value = decode_offset(message.payload()).map_err(|source| {
+                            OffsetStoreError::Format {
+                                topic: self.topic.clone(),
+                                partition: message.partition(),
+                                offset: message.offset(),
+                                source,
+                            }
+                        })?;
+                        match value {
+                            Some(v) => offsets.insert(decoded.partition, v),
+                            None => offsets.remove(&decoded.partition),
+                        };
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => return Err(kafka(format!("consuming: {e}"))),
+            }
+            // The position passes the end once everything up to the last stable offset
+            // (control records and aborted data included) has been consumed.
+            let position = consumer.position().map_err(|e| kafka(e.to_string()))?;
+            for element in position.elements() {
+                if let Offset::Offset(o) = element.offset() {
+                    if ends.get(&element.partition()).is_some_and(|end| o >= *end) {
+                        done.insert(element.partition(), true);
+                    }
+                }
+            }
+        }
+        Ok(offsets)
+    }
+}
+
+/// Creates a compacted state topic if it does not exist (Kafka Connect's state topics are
+/// compacted so the latest record per key survives forever).
+pub async fn ensure_compacted_topic(
+    admin_props: &BTreeMap<String, String>,
+    topic: &str,
+    partitions: i32,
+    replication: i16,
+) -> Result<(), OffsetStoreError> {
+    let kafka = |message: String| OffsetStoreError::Kafka {
+        topic: topic.to_owned(),
+        message,
+    };
+    let admin: AdminClient<DefaultClientContext> = client_config(admin_props)
+        .create()
+        .map_err(|e| kafka(format!("creating admin client: {e}")))?;
+    let replication = if replication < 1 {
+        TopicReplication::Fixed(-1)
+    } else {
+        TopicReplication::Fixed(i32::from(replication))
+    };
+    let new = NewTopic::new(topic, partitions, replication).set("cleanup.policy", "compact");
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = tokio::time::timeout(
+        Duration::from_secs(40),
+        admin.create_topics([&new], &options),
+    )
+    .await
+    .map_err(|_| kafka("CreateTopics timed out".into()))?
+    .map_err(|e| kafka(format!("CreateTopics: {e}")))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => return Err(kafka(format!("CreateTopics: {code}"))),
+        }
+    }
+    Ok(())
+}
+
+/// The partition count of a topic. The request goes through a producer client, which asks
+/// the broker to auto-create a missing topic (as Kafka Connect's producers do) when the
+/// broker allows it.
+pub async fn partition_count(
+    props: &BTreeMap<String, String>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32, OffsetStoreError> {
+    let props = props.clone();
+    let name = topic.to_owned();
+    let handle = tokio::task::spawn_blocking(move || -> Result<i32, String> {
+        let producer: BaseProducer = client_config(&props).create().map_err(|e| e.to_string())?;
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(&name), timeout)
+            .map_err(|e| e.to_string())?;
+        let count = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .map_or(0, |t| t.partitions().len());
+        i32::try_from(count).map_err(|e| e.to_string())
+    });
+    let kafka = |message: String| OffsetStoreError::Kafka {
+        topic: topic.to_owned(),
+        message,
+    };
+    match tokio::time::timeout(timeout + Duration::from_secs(5), handle).await {
+        Ok(Ok(Ok(0))) => Err(kafka(
+            "does not exist (or has no partitions yet), and the broker did not auto-create it".into(),
+        )),
+        Ok(Ok(Ok(n))) => Ok(n),
+        Ok(Ok(Err(e))) => Err(kafka(format!("metadata: {e}"))),
+        Ok(Err(e)) => Err(kafka(format!("metadata thread failed: {e}"))),
+        Err(_) => Err(OffsetStoreError::Timeout {
+            topic: topic.to_owned(),
+            timeout,
+        }),
+    }
+}

@@ -1,0 +1,324 @@
+//! A source task's producer: transactional for exactly-once (one per task,
+//! `transactional.id = <group.id>-<connector>-<task>`), or plain idempotent for
+//! at-least-once. librdkafka's calls block, so each runs on tokio's blocking pool under an
+//! outer timeout; the calling actor thread never blocks.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
+use rdkafka::ClientContext;
+
+use crate::kafka::client_config;
+
+/// A record ready for Kafka: bytes, and the partition the router chose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes; `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Milliseconds since the epoch.
+    pub timestamp: Option<i64>,
+    /// Headers.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl OutRecord {
+    /// Approximate size on the wire, for metrics and batching.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.value.as_ref().map_or(0, Vec::len)
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum::<usize>()
+    }
+}
+
+/// What the task does after a producer error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Abort the transaction, rewind to the committed offsets, continue.
+    Abort,
+    /// Drop the producer (fenced or broken) and start over from the committed offsets.
+    Recreate,
+}
+
+/// A producer call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// librdkafka reported an error.
+    #[error("{call} failed: {source}")]
+    Kafka {
+        /// Which call.
+        call: &'static str,
+        /// librdkafka's error.
+        #[source]
+        source: KafkaError,
+    },
+    /// The call did not return in time (librdkafka can overrun its own timeout).
+    #[error("{call} did not finish within {timeout:?}")]
+    Timeout {
+        /// Which call.
+        call: &'static str,
+        /// The bound.
+        timeout: Duration,
+    },
+    /// Records were not delivered (at-least-once mode; transactions report this on commit).
+    #[error("{count} record(s) were not delivered; last error: {last}")]
+    Delivery {
+        /// How many failed since the last check.
+        count: u64,
+        /// The last failure.
+        last: String,
+    },
+    /// The blocking thread died.
+    #[error("{call}: blocking task failed: {source}")]
+    Join {
+        /// Which call.
+        call: &'static str,
+        /// Why.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl ProducerError {
+    /// Fenced, fatal, timed-out or unclassified errors need a new producer; errors that
+    /// only poison the current transaction need an abort.
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            ProducerError::Kafka {
+                source: KafkaError::Transaction(e),
+                ..
+            } if e.txn_requires_abort() && !e.is_fatal() => Recovery::Abort,
+            _ => Recovery::Recreate,
+        }
+    }
+
+    /// Whether another producer with our transactional id took over.
+    pub fn is_fenced(&self) -> bool {
+        matches!(
+            self,
+            ProducerError::Kafka { source: KafkaError::Transaction(e), .. }
+                if matches!(e.code(), RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+        )
+    }
+}
+
+/// Counts failed deliveries, which at-least-once mode must see before writing offsets.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    failed: AtomicU64,
+    last: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = self.last.lock() {
+                *last = Some(e.to_string());
+            }
+        }
+    }
+}
+
+impl DeliveryTracker {
+    fn take_failures(&self) -> Option<(u64, String)> {
+        let count = self.failed.swap(0, Ordering::Relaxed);
+        if count == 0 {
+            return None;
+        }
+        let last = self
+            .last
+            .lock()
+            .ok()
+            .and_then(|mut l| l.take())
+            .unwrap_or_default();
+        Some((count, last))
+    }
+}
+
+type Inner = ThreadedProducer<DeliveryTracker>;
+
+/// Runs `f` on the blocking pool, bounded by `timeout` plus a grace period.
+async fn blocking<T: Send + 'static>(
+    call: &'static str,
+    timeout: Duration,
+    f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, ProducerError> {
+    let handle = tokio::task::spawn_blocking(f);
+    match tokio::time::timeout(timeout + Duration::from_secs(5), handle).await {
+        Ok(Ok(result)) => result.map_err(|source| ProducerError::Kafka { call, source }),
+        Ok(Err(source)) => Err(ProducerError::Join { call, source }),
+        Err(_) => Err(ProducerError::Timeout { call, timeout }),
+    }
+}
+
+/// A task's producer.
+#[derive(Clone)]
+pub struct TaskProducer {
+    inner: Arc<Inner>,
+    transactional: bool,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for TaskProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskProducer")
+            .field("transactional", &self.transactional)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskProducer {
+    /// Creates the producer; with a `transactional_id`, also runs `init_transactions`,
+    /// which fences any older producer with the same id and aborts its open transaction.
+    pub async fn create(
+        mut props: BTreeMap<String, String>,
+        transactional_id: Option<String>,
+        timeout: Duration,
+    ) -> Result<Self, ProducerError> {
+        props.insert("enable.idempotence".into(), "true".into());
+        if let Some(id) = &transactional_id {
+            props.insert("transactional.id".into(), id.clone());
+            props
+                .entry("transaction.timeout.ms".into())
+                .or_insert_with(|| "60000".into());
+        }
+        let transactional = transactional_id.is_some();
+        let inner: Arc<Inner> = Arc::new(
+            client_config(&props)
+                .create_with_context(DeliveryTracker::default())
+                .map_err(|source| ProducerError::Kafka {
+                    call: "creating the producer",
+                    source,
+                })?,
+        );
+        if transactional {
+            let p = Arc::clone(&inner);
+            blocking("init_transactions", timeout, move || {
+                p.init_transactions(timeout)
+            })
+            .await?;
+        }
+        Ok(TaskProducer {
+            inner,
+            transactional,
+            timeout,
+        })
+    }
+
+    /// Whether records and offsets commit atomically.
+    pub fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    /// Opens a transaction (no-op without transactions).
+    pub async fn begin(&self) -> Result<(), ProducerError> {
+        if !self.transactional {
+            return Ok(());
+        }
+        let p = Arc::clone(&self.inner);
+        blocking("begin_transaction", self.timeout, move || {
+            p.begin_transaction()
+        })
+        .await
+    }
+
+    /// Enqueues records; waits (off-thread) while librdkafka's queue is full, which is the
+    /// back-pressure a slow broker puts on the source.
+    pub async fn send(&self, records: Vec<OutRecord>) -> Result<(), ProducerError> {
+        let p = Arc::clone(&self.inner);
+        let timeout = self.timeout;
+        blocking("send", timeout, move || {
+            let deadline = Instant::now() + timeout;
+            for r in &records {
+                let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+                for (key, value) in &r.headers {
+                    headers = headers.insert(Header {
+                        key,
+                        value: value.as_deref(),
+                    });
+                }
+                let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&r.topic)
+                    .partition(r.partition)
+                    .headers(headers);
+                if let Some(k) = &r.key {
+                    record = record.key(k.as_slice());
+                }
+                if let Some(v) = &r.value {
+                    record = record.payload(v.as_slice());
+                }
+                if let Some(ts) = r.timestamp {
+                    record = record.timestamp(ts);
+                }
+                loop {
+                    match p.send(record) {
+                        Ok(()) => break,
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                            if Instant::now() > deadline {
+                                return Err(KafkaError::MessageProduction(
+                                    RDKafkaErrorCode::QueueFull,
+                                ));
+                            }
+                            record = back;
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        Err((e, _)) => return Err(e),
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Commits the open transaction (flushing first); without transactions, flushes.
+    pub async fn commit(&self) -> Result<(), ProducerError> {
+        let p = Arc::clone(&self.inner);
+        let timeout = self.timeout;
+        if self.transactional {
+            blocking("commit_transaction", timeout, move || {
+                p.commit_transaction(timeout)
+            })
+            .await
+        } else {
+            blocking("flush", timeout, move || p.flush(timeout)).await?;
+            match self.inner.context().take_failures() {
+                None => Ok(()),
+                Some((count, last)) => Err(ProducerError::Delivery { count, last }),
+            }
+        }
+    }
+
+    /// Aborts the open transaction (no-op without transactions).
+    pub async fn abort(&self) -> Result<(), ProducerError> {
+        if !self.transactional {
+            return Ok(());
+        }
+        let p = Arc::clone(&self.inner);
+        let timeout = self.timeout;
+        blocking("abort_transaction", timeout, move || {
+            p.abort_transaction(timeout)
+        })
+        .await
+    }
+}

@@ -1,0 +1,423 @@
+//! The source task actor and its poll loop.
+//!
+//! The actor is what the supervisor starts, stops and restarts. It runs the connector's
+//! task in a spawned tokio task on its own arbiter, so a panic inside connector code
+//! surfaces as a `JoinError` the actor reports (actix itself would just lose the actor),
+//! and a connector that blocks its thread stalls only its own arbiter.
+//!
+//! The loop follows KIP-618: (1) create the producer and `init_transactions`, fencing any
+//! zombie of this task; (2) read the committed offsets with read_committed; (3) poll,
+//! convert, route, send; (4) at each transaction boundary write the offsets of the batch
+//! into the same transaction and commit. Any failure aborts and ends the loop; the
+//! supervisor restarts the task, which resumes from the last committed offsets.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use sluice_proto::{
+    Props, SourceOffset, SourcePartition, SourceRecord, SourceTask, SourceTaskContext,
+};
+use tokio::sync::watch;
+
+use crate::convert::Converter;
+use crate::offset_store::OffsetStore;
+use crate::producer::{ProducerError, TaskProducer};
+use crate::router::{PartitionRouter, Route, Unrouted};
+
+/// When a transaction commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    /// After every non-empty poll (`transaction.boundary=poll`).
+    Poll,
+    /// After this much time (`transaction.boundary=interval`).
+    Interval(Duration),
+}
+
+/// Builds a fresh connector task for each (re)start.
+pub type TaskFactory = Arc<dyn Fn() -> Box<dyn SourceTask> + Send + Sync>;
+
+/// Everything a source task needs; shared by its restarts.
+pub struct SourceTaskSpec {
+    /// Connector name.
+    pub connector: String,
+    /// Task number.
+    pub task: u32,
+    /// The task's config, from the connector's `task_configs`.
+    pub config: Props,
+    /// New connector task instances.
+    pub factory: TaskFactory,
+    /// Key converter.
+    pub key_converter: Arc<dyn Converter>,
+    /// Value converter.
+    pub value_converter: Arc<dyn Converter>,
+    /// Producer settings (worker `producer.*` plus connector `producer.override.*`).
+    pub producer_props: BTreeMap<String, String>,
+    /// `Some` for exactly-once: `<group.id>-<connector>-<task>`.
+    pub transactional_id: Option<String>,
+    /// Transaction boundary.
+    pub boundary: Boundary,
+    /// Where offsets live.
+    pub offsets: OffsetStore,
+    /// The worker's router.
+    pub router: Addr<PartitionRouter>,
+    /// Bound for every Kafka call.
+    pub kafka_timeout: Duration,
+}
+
+impl std::fmt::Debug for SourceTaskSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceTaskSpec")
+            .field("connector", &self.connector)
+            .field("task", &self.task)
+            .field("transactional_id", &self.transactional_id)
+            .field("boundary", &self.boundary)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a task stopped working.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The connector's own code failed.
+    #[error("connector task failed: {0}")]
+    Connector(#[from] sluice_proto::ConnectorError),
+    /// A record could not be converted; names its source coordinates.
+    #[error("converting the {part} of the record from source partition {partition} at offset {offset}: {source}")]
+    Convert {
+        /// `key` or `value`.
+        part: &'static str,
+        /// Source partition, as JSON.
+        partition: String,
+        /// Source offset, as JSON.
+        offset: String,
+        /// The converter's error.
+        #[source]
+        source: Box<crate::convert::ConvertError>,
+    },
+    /// Kafka (producer or transaction) failed.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+    /// The offsets could not be read.
+    #[error(transparent)]
+    Offsets(#[from] crate::offset_store::OffsetStoreError),
+    /// The router refused the batch.
+    #[error(transparent)]
+    Route(#[from] crate::router::RouteError),
+    /// The router is gone (worker shutting down).
+    #[error("partition router unavailable: {0}")]
+    Mailbox(#[from] MailboxError),
+}
+
+fn convert(spec: &SourceTaskSpec, r: &SourceRecord) -> Result<Unrouted, TaskError> {
+    let coordinates = |part, source| TaskError::Convert {
+        part,
+        partition: serde_json::Value::Object(r.source_partition.as_map().clone()).to_string(),
+        offset: serde_json::Value::Object(r.source_offset.0.clone()).to_string(),
+        source: Box::new(source),
+    };
+    let key = spec
+        .key_converter
+        .to_kafka(&r.topic, r.key_schema.as_deref(), &r.key)
+        .map_err(|e| coordinates("key", e))?;
+    let value = spec
+        .value_converter
+        .to_kafka(&r.topic, r.value_schema.as_deref(), &r.value)
+        .map_err(|e| coordinates("value", e))?;
+    Ok(Unrouted {
+        topic: r.topic.clone(),
+        partition: r.partition,
+        key,
+        value,
+        timestamp: r.timestamp,
+        headers: r
+            .headers
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect(),
+    })
+}
+
+/// One open transaction's bookkeeping.
+#[derive(Default)]
+struct Pending {
+    open: bool,
+    started: Option<Instant>,
+    records: u64,
+    offsets: BTreeMap<SourcePartition, SourceOffset>,
+}
+
+struct Labels {
+    connector: String,
+    task: String,
+}
+
+impl Labels {
+    fn pairs(&self) -> [(&'static str, String); 2] {
+        [
+            ("connector", self.connector.clone()),
+            ("task", self.task.clone()),
+        ]
+    }
+}
+
+async fn commit(
+    spec: &SourceTaskSpec,
+    producer: &TaskProducer,
+    task: &mut dyn SourceTask,
+    pending: &mut Pending,
+    labels: &Labels,
+) -> Result<(), TaskError> {
+    if !pending.open {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let offset_records: Vec<_> = pending
+        .offsets
+        .iter()
+        .map(|(p, o)| spec.offsets.record(&spec.connector, p, Some(o)))
+        .collect();
+    if producer.is_transactional() {
+        // Offsets ride in the same transaction: both commit, or neither.
+        producer.send(offset_records).await?;
+        producer.commit().await?;
+    } else {
+        // At-least-once: records must be durable before their offsets are written.
+        producer.commit().await?;
+        producer.send(offset_records).await?;
+        producer.commit().await?;
+    }
+    let elapsed = started.elapsed();
+    metrics::histogram!("sluice_source_transaction_commit_seconds", &labels.pairs())
+        .record(elapsed.as_secs_f64());
+    metrics::histogram!("sluice_source_transaction_size_records", &labels.pairs())
+        .record(pending.records as f64);
+    metrics::counter!(
+        "sluice_source_transactions_committed_total",
+        &labels.pairs()
+    )
+    .increment(1);
+    metrics::counter!("sluice_source_records_written_total", &labels.pairs())
+        .increment(pending.records);
+    tracing::debug!(
+        connector = %spec.connector,
+        task = spec.task,
+        records = pending.records,
+        partitions = pending.offsets.len(),
+        commit_ms = elapsed.as_millis() as u64,
+        "transaction committed"
+    );
+    *pending = Pending::default();
+    task.commit().await?;
+    Ok(())
+}
+
+async fn poll_loop(
+    spec: &SourceTaskSpec,
+    producer: &TaskProducer,
+    task: &mut dyn SourceTask,
+    stop: &mut watch::Receiver<bool>,
+    labels: &Labels,
+) -> Result<(), TaskError> {
+    let mut pending = Pending::default();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let poll_started = Instant::now();
+        let records = tokio::select! {
+            polled = task.poll() => polled?,
+            // Dropping an in-flight poll is safe: nothing it read was committed, and the
+            // next start resumes from the committed offsets.
+            _ = stop.changed() => break,
+        };
+        metrics::histogram!("sluice_source_poll_batch_seconds", &labels.pairs())
+            .record(poll_started.elapsed().as_secs_f64());
+        if !records.is_empty() {
+            metrics::counter!("sluice_source_records_polled_total", &labels.pairs())
+                .increment(records.len() as u64);
+            let mut batch = Vec::with_capacity(records.len());
+            for r in &records {
+                batch.push(convert(spec, r)?);
+            }
+            // Bounded mailbox: waits when the router is busy (back-pressure).
+            let routed = spec.router.send(Route(batch)).await??;
+            if !pending.open {
+                producer.begin().await?;
+                pending.open = true;
+                pending.started = Some(Instant::now());
+            }
+            producer.send(routed).await?;
+            pending.records += records.len() as u64;
+            for r in records {
+                pending.offsets.insert(r.source_partition, r.source_offset);
+            }
+            metrics::gauge!("sluice_source_records_active", &labels.pairs())
+                .set(pending.records as f64);
+        }
+        let due = match spec.boundary {
+            Boundary::Poll => true,
+            Boundary::Interval(every) => pending.started.is_some_and(|s| s.elapsed() >= every),
+        };
+        if due {
+            commit(spec, producer, task, &mut pending, labels).await?;
+            metrics::gauge!("sluice_source_records_active", &labels.pairs()).set(0.0);
+        }
+    }
+    // Stopping: what was sent is committed with its offsets, so nothing is read twice.
+    commit(spec, producer, task, &mut pending, labels).await
+}
+
+/// Runs one life of a task: producer, offsets, start, loop, stop.
+pub async fn run_source_task(
+    spec: Arc<SourceTaskSpec>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), TaskError> {
+    let labels = Labels {
+        connector: spec.connector.clone(),
+        task: spec.task.to_string(),
+    };
+    let producer = TaskProducer::create(
+        spec.producer_props.clone(),
+        spec.transactional_id.clone(),
+        spec.kafka_timeout,
+    )
+    .await?;
+    // After init_transactions: a zombie's open transaction is aborted, so read_committed
+    // sees exactly what was committed.
+    let committed = spec
+        .offsets
+        .read(&spec.connector, spec.kafka_timeout)
+        .await?;
+    tracing::info!(
+        connector = %spec.connector,
+        task = spec.task,
+        exactly_once = producer.is_transactional(),
+        source_partitions = committed.len(),
+        "source task starting from committed offsets"
+    );
+    let mut task = (spec.factory)();
+    let context = SourceTaskContext {
+        connector: spec.connector.clone(),
+        task: spec.task,
+        committed,
+    };
+    let result = match task.start(&spec.config, context).await {
+        Ok(()) => poll_loop(&spec, &producer, task.as_mut(), &mut stop, &labels).await,
+        Err(e) => Err(e.into()),
+    };
+    task.stop().await;
+    if let Err(e) = &result {
+        if producer.is_transactional() {
+            metrics::counter!("sluice_source_transactions_aborted_total", &labels.pairs())
+                .increment(1);
+            // The producer is dropped either way; an abort releases the partitions sooner
+            // for read_committed readers. It may fail (e.g. fenced); that is fine.
+            if let Err(abort) = producer.abort().await {
+                tracing::debug!(connector = %spec.connector, task = spec.task, error = %abort, "abort after failure also failed");
+            }
+        }
+        tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "source task failed");
+    }
+    result
+}
+
+/// Tells the supervisor a task's life ended.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct TaskExited {
+    /// Task number.
+    pub task: u32,
+    /// Which start of the task this was.
+    pub generation: u64,
+    /// `Err` carries the trace for the status API.
+    pub outcome: Result<(), String>,
+}
+
+/// Asks a task to stop after committing what it has.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopTask;
+
+/// The supervised actor of one task life.
+pub struct SourceTaskActor {
+    spec: Arc<SourceTaskSpec>,
+    generation: u64,
+    supervisor: Recipient<TaskExited>,
+    stop: Option<watch::Sender<bool>>,
+}
+
+impl SourceTaskActor {
+    /// A task actor reporting to `supervisor`.
+    pub fn new(
+        spec: Arc<SourceTaskSpec>,
+        generation: u64,
+        supervisor: Recipient<TaskExited>,
+    ) -> Self {
+        SourceTaskActor {
+            spec,
+            generation,
+            supervisor,
+            stop: None,
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+impl Actor for SourceTaskActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (tx, rx) = watch::channel(false);
+        self.stop = Some(tx);
+        let handle = tokio::spawn(run_source_task(Arc::clone(&self.spec), rx));
+        let watcher = async move {
+            match handle.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("{e}{}", error_chain(&e))),
+                Err(join) if join.is_panic() => Err(format!(
+                    "task panicked: {}",
+                    panic_message(join.into_panic().as_ref())
+                )),
+                Err(join) => Err(format!("task was cancelled: {join}")),
+            }
+        };
+        ctx.spawn(watcher.into_actor(self).map(|outcome, actor, ctx| {
+            actor.supervisor.do_send(TaskExited {
+                task: actor.spec.task,
+                generation: actor.generation,
+                outcome,
+            });
+            ctx.stop();
+        }));
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str("\ncaused by: ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+impl Handler<StopTask> for SourceTaskActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopTask, _ctx: &mut Self::Context) {
+        if let Some(stop) = &self.stop {
+            let _ = stop.send(true);
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The connector supervisor: one actor per connector owning its tasks' restart policy.
+//! A task that fails (an error or a panic, both reported by its actor) is restarted after
+//! an exponential backoff; past the attempt limit it is FAILED with its trace and stays so
+//! until restarted by hand. A restart resumes from committed offsets, so it neither loses
+//! nor duplicates records. Each task runs on its own arbiter (thread): a connector that
+//! blocks or spins cannot stall another connector or the REST API.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use crate::source_task::{SourceTaskActor, SourceTaskSpec, StopTask, TaskExited};
+
+/// How failed tasks are restarted.
+#[derive(Debug, Clone, Copy)]
+pub struct RestartPolicy {
+    /// Restarts before the task is FAILED.
+    pub max_attempts: u32,
+    /// First backoff.
+    pub initial_backoff: Duration,
+    /// Backoff ceiling.
+    pub max_backoff: Duration,
+    /// A task that ran this long without failing starts counting attempts afresh.
+    pub healthy_after: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            max_attempts: 5,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            healthy_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// The wait before restart number `attempt` (1-based): initial * 2^(attempt-1), capped.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2_u32.saturating_pow(attempt.saturating_sub(1));
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// A task's state, with Kafka Connect's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TaskState {
+    /// Working.
+    Running,
+    /// Waiting for its restart after a failure (Kafka Connect shows RESTARTING).
+    Restarting,
+    /// Gave up; see the trace.
+    Failed,
+    /// Stopped on request.
+    Unassigned,
+}
+
+/// One task's status for the REST API.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskStatus {
+    /// Task number.
+    pub id: u32,
+    /// State.
+    pub state: TaskState,
+    /// The last failure's trace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    /// Restarts since the task was last healthy.
+    #[serde(skip)]
+    pub attempts: u32,
+}
+
+struct Slot {
+    spec: Arc<SourceTaskSpec>,
+    arbiter: Arbiter,
+    addr: Option<Addr<SourceTaskActor>>,
+    generation: u64,
+    started_at: Instant,
+    status: TaskStatus,
+}
+
+/// Supervises one connector's tasks.
+pub struct ConnectorSupervisor {
+    name: String,
+    policy: RestartPolicy,
+    slots: Vec<Slot>,
+    stopping: bool,
+    stopped: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ConnectorSupervisor {
+    /// A supervisor for `name` that will run `specs` (one per task) when started.
+    pub fn new(name: String, specs: Vec<Arc<SourceTaskSpec>>, policy: RestartPolicy) -> Self {
+        let slots = specs
+            .into_iter()
+            .map(|spec| Slot {
+                status: TaskStatus {
+                    id: spec.task,
+                    state: TaskState::Running,
+                    trace: None,
+                    attempts: 0,
+                },
+                spec,
+                arbiter: Arbiter::new(),
+                addr: None,
+                generation: 0,
+                started_at: Instant::now(),
+            })
+            .collect();
+        ConnectorSupervisor {
+            name,
+            policy,
+            slots,
+            stopping: false,
+            stopped: Vec::new(),
+        }
+    }
+
+    fn start_task(&mut self, index: usize, ctx: &mut Context<Self>) {
+        let me = ctx.address().recipient();
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
+        slot.generation += 1;
+        slot.started_at = Instant::now();
+        slot.status.state = TaskState::Running;
+        let spec = Arc::clone(&slot.spec);
+        let generation = slot.generation;
+        slot.addr = Some(SourceTaskActor::start_in_arbiter(
+            &slot.arbiter.handle(),
+            move |_| SourceTaskActor::new(spec, generation, me),
+        ));
+        metrics::gauge!("sluice_task_running", "connector" => self.name.clone(), "task" => slot.status.id.to_string()).set(1.0);
+        tracing::info!(connector = %self.name, task = slot.status.id, generation, "task started");
+    }
+
+    fn all_exited(&self) -> bool {
+        self.slots.iter().all(|s| s.addr.is_none())
+    }
+
+    fn notify_if_stopped(&mut self) {
+        if self.stopping && self.all_exited() {
+            for tx in self.stopped.drain(..) {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+impl Actor for ConnectorSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        for i in 0..self.slots.len() {
+            self.start_task(i, ctx);
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        for slot in &self.slots {
+            slot.arbiter.stop();
+        }
+    }
+}
+
+impl Handler<TaskExited> for ConnectorSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: TaskExited, ctx: &mut Self::Context) {
+        let name = self.name.clone();
+        let policy = self.policy;
+        let stopping = self.stopping;
+        let Some(index) = self.slots.iter().position(|s| s.status.id == msg.task) else {
+            return;
+        };
+        let slot = &mut self.slots[index];
+        if msg.generation != slot.generation {
+            return; // a late report from an earlier life
+        }
+        slot.addr = None;
+        let labels = [("connector", name.clone()), ("task", msg.task.to_string())];
+        metrics::gauge!("sluice_task_running", &labels).set(0.0);
+        match msg.outcome {
+            Ok(()) => {
+                slot.status.state = TaskState::Unassigned;
+                tracing::info!(connector = %name, task = msg.task, "task stopped");
+            }
+            Err(_) if stopping => {
+                slot.status.state = TaskState::Unassigned;
+            }
+            Err(trace) => {
+                if slot.started_at.elapsed() >= policy.healthy_after {
+                    slot.status.attempts = 0;
+                }
+                slot.status.attempts += 1;
+                slot.status.trace = Some(trace.clone());
+                metrics::counter!("sluice_task_failures_total", &labels).increment(1);
+                if slot.status.attempts > policy.max_attempts {
+                    slot.status.state = TaskState::Failed;
+                    tracing::error!(connector = %name, task = msg.task, attempts = slot.status.attempts - 1, trace = %trace, "task FAILED: restart limit reached");
+                } else {
+                    slot.status.state = TaskState::Restarting;
+                    let wait = policy.backoff(slot.status.attempts);
+                    tracing::warn!(connector = %name, task = msg.task, attempt = slot.status.attempts, backoff_ms = wait.as_millis() as u64, trace = %trace, "task failed; restarting after backoff");
+                    let generation = slot.generation;
+                    ctx.run_later(wait, move |act, ctx| {
+                        let still_waiting = act.slots.get(index).is_some_and(|s| {
+                            s.generation == generation && s.status.state == TaskState::Restarting
+                        });
+                        if still_waiting && !act.stopping {
+                            metrics::counter!("sluice_task_restarts_total", "connector" => act.name.clone(), "task" => msg.task.to_string()).increment(1);
+                            act.start_task(index, ctx);
+                        }
+                    });
+                }
+            }
+        }
+        self.notify_if_stopped();
+    }
+}
+
+/// Restarts a task by hand (the REST restart endpoint), clearing its failure count.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct RestartTask(pub u32);
+
+impl Handler<RestartTask> for ConnectorSupervisor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: RestartTask, ctx: &mut Self::Context) -> bool {
+        let Some(index) = self.slots.iter().position(|s| s.status.id == msg.0) else {
+            return false;
+        };
+        let slot = &mut self.slots[index];
+        slot.status.attempts = 0;
+        slot.status.trace = None;
+        if let Some(addr) = slot.addr.take() {
+            // The running life ends; its late report is ignored by generation.
+            addr.do_send(StopTask);
+        }
+        self.start_task(index, ctx);
+        true
+    }
+}
+
+/// The status of every task.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<TaskStatus>")]
+pub struct GetStatus;
+
+impl Handler<GetStatus> for ConnectorSupervisor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.slots.iter().map(|s| s.status.clone()).collect())
+    }
+}
+
+/// Stops every task (each commits what it has) and answers when all have exited.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopConnector;
+
+impl Handler<StopConnector> for ConnectorSupervisor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _msg: StopConnector, _ctx: &mut Self::Context) -> Self::Result {
+        self.stopping = true;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.stopped.push(tx);
+        for slot in &mut self.slots {
+            if let Some(addr) = &slot.addr {
+                addr.do_send(StopTask);
+            }
+        }
+        self.notify_if_stopped();
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_ceiling() {
+        let p = RestartPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            healthy_after: Duration::from_secs(60),
+        };
+        let waits: Vec<u64> = (1..=6).map(|a| p.backoff(a).as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+    }
+}

@@ -1,0 +1,326 @@
+//! The worker: validates connector configs, builds each task's spec (converters,
+//! producer, exactly-once settings) and hands the tasks to a connector supervisor. The
+//! REST layer and the command line both go through [`Worker`], the one place with every
+//! cluster action (Kafka Connect's `Herder`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+use sluice_proto::{ConfigDef, ExactlyOnceSupport, ParsedConfig};
+
+use crate::connector_config::common_def;
+use crate::convert::{self, Part};
+use crate::offset_store::OffsetStore;
+use crate::registry;
+use crate::router::PartitionRouter;
+use crate::source_task::{Boundary, SourceTaskSpec, TaskFactory};
+use crate::supervisor::{
+    ConnectorSupervisor, GetStatus, RestartPolicy, RestartTask, StopConnector, TaskStatus,
+};
+use crate::worker_config::WorkerConfig;
+
+/// A connector could not be created; the message names the key at fault. Nothing was
+/// started or stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WorkerError {
+    /// The config is invalid.
+    #[error("{0}")]
+    BadConfig(String),
+    /// A connector of that name exists.
+    #[error("Connector {0} already exists")]
+    Exists(String),
+    /// No connector of that name.
+    #[error("Connector {0} not found")]
+    NotFound(String),
+    /// No such task.
+    #[error("Task {1} of connector {0} not found")]
+    TaskNotFound(String, u32),
+    /// An actor did not answer.
+    #[error("worker internal error: {0}")]
+    Internal(String),
+}
+
+/// What the worker keeps per connector.
+#[derive(Clone)]
+pub struct ConnectorEntry {
+    /// The supervisor.
+    pub supervisor: Addr<ConnectorSupervisor>,
+    /// Canonical class.
+    pub class: &'static str,
+    /// The config, secrets masked.
+    pub masked_config: BTreeMap<String, String>,
+    /// Task count.
+    pub tasks: u32,
+}
+
+/// The worker.
+#[derive(Clone)]
+pub struct Worker {
+    config: Arc<WorkerConfig>,
+    router: Addr<PartitionRouter>,
+    offsets: OffsetStore,
+    group_id: String,
+    /// `host:port` of this worker, as the status API reports it.
+    pub worker_id: String,
+    connectors: Arc<RwLock<BTreeMap<String, ConnectorEntry>>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key_error(key: &str, message: impl std::fmt::Display) -> WorkerError {
+    WorkerError::BadConfig(format!("{key}: {message}"))
+}
+
+impl Worker {
+    /// A worker writing offsets to `offsets`, routing through `router`.
+    pub fn new(
+        config: Arc<WorkerConfig>,
+        router: Addr<PartitionRouter>,
+        offsets: OffsetStore,
+    ) -> Self {
+        let group_id = config
+            .group_id
+            .clone()
+            .unwrap_or_else(|| "sluice-standalone".to_owned());
+        let worker_id = config
+            .listeners
+            .first()
+            .map_or_else(|| "unknown".to_owned(), ToString::to_string);
+        Worker {
+            config,
+            router,
+            offsets,
+            group_id,
+            worker_id,
+            connectors: Arc::new(RwLock::new(BTreeMap::new())),
+        }
+    }
+
+    fn policy(&self) -> RestartPolicy {
+        let ms = |key: &str, default: u64| {
+            Duration::from_millis(
+                self.config
+                    .parsed
+                    .long(key)
+                    .and_then(|v| u64::try_from(v).ok())
+                    .unwrap_or(default),
+            )
+        };
+        RestartPolicy {
+            max_attempts: self
+                .config
+                .parsed
+                .long("task.restart.max.attempts")
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(5),
+            initial_backoff: ms("task.restart.backoff.initial.ms", 1000),
+            max_backoff: ms("task.restart.backoff.max.ms", 60_000),
+            healthy_after: Duration::from_secs(60),
+        }
+    }
+
+    fn converter(
+        &self,
+        parsed: &ParsedConfig,
+        part: Part,
+    ) -> Result<Arc<dyn convert::Converter>, WorkerError> {
+        let key = match part {
+            Part::Key => "key.converter",
+            Part::Value => "value.converter",
+        };
+        let prefix = format!("{key}.");
+        // The connector's converter and its settings win over the worker's.
+        let (class, settings) = match parsed.string(key) {
+            Some(class) => (class.to_owned(), parsed.with_prefix(&prefix)),
+            None => (
+                self.config
+                    .parsed
+                    .string(key)
+                    .unwrap_or(convert::JSON)
+                    .to_owned(),
+                self.config.parsed.with_prefix(&prefix),
+            ),
+        };
+        convert::build(&class, part, &settings).map_err(|e| key_error(key, e))
+    }
+
+    /// Validates `props` and starts the connector's tasks.
+    pub fn create_connector(
+        &self,
+        props: &BTreeMap<String, String>,
+    ) -> Result<ConnectorEntry, WorkerError> {
+        let common = common_def()
+            .parse(props)
+            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+        let name = common.string("name").unwrap_or_default().to_owned();
+        let class = common.string("connector.class").unwrap_or_default();
+        let plugin = registry::lookup(class).ok_or_else(|| {
+            let known: Vec<&str> = registry::plugins().iter().map(|p| p.class).collect();
+            key_error(
+                "connector.class",
+                format!(
+                    "unknown connector class {class:?} (known: {})",
+                    known.join(", ")
+                ),
+            )
+        })?;
+        if self.read_connectors().contains_key(&name) {
+            return Err(WorkerError::Exists(name));
+        }
+        let connector = (plugin.source)();
+        let def: ConfigDef = common_def().merge(&connector.config_def());
+        let parsed = def
+            .parse(props)
+            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+        for key in parsed.unknown_keys() {
+            tracing::warn!(connector = %name, key = %key, "unknown connector config key, ignored");
+        }
+        let key_converter = self.converter(&parsed, Part::Key)?;
+        let value_converter = self.converter(&parsed, Part::Value)?;
+
+        let worker_eos =
+            self.config.parsed.string("exactly.once.source.support") == Some("enabled");
+        let required = parsed.string("exactly.once.support") == Some("required");
+        if required && !worker_eos {
+            return Err(key_error(
+                "exactly.once.support",
+                "required, but the worker's exactly.once.source.support is not enabled",
+            ));
+        }
+        if required && connector.exactly_once_support(props) == ExactlyOnceSupport::Unsupported {
+            return Err(key_error(
+                "exactly.once.support",
+                format!("required, but {} cannot be exactly-once", plugin.class),
+            ));
+        }
+        let boundary = match parsed.string("transaction.boundary") {
+            Some("interval") => Boundary::Interval(Duration::from_millis(
+                parsed
+                    .long("transaction.boundary.interval.ms")
+                    .or_else(|| self.config.parsed.long("offset.flush.interval.ms"))
+                    .and_then(|v| u64::try_from(v).ok())
+                    .unwrap_or(60_000),
+            )),
+            _ => Boundary::Poll,
+        };
+
+        let max_tasks = u32::try_from(parsed.long("tasks.max").unwrap_or(1)).unwrap_or(1);
+        let task_configs = connector
+            .task_configs(props, max_tasks)
+            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+        let mut producer_props = self.config.kafka_client_props("producer.");
+        producer_props.extend(parsed.with_prefix("producer.override."));
+        let factory: TaskFactory = {
+            let ctor = plugin.source;
+            Arc::new(move || ctor().task())
+        };
+        let specs: Vec<Arc<SourceTaskSpec>> = task_configs
+            .into_iter()
+            .zip(0_u32..)
+            .map(|(config, task)| {
+                Arc::new(SourceTaskSpec {
+                    connector: name.clone(),
+                    task,
+                    config,
+                    factory: Arc::clone(&factory),
+                    key_converter: Arc::clone(&key_converter),
+                    value_converter: Arc::clone(&value_converter),
+                    producer_props: producer_props.clone(),
+                    transactional_id: worker_eos
+                        .then(|| format!("{}-{}-{}", self.group_id, name, task)),
+                    boundary,
+                    offsets: self.offsets.clone(),
+                    router: self.router.clone(),
+                    kafka_timeout: Duration::from_secs(30),
+                })
+            })
+            .collect();
+        let tasks = u32::try_from(specs.len()).unwrap_or(u32::MAX);
+        let supervisor = ConnectorSupervisor::new(name.clone(), specs, self.policy()).start();
+        let entry = ConnectorEntry {
+            supervisor,
+            class: plugin.class,
+            masked_config: def.mask(props),
+            tasks,
+        };
+        self.connectors
+            .write()
+            .map_err(|_| WorkerError::Internal("connector table poisoned".into()))?
+            .insert(name.clone(), entry.clone());
+        tracing::info!(connector = %name, class = plugin.class, tasks, exactly_once = worker_eos, "connector created");
+        metrics::gauge!("sluice_connectors").set(self.read_connectors().len() as f64);
+        Ok(entry)
+    }
+
+    fn read_connectors(&self) -> BTreeMap<String, ConnectorEntry> {
+        self.connectors
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// Connector names, sorted.
+    pub fn connector_names(&self) -> Vec<String> {
+        self.read_connectors().into_keys().collect()
+    }
+
+    /// One connector's entry.
+    pub fn connector(&self, name: &str) -> Result<ConnectorEntry, WorkerError> {
+        self.read_connectors()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| WorkerError::NotFound(name.to_owned()))
+    }
+
+    /// The tasks' statuses.
+    pub async fn task_statuses(&self, name: &str) -> Result<Vec<TaskStatus>, WorkerError> {
+        let entry = self.connector(name)?;
+        entry
+            .supervisor
+            .send(GetStatus)
+            .await
+            .map_err(|e| WorkerError::Internal(e.to_string()))
+    }
+
+    /// Restarts one task by hand.
+    pub async fn restart_task(&self, name: &str, task: u32) -> Result<(), WorkerError> {
+        let entry = self.connector(name)?;
+        let found = entry
+            .supervisor
+            .send(RestartTask(task))
+            .await
+            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+        if found {
+            Ok(())
+        } else {
+            Err(WorkerError::TaskNotFound(name.to_owned(), task))
+        }
+    }
+
+    /// Stops every connector, each task committing what it has, within `timeout`.
+    pub async fn stop_all(&self, timeout: Duration) {
+        let entries = self.read_connectors();
+        let stops = entries.iter().map(|(name, entry)| {
+            let name = name.clone();
+            let supervisor = entry.supervisor.clone();
+            async move {
+                match tokio::time::timeout(timeout, supervisor.send(StopConnector)).await {
+                    Ok(Ok(())) => tracing::info!(connector = %name, "connector stopped"),
+                    Ok(Err(e)) => tracing::warn!(connector = %name, error = %e, "connector supervisor gone"),
+                    Err(_) => tracing::warn!(connector = %name, ?timeout, "connector did not stop in time"),
+                }
+            }
+        });
+        for stop in stops {
+            stop.await;
+        }
+    }
+}
