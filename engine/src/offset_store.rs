@@ -275,7 +275,8 @@ pub async fn partition_count(
     };
     match tokio::time::timeout(timeout + Duration::from_secs(5), handle).await {
         Ok(Ok(Ok(0))) => Err(kafka(
-            "does not exist (or has no partitions yet), and the broker did not auto-create it".into(),
+            "does not exist (or has no partitions yet), and the broker did not auto-create it"
+                .into(),
         )),
         Ok(Ok(Ok(n))) => Ok(n),
         Ok(Ok(Err(e))) => Err(kafka(format!("metadata: {e}"))),

@@ -1,0 +1,213 @@
+//! Helpers for the engine's process-level tests: config files and `sluice` processes.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use sluice_testkit::{http_get, unique_name, Stack};
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(unique_name(prefix));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+
+    pub fn write(&self, name: &str, body: &str) -> Result<PathBuf> {
+        let path = self.0.join(name);
+        std::fs::write(&path, body)?;
+        Ok(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A worker config for the stack's broker, REST on `port`, exactly-once on, fast restarts.
+pub fn worker_properties(
+    stack: &Stack,
+    port: u16,
+    group: &str,
+    offsets_topic: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "bootstrap.servers={}\n\
+         group.id={group}\n\
+         offset.storage.topic={offsets_topic}\n\
+         offset.storage.partitions=3\n\
+         offset.storage.replication.factor=1\n\
+         exactly.once.source.support=enabled\n\
+         listeners=http://127.0.0.1:{port}\n\
+         task.restart.backoff.initial.ms=100\n\
+         task.restart.backoff.max.ms=2000\n\
+         producer.broker.address.family=v4\n\
+         consumer.broker.address.family=v4\n\
+         admin.broker.address.family=v4\n\
+         {extra}\n",
+        stack.kafka_bootstrap
+    )
+}
+
+/// A running `sluice standalone`; killed (SIGKILL) on drop.
+pub struct WorkerProcess {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn standalone(
+        worker: &Path,
+        connectors: &[&Path],
+        port: u16,
+        log: PathBuf,
+    ) -> Result<Self> {
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("standalone")
+            .arg(worker)
+            .args(connectors)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("starting sluice standalone")?;
+        Ok(WorkerProcess { child, port, log })
+    }
+
+    /// Waits until the REST API answers.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("worker exited early ({status}); log:\n{}", self.log_text());
+            }
+            if http_get(self.port, "/health").is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("worker did not answer on port {} in {timeout:?}", self.port)
+    }
+
+    /// SIGKILL: no shutdown hook, no final commit.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("worker did not exit within {timeout:?} after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The JSON of `GET path`.
+    pub fn get_json(&self, path: &str) -> Result<(u16, serde_json::Value)> {
+        let (status, body) = http_get(self.port, path)?;
+        let json = serde_json::from_str(&body).with_context(|| format!("{path}: {body}"))?;
+        Ok((status, json))
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small deterministic PRNG (xorshift64*), seeded from the clock and printed, so a
+/// failing run can be replayed with SLUICE_TEST_SEED.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env_or_clock() -> Self {
+        let seed = std::env::var("SLUICE_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(42)
+                    | 1
+            });
+        eprintln!("random seed: SLUICE_TEST_SEED={seed}");
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `lo..hi` milliseconds.
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.next() % (hi - lo))
+    }
+}
+
+/// The committed values of a single-partition topic, as text.
+pub fn committed_lines(stack: &Stack, topic: &str) -> Result<Vec<String>> {
+    Ok(stack
+        .read_topic(
+            topic,
+            sluice_testkit::Isolation::ReadCommitted,
+            Duration::from_secs(60),
+        )?
+        .into_iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect())
+}
+
+/// Checks that `lines` are exactly "1".."n", in order; says where they first differ.
+pub fn assert_exactly_once_in_order(lines: &[String], n: usize) {
+    let mut first_bad = None;
+    for (i, line) in lines.iter().enumerate() {
+        if *line != (i + 1).to_string() {
+            first_bad = Some((i, line.clone()));
+            break;
+        }
+    }
+    if let Some((i, line)) = first_bad {
+        panic!(
+            "record {i} is {line:?}, expected {:?} ({} records in all)",
+            (i + 1).to_string(),
+            lines.len()
+        );
+    }
+    assert_eq!(
+        lines.len(),
+        n,
+        "records 1..{} present once each, but {n} expected",
+        lines.len()
+    );
+}
