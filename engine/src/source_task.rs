@@ -318,7 +318,12 @@ pub async fn run_source_task(
                 tracing::debug!(connector = %spec.connector, task = spec.task, error = %abort, "abort after failure also failed");
             }
         }
-        tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "source task failed");
+        if matches!(e, TaskError::Producer(p) if p.is_fenced()) {
+            metrics::counter!("sluice_source_task_fenced_total", &labels.pairs()).increment(1);
+            tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "source task fenced: another instance with the same transactional.id took over");
+        } else {
+            tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "source task failed");
+        }
     }
     result
 }

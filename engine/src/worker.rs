@@ -160,7 +160,6 @@ impl Worker {
         let common = common_def()
             .parse(props)
             .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
-        let name = common.string("name").unwrap_or_default().to_owned();
         let class = common.string("connector.class").unwrap_or_default();
         let plugin = registry::lookup(class).ok_or_else(|| {
             let known: Vec<&str> = registry::plugins().iter().map(|p| p.class).collect();
@@ -172,6 +171,20 @@ impl Worker {
                 ),
             )
         })?;
+        self.create_connector_with(plugin, props)
+    }
+
+    /// Like [`Worker::create_connector`], with the plugin given rather than looked up
+    /// (for connectors outside the built-in registry, e.g. in tests).
+    pub fn create_connector_with(
+        &self,
+        plugin: registry::Plugin,
+        props: &BTreeMap<String, String>,
+    ) -> Result<ConnectorEntry, WorkerError> {
+        let common = common_def()
+            .parse(props)
+            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+        let name = common.string("name").unwrap_or_default().to_owned();
         if self.read_connectors().contains_key(&name) {
             return Err(WorkerError::Exists(name));
         }

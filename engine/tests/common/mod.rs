@@ -154,8 +154,7 @@ impl Rng {
             .unwrap_or_else(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(42)
+                    .map_or(42, |d| d.as_nanos() as u64)
                     | 1
             });
         eprintln!("random seed: SLUICE_TEST_SEED={seed}");
