@@ -212,6 +212,11 @@ impl TaskProducer {
         timeout: Duration,
     ) -> Result<Self, ProducerError> {
         props.insert("enable.idempotence".into(), "true".into());
+        // Bounded like Kafka Connect's buffer.memory (32 MiB): when the broker is slow or
+        // down, `send` waits instead of the queue growing to librdkafka's 1 GiB default.
+        props
+            .entry("queue.buffering.max.kbytes".into())
+            .or_insert_with(|| "32768".into());
         if let Some(id) = &transactional_id {
             props.insert("transactional.id".into(), id.clone());
             props

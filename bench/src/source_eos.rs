@@ -1,0 +1,167 @@
+//! Sluice's exactly-once source path, end to end: a file of N records of a given size,
+//! read by `sluice standalone` (release build) with exactly-once on, written to a
+//! one-partition topic. Reports records/s, MB/s, CPU seconds per million records and peak
+//! RSS of the worker process, and checks that the topic holds exactly N records.
+//!
+//! `cargo build --release -p sluice-engine --bin sluice && \
+//!  cargo run --release -p sluice-bench --bin source-eos -- [records] [bytes]`
+//! (defaults: 1000000 100). The worker binary is `target/release/sluice`, or `SLUICE_BIN`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use sluice_testkit::{free_port, http_get, repo_root, stack, unique_name, Isolation};
+
+fn arg(n: usize, default: u64) -> Result<u64> {
+    match std::env::args().nth(n) {
+        Some(v) => v
+            .parse()
+            .with_context(|| format!("argument {n}: {v:?} is not a number")),
+        None => Ok(default),
+    }
+}
+
+/// utime + stime of `pid`, in seconds (100 Hz clock ticks).
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("stat format")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> { Ok(f.get(i).context("stat field")?.parse::<f64>()?) };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+fn peak_rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("VmHWM")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib / 1024.0)
+}
+
+/// `sluice_source_records_written_total` for the bench connector, from `GET /metrics`.
+fn written(port: u16) -> u64 {
+    let Ok((200, body)) = http_get(port, "/metrics") else {
+        return 0;
+    };
+    body.lines()
+        .filter(|l| l.starts_with("sluice_source_records_written_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn main() -> Result<()> {
+    let records = arg(1, 1_000_000)?;
+    let size = usize::try_from(arg(2, 100)?)?.max(16);
+    let rt = tokio::runtime::Runtime::new()?;
+    let stack = stack()?;
+    let topic = rt.block_on(stack.create_topic("bench-source-eos", 1))?;
+
+    let dir = std::env::temp_dir().join(unique_name("bench-source-eos"));
+    std::fs::create_dir_all(&dir)?;
+    let input = dir.join("input.txt");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&input)?);
+        let filler = "x".repeat(size);
+        for i in 0..records {
+            let head = format!("{i:012} ");
+            writeln!(w, "{head}{}", &filler[..size - head.len() - 1])?;
+        }
+        w.flush()?;
+    }
+    let port = free_port()?;
+    let worker = dir.join("worker.properties");
+    std::fs::write(
+        &worker,
+        format!(
+            "bootstrap.servers={}\ngroup.id={}\noffset.storage.topic={}\noffset.storage.partitions=1\n\
+             offset.storage.replication.factor=1\nexactly.once.source.support=enabled\n\
+             listeners=http://127.0.0.1:{port}\nproducer.linger.ms=5\nproducer.broker.address.family=v4\n\
+             consumer.broker.address.family=v4\nadmin.broker.address.family=v4\n",
+            stack.kafka_bootstrap,
+            unique_name("bench"),
+            unique_name("bench-offsets")
+        ),
+    )?;
+    let connector = dir.join("source.properties");
+    std::fs::write(
+        &connector,
+        format!(
+            "name=bench\nconnector.class=FileStreamSource\nfile={}\ntopic={topic}\nbatch.size=2000\n\
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n",
+            input.display()
+        ),
+    )?;
+    let bin = std::env::var("SLUICE_BIN")
+        .map_or_else(|_| repo_root().join("target/release/sluice"), PathBuf::from);
+    let started = Instant::now();
+    let mut child = Command::new(&bin)
+        .arg("standalone")
+        .arg(&worker)
+        .arg(&connector)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build it with cargo build --release -p sluice-engine)",
+                bin.display()
+            )
+        })?;
+    let pid = child.id();
+    let mut first_record: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("worker exited early: {status}");
+        }
+        let n = written(port);
+        if n > 0 && first_record.is_none() {
+            first_record = Some(Instant::now());
+        }
+        if n >= records {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {n} of {records} records written in 30 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let total = started.elapsed().as_secs_f64();
+    let steady = first_record.map_or(total, |t| t.elapsed().as_secs_f64());
+    let cpu = cpu_seconds(pid)?;
+    let rss = peak_rss_mib(pid)?;
+    child.kill()?;
+    child.wait()?;
+    let read = stack.read_topic(&topic, Isolation::ReadCommitted, Duration::from_secs(600))?;
+    anyhow::ensure!(
+        read.len() as u64 == records,
+        "topic holds {} records, expected {records}",
+        read.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    #[allow(clippy::cast_precision_loss)]
+    let n = records as f64;
+    println!(
+        "source-eos: {records} records x {size} B, exactly-once, transaction per poll of 2000: \
+         {:.0} records/s ({:.1} MB/s) from first record, {:.0} records/s with start-up; \
+         {:.2} CPU-s per 1M records; peak RSS {:.0} MiB",
+        n / steady,
+        n * size as f64 / steady / 1e6,
+        n / total,
+        cpu / n * 1e6,
+        rss
+    );
+    Ok(())
+}
