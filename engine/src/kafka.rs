@@ -12,9 +12,9 @@ use rdkafka::util::Timeout;
 /// A Kafka client problem, naming what was asked of whom.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
-    /// librdkafka refused the client config.
+    /// librdkafka refused the client config (message redacted of secrets).
     #[error("invalid Kafka client config: {0}")]
-    Config(#[source] rdkafka::error::KafkaError),
+    Config(String),
     /// The cluster did not answer in time.
     #[error("no answer from Kafka at {bootstrap} within {timeout:?} (is the broker up?)")]
     Unreachable {
@@ -44,7 +44,9 @@ pub async fn fetch_cluster_id(
 ) -> Result<String, KafkaError> {
     let bootstrap = props.get("bootstrap.servers").cloned().unwrap_or_default();
     let lookup = tokio::task::spawn_blocking(move || -> Result<Option<String>, KafkaError> {
-        let producer: BaseProducer = client_config(&props).create().map_err(KafkaError::Config)?;
+        let producer: BaseProducer = client_config(&props).create().map_err(|e| {
+            KafkaError::Config(sluice_proto::config::redact(&e.to_string(), &props))
+        })?;
         Ok(producer.client().fetch_cluster_id(Timeout::After(timeout)))
     });
     // The outer timeout guards against librdkafka overrunning its own.

@@ -3,7 +3,8 @@
 //! - `sluice standalone <worker.properties> <connector.properties|.json>...` runs the given
 //!   connectors (like `connect-standalone`), with offsets in Kafka so exactly-once works.
 //! - `sluice worker <worker.properties>` starts a worker whose REST API (Kafka Connect's)
-//!   listens on the configured `listeners`; connectors cannot be created over REST yet.
+//!   listens on the configured `listeners`; connectors are created over REST. Their configs
+//!   are not yet persisted in `config.storage.topic` (offsets are, in `offset.storage.topic`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use anyhow::{bail, Context as _, Result};
 use sluice_engine::offset_store::{ensure_compacted_topic, partition_count, OffsetStore};
 use sluice_engine::rest::{RestState, ServerInfo};
 use sluice_engine::router::PartitionRouter;
+use sluice_engine::supervisor::TargetState;
 use sluice_engine::worker::Worker;
 use sluice_engine::worker_config::{Mode, WorkerConfig};
 use sluice_engine::{connector_config, kafka, properties, rest, telemetry};
@@ -94,7 +96,7 @@ async fn start_worker(config: Arc<WorkerConfig>, connectors: &[PathBuf]) -> Resu
     for path in connectors {
         let props = connector_config::read_file(path).map_err(anyhow::Error::msg)?;
         worker
-            .create_connector(&props)
+            .create_connector(&props, TargetState::Started)
             .with_context(|| format!("connector config {}", path.display()))?;
     }
     Ok(worker)
@@ -133,10 +135,10 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
             }
         });
 
-        let worker = match mode {
-            Mode::Standalone => Some(start_worker(Arc::clone(&config), connectors).await?),
-            Mode::Distributed => None,
-        };
+        if mode == Mode::Distributed {
+            tracing::warn!("connectors created over REST are kept in memory only: config.storage.topic is not written yet, so they are gone after a restart (their offsets are not)");
+        }
+        let worker = Some(start_worker(Arc::clone(&config), connectors).await?);
         let state = RestState {
             info: ServerInfo::new(cluster_id),
             metrics,

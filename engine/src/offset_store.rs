@@ -13,6 +13,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
+use sluice_proto::config::redact;
 use sluice_proto::offsets::{decode_offset, encode_offset, OffsetKey};
 use sluice_proto::{SourceOffset, SourcePartition};
 
@@ -133,9 +134,12 @@ impl OffsetStore {
         );
         props.insert("enable.auto.commit".into(), "false".into());
         props.insert("isolation.level".into(), "read_committed".into());
-        let consumer: BaseConsumer = client_config(&props)
-            .create()
-            .map_err(|e| kafka(format!("creating reader: {e}")))?;
+        let consumer: BaseConsumer = client_config(&props).create().map_err(|e| {
+            kafka(format!(
+                "creating reader: {}",
+                redact(&e.to_string(), &props)
+            ))
+        })?;
         let deadline = Instant::now() + timeout;
         let mut assignment = TopicPartitionList::new();
         let mut ends = BTreeMap::new();
@@ -220,9 +224,13 @@ pub async fn ensure_compacted_topic(
         topic: topic.to_owned(),
         message,
     };
-    let admin: AdminClient<DefaultClientContext> = client_config(admin_props)
-        .create()
-        .map_err(|e| kafka(format!("creating admin client: {e}")))?;
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(admin_props).create().map_err(|e| {
+            kafka(format!(
+                "creating admin client: {}",
+                redact(&e.to_string(), admin_props)
+            ))
+        })?;
     let replication = if replication < 1 {
         TopicReplication::Fixed(-1)
     } else {
@@ -257,7 +265,9 @@ pub async fn partition_count(
     let props = props.clone();
     let name = topic.to_owned();
     let handle = tokio::task::spawn_blocking(move || -> Result<i32, String> {
-        let producer: BaseProducer = client_config(&props).create().map_err(|e| e.to_string())?;
+        let producer: BaseProducer = client_config(&props)
+            .create()
+            .map_err(|e| redact(&e.to_string(), &props))?;
         let metadata = producer
             .client()
             .fetch_metadata(Some(&name), timeout)

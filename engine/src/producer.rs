@@ -76,6 +76,9 @@ pub enum ProducerError {
         /// The bound.
         timeout: Duration,
     },
+    /// librdkafka refused the client config (message redacted of secrets).
+    #[error("creating the producer failed: {0}")]
+    Config(String),
     /// Records were not delivered (at-least-once mode; transactions report this on commit).
     #[error("{count} record(s) were not delivered; last error: {last}")]
     Delivery {
@@ -227,9 +230,8 @@ impl TaskProducer {
         let inner: Arc<Inner> = Arc::new(
             client_config(&props)
                 .create_with_context(DeliveryTracker::default())
-                .map_err(|source| ProducerError::Kafka {
-                    call: "creating the producer",
-                    source,
+                .map_err(|e| {
+                    ProducerError::Config(sluice_proto::config::redact(&e.to_string(), &props))
                 })?,
         );
         if transactional {

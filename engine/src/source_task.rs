@@ -64,6 +64,8 @@ pub struct SourceTaskSpec {
     pub router: Addr<PartitionRouter>,
     /// Bound for every Kafka call.
     pub kafka_timeout: Duration,
+    /// Topics the connector's records went to, shared by its tasks (KIP-558).
+    pub topics: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for SourceTaskSpec {
@@ -137,6 +139,17 @@ fn convert(spec: &SourceTaskSpec, r: &SourceRecord) -> Result<Unrouted, TaskErro
             .map(|h| (h.key.clone(), h.value.clone()))
             .collect(),
     })
+}
+
+fn note_topics(spec: &SourceTaskSpec, records: &[SourceRecord]) {
+    let Ok(mut topics) = spec.topics.lock() else {
+        return;
+    };
+    for r in records {
+        if !topics.contains(&r.topic) {
+            topics.insert(r.topic.clone());
+        }
+    }
 }
 
 /// One open transaction's bookkeeping.
@@ -241,6 +254,7 @@ async fn poll_loop(
             for r in &records {
                 batch.push(convert(spec, r)?);
             }
+            note_topics(spec, &records);
             // Bounded mailbox: waits when the router is busy (back-pressure).
             let routed = spec.router.send(Route(batch)).await??;
             if !pending.open {

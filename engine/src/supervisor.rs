@@ -57,8 +57,22 @@ pub enum TaskState {
     Restarting,
     /// Gave up; see the trace.
     Failed,
-    /// Stopped on request.
+    /// Stopped on request (worker shutdown, or a restart in progress).
     Unassigned,
+    /// Paused by the user; resumes from committed offsets.
+    Paused,
+}
+
+/// What the user wants the connector to do (Kafka Connect's target state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TargetState {
+    /// Run the tasks.
+    Started,
+    /// Tasks stop, keeping their assignment; `resume` restarts them.
+    Paused,
+    /// Tasks shut down (KIP-875); offsets may then be altered or reset.
+    Stopped,
 }
 
 /// One task's status for the REST API.
@@ -90,14 +104,20 @@ pub struct ConnectorSupervisor {
     name: String,
     policy: RestartPolicy,
     slots: Vec<Slot>,
+    target: TargetState,
     stopping: bool,
     stopped: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl ConnectorSupervisor {
     /// A supervisor for `name` that will run `specs` (one per task) when started.
-    pub fn new(name: String, specs: Vec<Arc<SourceTaskSpec>>, policy: RestartPolicy) -> Self {
-        let slots = specs
+    pub fn new(
+        name: String,
+        specs: Vec<Arc<SourceTaskSpec>>,
+        policy: RestartPolicy,
+        target: TargetState,
+    ) -> Self {
+        let slots: Vec<Slot> = specs
             .into_iter()
             .map(|spec| Slot {
                 status: TaskStatus {
@@ -113,10 +133,22 @@ impl ConnectorSupervisor {
                 started_at: Instant::now(),
             })
             .collect();
+        let initial = match target {
+            TargetState::Started => TaskState::Running,
+            TargetState::Paused | TargetState::Stopped => TaskState::Paused,
+        };
+        let slots = slots
+            .into_iter()
+            .map(|mut s: Slot| {
+                s.status.state = initial;
+                s
+            })
+            .collect();
         ConnectorSupervisor {
             name,
             policy,
             slots,
+            target,
             stopping: false,
             stopped: Vec::new(),
         }
@@ -157,8 +189,10 @@ impl Actor for ConnectorSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        for i in 0..self.slots.len() {
-            self.start_task(i, ctx);
+        if self.target == TargetState::Started {
+            for i in 0..self.slots.len() {
+                self.start_task(i, ctx);
+            }
         }
     }
 
@@ -176,6 +210,10 @@ impl Handler<TaskExited> for ConnectorSupervisor {
         let name = self.name.clone();
         let policy = self.policy;
         let stopping = self.stopping;
+        let parked = match self.target {
+            TargetState::Started => None,
+            TargetState::Paused | TargetState::Stopped => Some(TaskState::Paused),
+        };
         let Some(index) = self.slots.iter().position(|s| s.status.id == msg.task) else {
             return;
         };
@@ -188,11 +226,11 @@ impl Handler<TaskExited> for ConnectorSupervisor {
         metrics::gauge!("sluice_task_running", &labels).set(0.0);
         match msg.outcome {
             Ok(()) => {
-                slot.status.state = TaskState::Unassigned;
-                tracing::info!(connector = %name, task = msg.task, "task stopped");
+                slot.status.state = parked.unwrap_or(TaskState::Unassigned);
+                tracing::info!(connector = %name, task = msg.task, state = ?slot.status.state, "task stopped");
             }
-            Err(_) if stopping => {
-                slot.status.state = TaskState::Unassigned;
+            Err(_) if stopping || parked.is_some() => {
+                slot.status.state = parked.unwrap_or(TaskState::Unassigned);
             }
             Err(trace) => {
                 if slot.started_at.elapsed() >= policy.healthy_after {
@@ -213,7 +251,7 @@ impl Handler<TaskExited> for ConnectorSupervisor {
                         let still_waiting = act.slots.get(index).is_some_and(|s| {
                             s.generation == generation && s.status.state == TaskState::Restarting
                         });
-                        if still_waiting && !act.stopping {
+                        if still_waiting && !act.stopping && act.target == TargetState::Started {
                             metrics::counter!("sluice_task_restarts_total", "connector" => act.name.clone(), "task" => msg.task.to_string()).increment(1);
                             act.start_task(index, ctx);
                         }
@@ -246,6 +284,39 @@ impl Handler<RestartTask> for ConnectorSupervisor {
         }
         self.start_task(index, ctx);
         true
+    }
+}
+
+/// Changes the target state: pausing or stopping lets each task commit and exit;
+/// starting (resuming) starts every task that is not running.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetTarget(pub TargetState);
+
+impl Handler<SetTarget> for ConnectorSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetTarget, ctx: &mut Self::Context) {
+        self.target = msg.0;
+        tracing::info!(connector = %self.name, target = ?msg.0, "target state changed");
+        match msg.0 {
+            TargetState::Started => {
+                for i in 0..self.slots.len() {
+                    if self.slots[i].addr.is_none() {
+                        self.slots[i].status.attempts = 0;
+                        self.start_task(i, ctx);
+                    }
+                }
+            }
+            TargetState::Paused | TargetState::Stopped => {
+                for slot in &mut self.slots {
+                    match &slot.addr {
+                        Some(addr) => addr.do_send(StopTask),
+                        None => slot.status.state = TaskState::Paused,
+                    }
+                }
+            }
+        }
     }
 }
 

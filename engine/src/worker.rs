@@ -3,8 +3,8 @@
 //! REST layer and the command line both go through [`Worker`], the one place with every
 //! cluster action (Kafka Connect's `Herder`).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -17,7 +17,8 @@ use crate::registry;
 use crate::router::PartitionRouter;
 use crate::source_task::{Boundary, SourceTaskSpec, TaskFactory};
 use crate::supervisor::{
-    ConnectorSupervisor, GetStatus, RestartPolicy, RestartTask, StopConnector, TaskStatus,
+    ConnectorSupervisor, GetStatus, RestartPolicy, RestartTask, SetTarget, StopConnector,
+    TargetState, TaskState, TaskStatus,
 };
 use crate::worker_config::WorkerConfig;
 
@@ -31,6 +32,9 @@ pub enum WorkerError {
     /// A connector of that name exists.
     #[error("Connector {0} already exists")]
     Exists(String),
+    /// The request needs another connector state (e.g. offsets of a running connector).
+    #[error("{0}")]
+    WrongState(String),
     /// No connector of that name.
     #[error("Connector {0} not found")]
     NotFound(String),
@@ -49,10 +53,18 @@ pub struct ConnectorEntry {
     pub supervisor: Addr<ConnectorSupervisor>,
     /// Canonical class.
     pub class: &'static str,
+    /// The config as given (secrets included: never shown).
+    pub config: BTreeMap<String, String>,
     /// The config, secrets masked.
     pub masked_config: BTreeMap<String, String>,
+    /// Each task's config, secrets masked.
+    pub task_configs: Vec<BTreeMap<String, String>>,
     /// Task count.
     pub tasks: u32,
+    /// What the user asked for.
+    pub target: TargetState,
+    /// Topics the connector's records went to (KIP-558).
+    pub topics: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// The worker.
@@ -156,6 +168,7 @@ impl Worker {
     pub fn create_connector(
         &self,
         props: &BTreeMap<String, String>,
+        target: TargetState,
     ) -> Result<ConnectorEntry, WorkerError> {
         let common = common_def()
             .parse(props)
@@ -171,7 +184,7 @@ impl Worker {
                 ),
             )
         })?;
-        self.create_connector_with(plugin, props)
+        self.create_connector_with(plugin, props, target)
     }
 
     /// Like [`Worker::create_connector`], with the plugin given rather than looked up
@@ -180,6 +193,7 @@ impl Worker {
         &self,
         plugin: registry::Plugin,
         props: &BTreeMap<String, String>,
+        target: TargetState,
     ) -> Result<ConnectorEntry, WorkerError> {
         let common = common_def()
             .parse(props)
@@ -231,6 +245,9 @@ impl Worker {
             .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
         let mut producer_props = self.config.kafka_client_props("producer.");
         producer_props.extend(parsed.with_prefix("producer.override."));
+        let topics = Arc::new(Mutex::new(BTreeSet::new()));
+        let masked_tasks: Vec<BTreeMap<String, String>> =
+            task_configs.iter().map(|c| def.mask(c)).collect();
         let factory: TaskFactory = {
             let ctor = plugin.source;
             Arc::new(move || ctor().task())
@@ -253,16 +270,22 @@ impl Worker {
                     offsets: self.offsets.clone(),
                     router: self.router.clone(),
                     kafka_timeout: Duration::from_secs(30),
+                    topics: Arc::clone(&topics),
                 })
             })
             .collect();
         let tasks = u32::try_from(specs.len()).unwrap_or(u32::MAX);
-        let supervisor = ConnectorSupervisor::new(name.clone(), specs, self.policy()).start();
+        let supervisor =
+            ConnectorSupervisor::new(name.clone(), specs, self.policy(), target).start();
         let entry = ConnectorEntry {
             supervisor,
             class: plugin.class,
+            config: props.clone(),
             masked_config: def.mask(props),
+            task_configs: masked_tasks,
             tasks,
+            target,
+            topics,
         };
         self.connectors
             .write()
@@ -316,6 +339,184 @@ impl Worker {
         } else {
             Err(WorkerError::TaskNotFound(name.to_owned(), task))
         }
+    }
+
+    fn update_entry(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut ConnectorEntry),
+    ) -> Result<(), WorkerError> {
+        let mut table = self
+            .connectors
+            .write()
+            .map_err(|_| WorkerError::Internal("connector table poisoned".into()))?;
+        let entry = table
+            .get_mut(name)
+            .ok_or_else(|| WorkerError::NotFound(name.to_owned()))?;
+        f(entry);
+        Ok(())
+    }
+
+    /// Stops a connector's tasks (each commits what it has) and forgets it. Its offsets stay.
+    pub async fn delete_connector(&self, name: &str) -> Result<(), WorkerError> {
+        let entry = self.connector(name)?;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            entry.supervisor.send(StopConnector),
+        )
+        .await;
+        self.connectors
+            .write()
+            .map_err(|_| WorkerError::Internal("connector table poisoned".into()))?
+            .remove(name);
+        metrics::gauge!("sluice_connectors").set(self.read_connectors().len() as f64);
+        tracing::info!(connector = %name, "connector deleted");
+        Ok(())
+    }
+
+    /// Replaces a connector's config (restarting it), or creates it; `true` if created.
+    pub async fn put_config(
+        &self,
+        name: &str,
+        props: &BTreeMap<String, String>,
+    ) -> Result<bool, WorkerError> {
+        let mut props = props.clone();
+        match props.get("name") {
+            Some(n) if n != name => {
+                return Err(key_error(
+                    "name",
+                    format!("{n:?} does not match the connector in the path, {name:?}"),
+                ))
+            }
+            _ => {
+                props.insert("name".into(), name.to_owned());
+            }
+        }
+        // Validate before touching the running connector: a bad config changes nothing.
+        self.validate_props(&props)?;
+        let existing = self.connector(name).ok();
+        let target = existing.as_ref().map_or(TargetState::Started, |e| e.target);
+        if existing.is_some() {
+            self.delete_connector(name).await?;
+        }
+        self.create_connector(&props, target)?;
+        Ok(existing.is_none())
+    }
+
+    /// Checks a config as `create_connector` would, without starting anything.
+    fn validate_props(&self, props: &BTreeMap<String, String>) -> Result<(), WorkerError> {
+        let common = common_def()
+            .parse(props)
+            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+        let class = common.string("connector.class").unwrap_or_default();
+        let plugin = registry::lookup(class).ok_or_else(|| {
+            key_error(
+                "connector.class",
+                format!("unknown connector class {class:?}"),
+            )
+        })?;
+        common_def()
+            .merge(&(plugin.source)().config_def())
+            .parse(props)
+            .map(|_| ())
+            .map_err(|e| WorkerError::BadConfig(e.to_string()))
+    }
+
+    /// Pauses, resumes or stops a connector.
+    pub fn set_target(&self, name: &str, target: TargetState) -> Result<(), WorkerError> {
+        let entry = self.connector(name)?;
+        entry.supervisor.do_send(SetTarget(target));
+        self.update_entry(name, |e| e.target = target)
+    }
+
+    /// Restarts a connector's tasks: all of them, or only the failed ones.
+    pub async fn restart_connector(
+        &self,
+        name: &str,
+        only_failed: bool,
+    ) -> Result<Vec<u32>, WorkerError> {
+        let statuses = self.task_statuses(name).await?;
+        let mut restarted = Vec::new();
+        for t in statuses {
+            if !only_failed || t.state == TaskState::Failed {
+                self.restart_task(name, t.id).await?;
+                restarted.push(t.id);
+            }
+        }
+        Ok(restarted)
+    }
+
+    /// Topics the connector has written to since it started or the last reset.
+    pub fn topics(&self, name: &str) -> Result<Vec<String>, WorkerError> {
+        let entry = self.connector(name)?;
+        let topics = entry
+            .topics
+            .lock()
+            .map_err(|_| WorkerError::Internal("topic set poisoned".into()))?;
+        Ok(topics.iter().cloned().collect())
+    }
+
+    /// Forgets the connector's active topics.
+    pub fn reset_topics(&self, name: &str) -> Result<(), WorkerError> {
+        let entry = self.connector(name)?;
+        entry
+            .topics
+            .lock()
+            .map_err(|_| WorkerError::Internal("topic set poisoned".into()))?
+            .clear();
+        Ok(())
+    }
+
+    /// The connector's committed source offsets.
+    pub async fn offsets(
+        &self,
+        name: &str,
+    ) -> Result<BTreeMap<sluice_proto::SourcePartition, sluice_proto::SourceOffset>, WorkerError>
+    {
+        self.connector(name)?;
+        self.offsets
+            .read(name, Duration::from_secs(30))
+            .await
+            .map_err(|e| WorkerError::Internal(e.to_string()))
+    }
+
+    /// Writes (or, with `None`, erases) offsets of a STOPPED connector (KIP-875).
+    pub async fn alter_offsets(
+        &self,
+        name: &str,
+        changes: Vec<(
+            sluice_proto::SourcePartition,
+            Option<sluice_proto::SourceOffset>,
+        )>,
+    ) -> Result<(), WorkerError> {
+        let entry = self.connector(name)?;
+        if entry.target != TargetState::Stopped {
+            return Err(WorkerError::WrongState(format!(
+                "Connectors must be in the STOPPED state before their offsets can be modified. {name} is {:?}",
+                entry.target
+            )));
+        }
+        let records = changes
+            .iter()
+            .map(|(p, o)| self.offsets.record(name, p, o.as_ref()))
+            .collect();
+        let producer = crate::producer::TaskProducer::create(
+            self.config.kafka_client_props("producer."),
+            None,
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| WorkerError::Internal(e.to_string()))?;
+        producer
+            .send(records)
+            .await
+            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+        producer
+            .commit()
+            .await
+            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+        tracing::info!(connector = %name, partitions = changes.len(), "source offsets altered");
+        Ok(())
     }
 
     /// Stops every connector, each task committing what it has, within `timeout`.

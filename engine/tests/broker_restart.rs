@@ -84,11 +84,18 @@ async fn a_broker_restart_mid_run_loses_and_duplicates_nothing() -> Result<()> {
     std::thread::sleep(Duration::from_secs(3));
     stack_cmd(&["up", "kafka"])?;
 
+    // Right after the restart, partitions may still be electing leaders: keep asking.
     let deadline = Instant::now() + Duration::from_secs(240);
-    let mut lines = committed_lines(stack, &topic)?;
-    while lines.len() < LINES && Instant::now() < deadline {
+    loop {
+        match committed_lines(stack, &topic) {
+            Ok(lines) if lines.len() >= LINES => break,
+            Ok(_) => {}
+            Err(e) => eprintln!("broker not ready yet: {e:#}"),
+        }
+        if Instant::now() > deadline {
+            break;
+        }
         std::thread::sleep(Duration::from_secs(1));
-        lines = committed_lines(stack, &topic)?;
     }
     let status = process.terminate(Duration::from_secs(30))?;
     let log = process.log_text();

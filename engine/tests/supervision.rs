@@ -15,7 +15,7 @@ use common::{committed_lines, TempDir};
 use sluice_engine::offset_store::{ensure_compacted_topic, OffsetStore};
 use sluice_engine::registry::Plugin;
 use sluice_engine::router::PartitionRouter;
-use sluice_engine::supervisor::{TaskState, TaskStatus};
+use sluice_engine::supervisor::{TargetState, TaskState, TaskStatus};
 use sluice_engine::worker::Worker;
 use sluice_engine::worker_config::{Mode, WorkerConfig};
 use sluice_proto::{
@@ -150,17 +150,20 @@ async fn failing_tasks_restart_with_backoff_then_fail_and_others_keep_flowing() 
     let body: String = (1..=lines).map(|i| format!("{i}\n")).collect();
     let input = dir.write("input.txt", &body)?;
     let topic = stack.create_topic("flowing", 1).await?;
-    worker.create_connector(&props(&[
-        ("name", "flowing"),
-        ("connector.class", "FileStreamSource"),
-        ("file", &input.display().to_string()),
-        ("topic", &topic),
-        ("batch.size", "100"),
-        (
-            "value.converter",
-            "org.apache.kafka.connect.storage.StringConverter",
-        ),
-    ]))?;
+    worker.create_connector(
+        &props(&[
+            ("name", "flowing"),
+            ("connector.class", "FileStreamSource"),
+            ("file", &input.display().to_string()),
+            ("topic", &topic),
+            ("batch.size", "100"),
+            (
+                "value.converter",
+                "org.apache.kafka.connect.storage.StringConverter",
+            ),
+        ]),
+        TargetState::Started,
+    )?;
     worker.create_connector_with(
         FAULTY,
         &props(&[
@@ -168,6 +171,7 @@ async fn failing_tasks_restart_with_backoff_then_fail_and_others_keep_flowing() 
             ("connector.class", "test.Faulty"),
             ("mode", "panic"),
         ]),
+        TargetState::Started,
     )?;
     worker.create_connector_with(
         FAULTY,
@@ -176,6 +180,7 @@ async fn failing_tasks_restart_with_backoff_then_fail_and_others_keep_flowing() 
             ("connector.class", "test.Faulty"),
             ("mode", "error"),
         ]),
+        TargetState::Started,
     )?;
 
     let panicky = wait_for(

@@ -540,11 +540,23 @@ impl ConfigDef {
 
 /// Pass-through keys (`producer.sasl.jaas.config`, `connection.password`) are not typed by
 /// any definition; their names are the only hint that they are secret.
-fn looks_secret(key: &str) -> bool {
+pub fn looks_secret(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     ["password", "secret", "jaas.config", "token", "credentials"]
         .iter()
         .any(|s| key.contains(s))
+}
+
+/// `message` with every secret value of `props` (by [`looks_secret`] key names) replaced by
+/// [`HIDDEN`]: client libraries quote offending values in their errors.
+pub fn redact(message: &str, props: &BTreeMap<String, String>) -> String {
+    let mut out = message.to_owned();
+    for (k, v) in props {
+        if looks_secret(k) && !v.is_empty() {
+            out = out.replace(v.as_str(), HIDDEN);
+        }
+    }
+    out
 }
 
 /// A config parsed against its [`ConfigDef`].
@@ -755,6 +767,15 @@ mod tests {
             .find(|r| r.name == "connection.password")
             .unwrap();
         assert_eq!(pw.value.as_deref(), Some(HIDDEN));
+    }
+
+    #[test]
+    fn redact_hides_secret_values_quoted_in_errors() {
+        let p = props(&[("sasl.jaas.config", "x password=\"s3\";"), ("topic", "t")]);
+        assert_eq!(
+            redact("bad sasl.jaas.config x password=\"s3\"; for topic t", &p),
+            "bad sasl.jaas.config [hidden] for topic t"
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The REST API, in Kafka Connect's dialect: same paths, bodies, status codes and error
 //! shape (`{"error_code":N,"message":"..."}`), so existing tools and scripts work
-//! unchanged. It serves the worker's identity (`GET /`), its health (`GET /health`,
-//! KIP-1017), Prometheus metrics (`GET /metrics`), and the connectors' read and restart
-//! routes; creating and changing connectors over REST is still to come.
+//! unchanged: the worker's identity (`GET /`), its health (`GET /health`, KIP-1017),
+//! Prometheus metrics (`GET /metrics`), connectors (`/connectors/...`) and plugins
+//! (`/connector-plugins/...`). `openapi.json` beside this crate documents every route.
 
 use std::time::Instant;
 
@@ -14,7 +14,22 @@ use actix_web::{web, HttpResponse, ResponseError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
-use crate::worker::{Worker, WorkerError};
+use crate::worker::Worker;
+
+mod connectors;
+mod plugins;
+
+pub use connectors::ROUTES as CONNECTOR_ROUTES;
+pub use plugins::ROUTES as PLUGIN_ROUTES;
+
+/// Every route this API serves, as (method, path template): checked against the OpenAPI
+/// document by a test.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    let mut all = vec![("GET", "/"), ("GET", "/health"), ("GET", "/metrics")];
+    all.extend_from_slice(CONNECTOR_ROUTES);
+    all.extend_from_slice(PLUGIN_ROUTES);
+    all
+}
 
 /// What `GET /` reports.
 #[derive(Debug, Clone, Serialize)]
@@ -47,98 +62,6 @@ pub struct RestState {
     pub metrics: PrometheusHandle,
     /// The worker, once it runs connectors.
     pub worker: Option<Worker>,
-}
-
-fn worker_error(e: WorkerError) -> RestError {
-    let status = match e {
-        WorkerError::BadConfig(_) => StatusCode::BAD_REQUEST,
-        WorkerError::Exists(_) => StatusCode::CONFLICT,
-        WorkerError::NotFound(_) | WorkerError::TaskNotFound(..) => StatusCode::NOT_FOUND,
-        WorkerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    RestError::new(status, e.to_string())
-}
-
-fn worker_of(state: &RestState) -> Result<&Worker, RestError> {
-    state.worker.as_ref().ok_or_else(|| {
-        RestError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the worker is not running connectors",
-        )
-    })
-}
-
-async fn list_connectors(state: web::Data<RestState>) -> Result<HttpResponse, RestError> {
-    let names = state
-        .worker
-        .as_ref()
-        .map(Worker::connector_names)
-        .unwrap_or_default();
-    Ok(HttpResponse::Ok().json(names))
-}
-
-async fn get_connector(
-    state: web::Data<RestState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, RestError> {
-    let worker = worker_of(&state)?;
-    let name = path.into_inner();
-    let entry = worker.connector(&name).map_err(worker_error)?;
-    let tasks: Vec<serde_json::Value> = (0..entry.tasks)
-        .map(|t| serde_json::json!({"connector": name, "task": t}))
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "name": name,
-        "config": entry.masked_config,
-        "tasks": tasks,
-        "type": "source",
-    })))
-}
-
-async fn connector_status(
-    state: web::Data<RestState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, RestError> {
-    let worker = worker_of(&state)?;
-    let name = path.into_inner();
-    let statuses = worker.task_statuses(&name).await.map_err(worker_error)?;
-    let tasks: Vec<serde_json::Value> = statuses
-        .iter()
-        .map(|t| {
-            let mut v =
-                serde_json::json!({"id": t.id, "state": t.state, "worker_id": worker.worker_id});
-            if let Some(trace) = &t.trace {
-                v["trace"] = serde_json::json!(trace);
-            }
-            v
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "name": name,
-        "connector": {"state": "RUNNING", "worker_id": worker.worker_id},
-        "tasks": tasks,
-        "type": "source",
-    })))
-}
-
-async fn restart_task(
-    state: web::Data<RestState>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, RestError> {
-    let worker = worker_of(&state)?;
-    let (name, task) = path.into_inner();
-    let task: u32 = task.parse().map_err(|_| {
-        RestError::new(
-            StatusCode::NOT_FOUND,
-            format!("Task {task} of connector {name} not found"),
-        )
-    })?;
-    worker
-        .restart_task(&name, task)
-        .await
-        .map_err(worker_error)?;
-    tracing::info!(connector = %name, task, "task restart requested over REST");
-    Ok(HttpResponse::NoContent().finish())
 }
 
 /// An error in Kafka Connect's shape.
@@ -188,11 +111,11 @@ async fn metrics(state: web::Data<RestState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-async fn not_found() -> Result<HttpResponse, RestError> {
+pub(crate) async fn not_found() -> Result<HttpResponse, RestError> {
     Err(RestError::new(StatusCode::NOT_FOUND, "HTTP 404 Not Found"))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, RestError> {
+pub(crate) async fn method_not_allowed() -> Result<HttpResponse, RestError> {
     Err(RestError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "HTTP 405 Method Not Allowed",
@@ -241,26 +164,8 @@ pub fn configure(state: RestState) -> impl FnOnce(&mut web::ServiceConfig) {
                         .route(web::get().to(metrics))
                         .default_service(web::to(method_not_allowed)),
                 )
-                .service(
-                    web::resource("/connectors")
-                        .route(web::get().to(list_connectors))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/connectors/{name}")
-                        .route(web::get().to(get_connector))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/connectors/{name}/status")
-                        .route(web::get().to(connector_status))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .service(
-                    web::resource("/connectors/{name}/tasks/{task}/restart")
-                        .route(web::post().to(restart_task))
-                        .default_service(web::to(method_not_allowed)),
-                )
+                .configure(connectors::routes)
+                .configure(plugins::routes)
                 .default_service(web::to(not_found)),
         );
     }

@@ -1,0 +1,428 @@
+//! REST contract tests, in-process (no socket) against a real worker on the real broker:
+//! Kafka Connect's paths, bodies, status codes and error shape, bad inputs included, and
+//! the OpenAPI document checked against the routes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use actix::Actor as _;
+use actix_web::http::StatusCode;
+use actix_web::{test, App};
+use anyhow::Result;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{json, Value};
+use sluice_engine::offset_store::{ensure_compacted_topic, OffsetStore};
+use sluice_engine::rest::{self, RestState, ServerInfo};
+use sluice_engine::router::PartitionRouter;
+use sluice_engine::worker::Worker;
+use sluice_engine::worker_config::{Mode, WorkerConfig};
+use sluice_testkit::{stack, unique_name, Stack};
+
+// The recorder installs once per process; a test cannot run without it.
+#[allow(clippy::expect_used)]
+fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| sluice_engine::telemetry::install_metrics().expect("recorder"))
+        .clone()
+}
+
+async fn worker(stack: &Stack) -> Result<Worker> {
+    let offsets_topic = unique_name("rest-offsets");
+    let props: BTreeMap<String, String> = [
+        ("bootstrap.servers", stack.kafka_bootstrap.as_str()),
+        ("group.id", &unique_name("rest")),
+        ("offset.storage.topic", &offsets_topic),
+        ("exactly.once.source.support", "enabled"),
+        ("producer.broker.address.family", "v4"),
+        ("consumer.broker.address.family", "v4"),
+        ("admin.broker.address.family", "v4"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let config = Arc::new(WorkerConfig::parse(&props, Mode::Standalone)?);
+    ensure_compacted_topic(&config.kafka_client_props("admin."), &offsets_topic, 1, 1).await?;
+    let offsets = OffsetStore::new(offsets_topic, 1, config.kafka_client_props("consumer."));
+    let router = PartitionRouter::new(config.kafka_client_props("producer.")).start();
+    Ok(Worker::new(config, router, offsets))
+}
+
+fn state(worker: Option<Worker>) -> RestState {
+    RestState {
+        info: ServerInfo::new("test-cluster".into()),
+        metrics: metrics(),
+        worker,
+    }
+}
+
+macro_rules! call {
+    ($app:expr, $method:ident, $uri:expr) => {{
+        let response =
+            test::call_service(&$app, test::TestRequest::$method().uri($uri).to_request()).await;
+        let status = response.status();
+        let body = test::read_body(response).await;
+        let json: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()))
+        };
+        (status, json)
+    }};
+    ($app:expr, $method:ident, $uri:expr, $body:expr) => {{
+        let response = test::call_service(
+            &$app,
+            test::TestRequest::$method()
+                .uri($uri)
+                .insert_header(("Content-Type", "application/json"))
+                .set_payload($body.to_string())
+                .to_request(),
+        )
+        .await;
+        let status = response.status();
+        let body = test::read_body(response).await;
+        let json: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()))
+        };
+        (status, json)
+    }};
+}
+
+fn assert_error(status: StatusCode, body: &Value, code: u16, fragment: &str) {
+    assert_eq!(status.as_u16(), code, "{body}");
+    assert_eq!(body["error_code"], json!(code), "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(fragment),
+        "{message:?} should mention {fragment:?}"
+    );
+}
+
+#[actix_web::test]
+async fn openapi_document_and_routes_agree() -> Result<()> {
+    let doc: Value = serde_json::from_str(include_str!("../openapi.json"))?;
+    let mut documented = BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+        for method in ops
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(m, _)| m.to_uppercase())
+        {
+            documented.insert((method, path.clone()));
+        }
+    }
+    let served: BTreeSet<(String, String)> = rest::routes()
+        .into_iter()
+        .map(|(m, p)| (m.to_owned(), p.to_owned()))
+        .collect();
+    assert_eq!(documented, served, "openapi.json and the routes differ");
+
+    // Every route is mounted: none falls through to the unmatched 404 or answers 405.
+    let app = test::init_service(App::new().configure(rest::configure(state(None)))).await;
+    for (method, path) in &served {
+        let uri = path
+            .replace("{connector}", "nope")
+            .replace("{task}", "0")
+            .replace("{plugin}", "FileStreamSource");
+        let request = match method.as_str() {
+            "GET" => test::TestRequest::get(),
+            "POST" => test::TestRequest::post(),
+            "PUT" => test::TestRequest::put(),
+            "PATCH" => test::TestRequest::patch(),
+            "DELETE" => test::TestRequest::delete(),
+            other => panic!("method {other}"),
+        }
+        .uri(&uri)
+        .set_payload("{}")
+        .to_request();
+        let response = test::call_service(&app, request).await;
+        let status = response.status();
+        let body = String::from_utf8_lossy(&test::read_body(response).await).into_owned();
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+        assert!(
+            !body.contains("HTTP 404 Not Found"),
+            "{method} {uri} is not routed: {body}"
+        );
+    }
+    Ok(())
+}
+
+/// Polls a status URI until task 0 is in `want` (or 30 s pass) and returns the last body.
+macro_rules! wait_status {
+    ($app:expr, $uri:expr, $want:expr) => {{
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, body) = call!($app, get, $uri);
+            if body["tasks"][0]["state"] == $want || Instant::now() > deadline {
+                break body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }};
+}
+
+#[actix_web::test]
+async fn connector_lifecycle_over_rest_with_bad_inputs_refused() -> Result<()> {
+    let stack = stack()?;
+    let worker = worker(stack).await?;
+    let app =
+        test::init_service(App::new().configure(rest::configure(state(Some(worker.clone())))))
+            .await;
+    let dir = common::TempDir::new("rest")?;
+    let input = dir.write("input.txt", "one\ntwo\nthree\n")?;
+    let topic = stack.create_topic("rest", 1).await?;
+    let file = input.display().to_string();
+    let good = json!({
+        "name": "src",
+        "config": {
+            "connector.class": "FileStreamSource",
+            "tasks.max": 1,
+            "file": file,
+            "topic": topic,
+            "value.converter": "org.apache.kafka.connect.storage.StringConverter",
+            "producer.override.ssl.key.password": "s3cret"
+        }
+    });
+
+    // Bad inputs: 4xx naming the field, nothing created.
+    let (s, b) = call!(app, post, "/connectors", "{\"name\": ");
+    assert_error(s, &b, 400, "not valid JSON");
+    let (s, b) = call!(app, post, "/connectors", json!({"config": {}}));
+    assert_error(s, &b, 400, "name");
+    let mut bad = good.clone();
+    bad["config"]["connector.class"] = json!("com.example.Nope");
+    let (s, b) = call!(app, post, "/connectors", bad);
+    assert_error(s, &b, 400, "connector.class");
+    let mut bad = good.clone();
+    bad["config"].as_object_mut().map(|c| c.remove("file"));
+    let (s, b) = call!(app, post, "/connectors", bad);
+    assert_error(s, &b, 400, "file");
+    let mut bad = good.clone();
+    bad["config"]["tasks.max"] = json!(0);
+    let (s, b) = call!(app, post, "/connectors", bad);
+    assert_error(s, &b, 400, "tasks.max");
+    let mut bad = good.clone();
+    bad["name"] = json!("a/b");
+    let (s, b) = call!(app, post, "/connectors", bad);
+    assert_error(s, &b, 400, "name");
+    let (s, b) = call!(
+        app,
+        post,
+        "/connectors",
+        json!({"name": "x", "config": {}, "initial_state": "SLEEPING"})
+    );
+    assert_error(s, &b, 400, "initial_state");
+    let (s, b) = call!(app, get, "/connectors");
+    assert_eq!((s, b), (StatusCode::OK, json!([])));
+
+    // Create.
+    let (s, b) = call!(app, post, "/connectors", good);
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["name"], "src");
+    assert_eq!(b["type"], "source");
+    assert_eq!(b["tasks"], json!([{"connector": "src", "task": 0}]));
+    assert_eq!(
+        b["config"]["producer.override.ssl.key.password"], "[hidden]",
+        "secrets are masked"
+    );
+    let (s, b) = call!(app, post, "/connectors", good);
+    assert_error(s, &b, 409, "already exists");
+
+    // Read.
+    let (_, b) = call!(app, get, "/connectors");
+    assert_eq!(b, json!(["src"]));
+    let (_, b) = call!(app, get, "/connectors?expand=status&expand=info");
+    assert_eq!(b["src"]["info"]["name"], "src");
+    assert_eq!(b["src"]["status"]["connector"]["state"], "RUNNING");
+    let (s, b) = call!(app, get, "/connectors?expand=everything");
+    assert_error(s, &b, 400, "expand");
+    let (_, b) = call!(app, get, "/connectors/src/config");
+    assert_eq!(b["file"], json!(file));
+    assert_eq!(b["producer.override.ssl.key.password"], "[hidden]");
+    let b = wait_status!(app, "/connectors/src/status", "RUNNING");
+    assert_eq!(b["tasks"][0]["state"], "RUNNING", "{b}");
+    let (_, b) = call!(app, get, "/connectors/src/tasks");
+    assert_eq!(b[0]["id"], json!({"connector": "src", "task": 0}));
+    assert_eq!(
+        b[0]["config"]["producer.override.ssl.key.password"],
+        "[hidden]"
+    );
+    let (s, _) = call!(app, get, "/connectors/src/tasks/0/status");
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = call!(app, get, "/connectors/src/tasks/9/status");
+    assert_error(s, &b, 404, "Task 9");
+    let (s, b) = call!(app, get, "/connectors/nope");
+    assert_error(s, &b, 404, "Connector nope not found");
+
+    // Records flow; offsets and topics show it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut offsets = Value::Null;
+    while Instant::now() < deadline {
+        offsets = call!(app, get, "/connectors/src/offsets").1;
+        if offsets["offsets"][0]["offset"]["position"] == json!(14) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, status_now) = call!(app, get, "/connectors/src/status");
+    assert_eq!(
+        offsets["offsets"][0]["partition"],
+        json!({"filename": file}),
+        "{offsets} {status_now}"
+    );
+    assert_eq!(
+        offsets["offsets"][0]["offset"],
+        json!({"position": 14}),
+        "{offsets}"
+    );
+    let (_, b) = call!(app, get, "/connectors/src/topics");
+    assert_eq!(b, json!({"src": {"topics": [topic]}}));
+    let (s, _) = call!(app, put, "/connectors/src/topics/reset");
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (_, b) = call!(app, get, "/connectors/src/topics");
+    assert_eq!(b, json!({"src": {"topics": []}}));
+
+    // Offsets can only change when STOPPED.
+    let patch = json!({"offsets": [{"partition": {"filename": file}, "offset": {"position": 4}}]});
+    let (s, b) = call!(app, patch, "/connectors/src/offsets", patch);
+    assert_error(s, &b, 400, "STOPPED");
+
+    // Pause, resume, stop.
+    let (s, _) = call!(app, put, "/connectors/src/pause");
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let b = wait_status!(app, "/connectors/src/status", "PAUSED");
+    assert_eq!(b["connector"]["state"], "PAUSED");
+    assert_eq!(b["tasks"][0]["state"], "PAUSED", "{b}");
+    let (s, _) = call!(app, put, "/connectors/src/resume");
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let b = wait_status!(app, "/connectors/src/status", "RUNNING");
+    assert_eq!(b["connector"]["state"], "RUNNING");
+    let (s, _) = call!(app, put, "/connectors/src/stop");
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, b) = call!(app, get, "/connectors/src/status");
+    assert_eq!(b["connector"]["state"], "STOPPED");
+    assert_eq!(b["tasks"], json!([]));
+
+    let (s, b) = call!(
+        app,
+        patch,
+        "/connectors/src/offsets",
+        json!({"offsets": [{"partition": 3}]})
+    );
+    assert_error(s, &b, 400, "offsets[0].partition");
+    let (s, b) = call!(app, patch, "/connectors/src/offsets", patch);
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, b) = call!(app, get, "/connectors/src/offsets");
+    assert_eq!(b["offsets"][0]["offset"], json!({"position": 4}), "{b}");
+    let (s, _) = call!(app, delete, "/connectors/src/offsets");
+    assert_eq!(s, StatusCode::OK);
+    let (_, b) = call!(app, get, "/connectors/src/offsets");
+    assert_eq!(b, json!({"offsets": []}));
+
+    // Config changes: a bad one changes nothing; a good one applies.
+    let (s, b) = call!(
+        app,
+        put,
+        "/connectors/src/config",
+        json!({"connector.class": "FileStreamSource", "topic": topic})
+    );
+    assert_error(s, &b, 400, "file");
+    let (_, b) = call!(app, get, "/connectors/src/config");
+    assert_eq!(b["file"], json!(file), "the bad PUT changed the config");
+    let (s, b) = call!(
+        app,
+        patch,
+        "/connectors/src/config",
+        json!({"batch.size": "10"})
+    );
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["config"]["batch.size"], "10");
+    let (_, b) = call!(app, get, "/connectors/src/status");
+    assert_eq!(
+        b["connector"]["state"], "STOPPED",
+        "a config change keeps the target state"
+    );
+
+    // Restart and delete.
+    let (s, b) = call!(app, post, "/connectors/src/restart?includeTasks=maybe");
+    assert_error(s, &b, 400, "includeTasks");
+    let (s, _) = call!(app, post, "/connectors/src/restart");
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = call!(app, delete, "/connectors/src");
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = call!(app, get, "/connectors/src");
+    assert_error(s, &b, 404, "not found");
+    let (s, b) = call!(app, delete, "/connectors/src");
+    assert_error(s, &b, 404, "not found");
+    Ok(())
+}
+
+#[actix_web::test]
+async fn plugins_are_listed_described_and_validate_configs() -> Result<()> {
+    let app = test::init_service(App::new().configure(rest::configure(state(None)))).await;
+    let (s, b) = call!(app, get, "/connector-plugins");
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        b[0]["class"],
+        "org.apache.kafka.connect.file.FileStreamSourceConnector"
+    );
+    assert_eq!(b[0]["type"], "source");
+    let (_, b) = call!(app, get, "/connector-plugins?connectorsOnly=false");
+    assert!(
+        b.as_array()
+            .is_some_and(|a| a.iter().any(|p| p["type"] == "converter")),
+        "{b}"
+    );
+    let (_, b) = call!(app, get, "/connector-plugins/FileStreamSource/config");
+    let names: Vec<&str> = b
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert_eq!(names, ["file", "topic", "batch.size"]);
+    let (s, b) = call!(app, get, "/connector-plugins/Nope/config");
+    assert_error(s, &b, 404, "Unknown plugin");
+
+    let (s, b) = call!(
+        app,
+        put,
+        "/connector-plugins/FileStreamSource/config/validate",
+        json!({"connector.class": "FileStreamSource", "name": "x", "file": "/tmp/x", "tasks.max": "0"})
+    );
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["error_count"], 2, "tasks.max and topic: {b}");
+    let errors: BTreeMap<String, Value> = b["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["value"]["name"].as_str().unwrap_or_default().to_owned(),
+                c["value"]["errors"].clone(),
+            )
+        })
+        .collect();
+    assert!(errors["topic"].to_string().contains("topic"), "{errors:?}");
+    assert!(
+        errors["tasks.max"].to_string().contains("at least 1"),
+        "{errors:?}"
+    );
+    assert_eq!(errors["file"], json!([]));
+    let (s, b) = call!(
+        app,
+        put,
+        "/connector-plugins/FileStreamSource/config/validate",
+        json!({"connector.class": "Other"})
+    );
+    assert_error(s, &b, 400, "connector.class");
+    Ok(())
+}
