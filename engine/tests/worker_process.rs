@@ -60,6 +60,8 @@ fn worker_reports_the_real_cluster_and_serves_health_and_metrics() -> Result<()>
         "bootstrap.servers={}\n\
          group.id=sluice-test\n\
          offset.storage.topic=sluice-test-offsets\n\
+         offset.storage.replication.factor=1\n\
+         offset.storage.partitions=1\n\
          config.storage.topic=sluice-test-configs\n\
          status.storage.topic=sluice-test-status\n\
          listeners=http://127.0.0.1:{port}\n\
