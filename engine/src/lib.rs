@@ -4,6 +4,7 @@
 //! actix-web, and exports Prometheus metrics. The supervised task actors, the partition
 //! router and the exactly-once source path build on these pieces.
 
+pub mod config_store;
 pub mod connector_config;
 pub mod convert;
 pub mod kafka;

@@ -3,8 +3,8 @@
 //! - `sluice standalone <worker.properties> <connector.properties|.json>...` runs the given
 //!   connectors (like `connect-standalone`), with offsets in Kafka so exactly-once works.
 //! - `sluice worker <worker.properties>` starts a worker whose REST API (Kafka Connect's)
-//!   listens on the configured `listeners`; connectors are created over REST. Their configs
-//!   are not yet persisted in `config.storage.topic` (offsets are, in `offset.storage.topic`).
+//!   listens on the configured `listeners`; connectors are created over REST and kept in
+//!   `config.storage.topic`, so a restarted worker runs them again.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use actix::Actor as _;
 use anyhow::{bail, Context as _, Result};
+use sluice_engine::config_store::ConfigStore;
 use sluice_engine::offset_store::{ensure_compacted_topic, partition_count, OffsetStore};
 use sluice_engine::rest::{RestState, ServerInfo};
 use sluice_engine::router::PartitionRouter;
@@ -135,10 +136,24 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
             }
         });
 
+        let mut worker = start_worker(Arc::clone(&config), connectors).await?;
         if mode == Mode::Distributed {
-            tracing::warn!("connectors created over REST are kept in memory only: config.storage.topic is not written yet, so they are gone after a restart (their offsets are not)");
+            let topic = config.parsed.string("config.storage.topic").unwrap_or_default().to_owned();
+            let replication = i16::try_from(config.parsed.long("config.storage.replication.factor").unwrap_or(3))?;
+            let store = ConfigStore::open(
+                topic,
+                &config.kafka_client_props("admin."),
+                replication,
+                config.kafka_client_props("producer."),
+                config.kafka_client_props("consumer."),
+            )
+            .await
+            .context("config.storage.topic")?;
+            worker = worker.with_store(store);
+            let restored = worker.restore().await.context("reading config.storage.topic")?;
+            tracing::info!(connectors = restored, "connectors restored from config.storage.topic");
         }
-        let worker = Some(start_worker(Arc::clone(&config), connectors).await?);
+        let worker = Some(worker);
         let state = RestState {
             info: ServerInfo::new(cluster_id),
             metrics,

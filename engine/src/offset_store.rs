@@ -123,93 +123,110 @@ impl OffsetStore {
         connector: &str,
         timeout: Duration,
     ) -> Result<BTreeMap<SourcePartition, SourceOffset>, OffsetStoreError> {
-        let kafka = |message: String| OffsetStoreError::Kafka {
-            topic: self.topic.clone(),
-            message,
-        };
-        let mut props = self.consumer_props.clone();
-        props.insert(
-            "group.id".into(),
-            format!("sluice-offset-reader-{connector}"),
-        );
-        props.insert("enable.auto.commit".into(), "false".into());
-        props.insert("isolation.level".into(), "read_committed".into());
-        let consumer: BaseConsumer = client_config(&props).create().map_err(|e| {
-            kafka(format!(
-                "creating reader: {}",
-                redact(&e.to_string(), &props)
-            ))
-        })?;
-        let deadline = Instant::now() + timeout;
-        let mut assignment = TopicPartitionList::new();
-        let mut ends = BTreeMap::new();
-        for p in 0..self.partitions {
-            let (_, high) = consumer
-                .fetch_watermarks(&self.topic, p, timeout)
-                .map_err(|e| kafka(format!("watermarks of partition {p}: {e}")))?;
-            if high > 0 {
-                ends.insert(p, high);
-                assignment
-                    .add_partition_offset(&self.topic, p, Offset::Beginning)
-                    .map_err(|e| kafka(e.to_string()))?;
-            }
-        }
         let mut offsets = BTreeMap::new();
-        if ends.is_empty() {
-            return Ok(offsets);
-        }
-        consumer
-            .assign(&assignment)
-            .map_err(|e| kafka(e.to_string()))?;
-        let mut done: BTreeMap<i32, bool> = ends.keys().map(|p| (*p, false)).collect();
-        while done.values().any(|d| !d) {
-            if Instant::now() > deadline {
-                return Err(OffsetStoreError::Timeout {
+        let group = format!("sluice-offset-reader-{connector}");
+        read_to_end(
+            &self.consumer_props,
+            &group,
+            &self.topic,
+            self.partitions,
+            timeout,
+            |partition, offset, key, value| {
+                let format = |source| OffsetStoreError::Format {
                     topic: self.topic.clone(),
-                    timeout,
-                });
-            }
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(message)) => {
-                    let key = message.key().unwrap_or_default();
-                    let decoded =
-                        OffsetKey::decode(key).map_err(|source| OffsetStoreError::Format {
-                            topic: self.topic.clone(),
-                            partition: message.partition(),
-                            offset: message.offset(),
-                            source,
-                        })?;
-                    if decoded.connector == connector {
-                        let value = decode_offset(message.payload()).map_err(|source| {
-                            OffsetStoreError::Format {
-                                topic: self.topic.clone(),
-                                partition: message.partition(),
-                                offset: message.offset(),
-                                source,
-                            }
-                        })?;
-                        match value {
-                            Some(v) => offsets.insert(decoded.partition, v),
-                            None => offsets.remove(&decoded.partition),
-                        };
-                    }
+                    partition,
+                    offset,
+                    source,
+                };
+                let decoded = OffsetKey::decode(key).map_err(format)?;
+                if decoded.connector == connector {
+                    match decode_offset(value).map_err(format)? {
+                        Some(v) => offsets.insert(decoded.partition, v),
+                        None => offsets.remove(&decoded.partition),
+                    };
                 }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
-                Some(Err(e)) => return Err(kafka(format!("consuming: {e}"))),
-            }
-            // The position passes the end once everything up to the last stable offset
-            // (control records and aborted data included) has been consumed.
-            let position = consumer.position().map_err(|e| kafka(e.to_string()))?;
-            for element in position.elements() {
-                if let Offset::Offset(o) = element.offset() {
-                    if ends.get(&element.partition()).is_some_and(|end| o >= *end) {
-                        done.insert(element.partition(), true);
-                    }
-                }
-            }
-        }
+                Ok(())
+            },
+        )?;
         Ok(offsets)
     }
+}
+
+/// Reads `topic` (partitions `0..partitions`) from the beginning to its end with
+/// read_committed, calling `on_record(partition, offset, key, value)` in order per
+/// partition. Blocking: call it from a blocking thread.
+pub fn read_to_end(
+    consumer_props: &BTreeMap<String, String>,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+    mut on_record: impl FnMut(i32, i64, &[u8], Option<&[u8]>) -> Result<(), OffsetStoreError>,
+) -> Result<(), OffsetStoreError> {
+    let kafka = |message: String| OffsetStoreError::Kafka {
+        topic: topic.to_owned(),
+        message,
+    };
+    let mut props = consumer_props.clone();
+    props.insert("group.id".into(), group.to_owned());
+    props.insert("enable.auto.commit".into(), "false".into());
+    props.insert("isolation.level".into(), "read_committed".into());
+    let consumer: BaseConsumer = client_config(&props).create().map_err(|e| {
+        kafka(format!(
+            "creating reader: {}",
+            redact(&e.to_string(), &props)
+        ))
+    })?;
+    let deadline = Instant::now() + timeout;
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, p, timeout)
+            .map_err(|e| kafka(format!("watermarks of partition {p}: {e}")))?;
+        if high > 0 {
+            ends.insert(p, high);
+            assignment
+                .add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(|e| kafka(e.to_string()))?;
+        }
+    }
+    if ends.is_empty() {
+        return Ok(());
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| kafka(e.to_string()))?;
+    let mut done: BTreeMap<i32, bool> = ends.keys().map(|p| (*p, false)).collect();
+    while done.values().any(|d| !d) {
+        if Instant::now() > deadline {
+            return Err(OffsetStoreError::Timeout {
+                topic: topic.to_owned(),
+                timeout,
+            });
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => on_record(
+                message.partition(),
+                message.offset(),
+                message.key().unwrap_or_default(),
+                message.payload(),
+            )?,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => return Err(kafka(format!("consuming: {e}"))),
+        }
+        // The position passes the end once everything up to the last stable offset
+        // (control records and aborted data included) has been consumed.
+        let position = consumer.position().map_err(|e| kafka(e.to_string()))?;
+        for element in position.elements() {
+            if let Offset::Offset(o) = element.offset() {
+                if ends.get(&element.partition()).is_some_and(|end| o >= *end) {
+                    done.insert(element.partition(), true);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates a compacted state topic if it does not exist (Kafka Connect's state topics are

@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use sluice_proto::{ConfigDef, ExactlyOnceSupport, ParsedConfig};
 
+use crate::config_store::ConfigStore;
 use crate::connector_config::common_def;
 use crate::convert::{self, Part};
 use crate::offset_store::OffsetStore;
@@ -59,6 +60,8 @@ pub struct ConnectorEntry {
     pub masked_config: BTreeMap<String, String>,
     /// Each task's config, secrets masked.
     pub task_configs: Vec<BTreeMap<String, String>>,
+    /// Each task's config as the connector produced it (for the config topic only).
+    pub raw_task_configs: Vec<BTreeMap<String, String>>,
     /// Task count.
     pub tasks: u32,
     /// What the user asked for.
@@ -77,6 +80,7 @@ pub struct Worker {
     /// `host:port` of this worker, as the status API reports it.
     pub worker_id: String,
     connectors: Arc<RwLock<BTreeMap<String, ConnectorEntry>>>,
+    store: Option<ConfigStore>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -113,7 +117,69 @@ impl Worker {
             group_id,
             worker_id,
             connectors: Arc::new(RwLock::new(BTreeMap::new())),
+            store: None,
         }
+    }
+
+    /// Keeps connector configs in `store` (the REST-managed worker), so they survive a
+    /// restart; [`Worker::restore`] reads them back.
+    #[must_use]
+    pub fn with_store(mut self, store: ConfigStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Starts every connector found in the config store. A connector whose stored config
+    /// no longer validates is logged and skipped; the others start.
+    pub async fn restore(&self) -> Result<usize, WorkerError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let stored = store
+            .read_all(Duration::from_secs(60))
+            .await
+            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+        let mut started = 0;
+        for (name, connector) in stored {
+            match self.create_connector(&connector.config, connector.target) {
+                Ok(_) => {
+                    started += 1;
+                    tracing::info!(connector = %name, target = ?connector.target, "connector restored from the config topic");
+                }
+                Err(e) => {
+                    tracing::error!(connector = %name, error = %e, "stored connector config is invalid; not started");
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// Writes the connector's current config and target to the store (if any).
+    async fn persist(&self, name: &str) -> Result<(), WorkerError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let entry = self.connector(name)?;
+        store
+            .put(name, &entry.config, &entry.raw_task_configs, entry.target)
+            .await
+            .map_err(|e| WorkerError::Internal(format!("could not store connector {name}: {e}")))
+    }
+
+    /// Creates a connector and stores it; if storing fails the connector is removed again,
+    /// so a failed request changes nothing.
+    pub async fn create_connector_stored(
+        &self,
+        props: &BTreeMap<String, String>,
+        target: TargetState,
+    ) -> Result<ConnectorEntry, WorkerError> {
+        let entry = self.create_connector(props, target)?;
+        let name = props.get("name").cloned().unwrap_or_default();
+        if let Err(e) = self.persist(&name).await {
+            let _ = self.forget(&name).await;
+            return Err(e);
+        }
+        Ok(entry)
     }
 
     fn policy(&self) -> RestartPolicy {
@@ -248,6 +314,7 @@ impl Worker {
         let topics = Arc::new(Mutex::new(BTreeSet::new()));
         let masked_tasks: Vec<BTreeMap<String, String>> =
             task_configs.iter().map(|c| def.mask(c)).collect();
+        let raw_tasks = task_configs.clone();
         let factory: TaskFactory = {
             let ctor = plugin.source;
             Arc::new(move || ctor().task())
@@ -283,6 +350,7 @@ impl Worker {
             config: props.clone(),
             masked_config: def.mask(props),
             task_configs: masked_tasks,
+            raw_task_configs: raw_tasks,
             tasks,
             target,
             topics,
@@ -357,8 +425,22 @@ impl Worker {
         Ok(())
     }
 
-    /// Stops a connector's tasks (each commits what it has) and forgets it. Its offsets stay.
+    /// Stops a connector's tasks (each commits what it has) and forgets it, in the store
+    /// too. Its offsets stay.
     pub async fn delete_connector(&self, name: &str) -> Result<(), WorkerError> {
+        self.connector(name)?;
+        if let Some(store) = &self.store {
+            store.delete(name).await.map_err(|e| {
+                WorkerError::Internal(format!(
+                    "could not delete connector {name} from the config topic: {e}"
+                ))
+            })?;
+        }
+        self.forget(name).await
+    }
+
+    /// Stops and drops a connector, leaving the store alone.
+    async fn forget(&self, name: &str) -> Result<(), WorkerError> {
         let entry = self.connector(name)?;
         let _ = tokio::time::timeout(
             Duration::from_secs(30),
@@ -397,9 +479,10 @@ impl Worker {
         let existing = self.connector(name).ok();
         let target = existing.as_ref().map_or(TargetState::Started, |e| e.target);
         if existing.is_some() {
-            self.delete_connector(name).await?;
+            self.forget(name).await?;
         }
         self.create_connector(&props, target)?;
+        self.persist(name).await?;
         Ok(existing.is_none())
     }
 
@@ -422,9 +505,14 @@ impl Worker {
             .map_err(|e| WorkerError::BadConfig(e.to_string()))
     }
 
-    /// Pauses, resumes or stops a connector.
-    pub fn set_target(&self, name: &str, target: TargetState) -> Result<(), WorkerError> {
+    /// Pauses, resumes or stops a connector, and stores the new target.
+    pub async fn set_target(&self, name: &str, target: TargetState) -> Result<(), WorkerError> {
         let entry = self.connector(name)?;
+        if let Some(store) = &self.store {
+            store.put_target(name, target).await.map_err(|e| {
+                WorkerError::Internal(format!("could not store the state of {name}: {e}"))
+            })?;
+        }
         entry.supervisor.do_send(SetTarget(target));
         self.update_entry(name, |e| e.target = target)
     }

@@ -1,6 +1,7 @@
 //! Supervision, in-process against the real broker: a task that panics and one that
 //! returns errors are restarted with backoff, then FAILED with their trace; a restart by
-//! hand revives them; another connector keeps flowing all along.
+//! hand revives them; a task that blocks its thread forever stalls nobody else; another
+//! connector keeps flowing all along.
 
 mod common;
 
@@ -65,6 +66,11 @@ impl SourceTask for FaultyTask {
             }
             match self.0.as_str() {
                 "panic" => panic!("injected panic in poll"),
+                // Blocks its thread for good, as a connector stuck in a blocking call would.
+                "hang" => {
+                    std::thread::sleep(Duration::from_secs(3600));
+                    Ok(Vec::new())
+                }
                 _ => Err(ConnectorError::external(
                     "injected failure: upstream unreachable",
                 )),
@@ -183,6 +189,16 @@ async fn failing_tasks_restart_with_backoff_then_fail_and_others_keep_flowing() 
         TargetState::Started,
     )?;
 
+    worker.create_connector_with(
+        FAULTY,
+        &props(&[
+            ("name", "hung"),
+            ("connector.class", "test.Faulty"),
+            ("mode", "hang"),
+        ]),
+        TargetState::Started,
+    )?;
+
     let panicky = wait_for(
         &worker,
         "panicky",
@@ -210,6 +226,16 @@ async fn failing_tasks_restart_with_backoff_then_fail_and_others_keep_flowing() 
         "{trace}"
     );
     assert_eq!(erroring.attempts, 4);
+
+    // A connector blocking its thread does not block its supervisor or anyone else.
+    let asked = Instant::now();
+    let hung = worker.task_statuses("hung").await?;
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "status of a hung connector took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(hung[0].state, TaskState::Running);
 
     // The healthy connector was not disturbed.
     wait_for(
@@ -242,6 +268,7 @@ async fn failing_tasks_restart_with_backoff_then_fail_and_others_keep_flowing() 
         worker.restart_task("panicky", 7).await.is_err(),
         "no task 7"
     );
-    worker.stop_all(Duration::from_secs(10)).await;
+    // The hung task cannot stop; stop_all gives up on it after its timeout.
+    worker.stop_all(Duration::from_secs(3)).await;
     Ok(())
 }

@@ -235,7 +235,8 @@ async fn create(state: web::Data<RestState>, body: web::Bytes) -> Result<HttpRes
         }
     }
     let entry = worker
-        .create_connector(&config, target)
+        .create_connector_stored(&config, target)
+        .await
         .map_err(worker_error)?;
     tracing::info!(connector = %name, "connector created over REST");
     Ok(HttpResponse::Created()
@@ -361,9 +362,12 @@ async fn restart(
     Ok(HttpResponse::Accepted().json(status(worker, &name).await?))
 }
 
-fn set_target(state: &RestState, name: &str, target: TargetState) -> Result<(), RestError> {
+async fn set_target(state: &RestState, name: &str, target: TargetState) -> Result<(), RestError> {
     let worker = worker(state)?;
-    worker.set_target(name, target).map_err(worker_error)?;
+    worker
+        .set_target(name, target)
+        .await
+        .map_err(worker_error)?;
     tracing::info!(connector = %name, ?target, "target state set over REST");
     Ok(())
 }
@@ -372,7 +376,7 @@ async fn pause(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
-    set_target(&state, &path.into_inner(), TargetState::Paused)?;
+    set_target(&state, &path.into_inner(), TargetState::Paused).await?;
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -380,7 +384,7 @@ async fn resume(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
-    set_target(&state, &path.into_inner(), TargetState::Started)?;
+    set_target(&state, &path.into_inner(), TargetState::Started).await?;
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -388,8 +392,8 @@ async fn stop(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
-    set_target(&state, &path.into_inner(), TargetState::Stopped)?;
-    Ok(HttpResponse::NoContent().finish())
+    set_target(&state, &path.into_inner(), TargetState::Stopped).await?;
+    Ok(HttpResponse::Accepted().finish())
 }
 
 async fn tasks(

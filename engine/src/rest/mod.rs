@@ -149,6 +149,8 @@ pub fn configure(state: RestState) -> impl FnOnce(&mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(state)).service(
             web::scope("")
                 .wrap(actix_web::middleware::from_fn(instrument))
+                // Kafka Connect tolerates a trailing slash; scripts rely on it.
+                .wrap(actix_web::middleware::NormalizePath::trim())
                 .service(
                     web::resource("/")
                         .route(web::get().to(root))

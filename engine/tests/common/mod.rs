@@ -72,16 +72,29 @@ impl WorkerProcess {
         port: u16,
         log: PathBuf,
     ) -> Result<Self> {
-        let log_file = std::fs::File::create(&log)?;
+        let mut args = vec![PathBuf::from("standalone"), worker.to_path_buf()];
+        args.extend(connectors.iter().map(|c| c.to_path_buf()));
+        Self::spawn(&args, port, log)
+    }
+
+    /// `sluice worker <worker.properties>`: connectors come over REST.
+    pub fn distributed(worker: &Path, port: u16, log: PathBuf) -> Result<Self> {
+        Self::spawn(&[PathBuf::from("worker"), worker.to_path_buf()], port, log)
+    }
+
+    fn spawn(args: &[PathBuf], port: u16, log: PathBuf) -> Result<Self> {
+        // Appends: a restarted worker's log follows its previous life's.
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("standalone")
-            .arg(worker)
-            .args(connectors)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
-            .context("starting sluice standalone")?;
+            .context("starting sluice")?;
         Ok(WorkerProcess { child, port, log })
     }
 
@@ -132,6 +145,17 @@ impl WorkerProcess {
         let (status, body) = http_get(self.port, path)?;
         let json = serde_json::from_str(&body).with_context(|| format!("{path}: {body}"))?;
         Ok((status, json))
+    }
+
+    /// Any request; the body is returned as text (may be empty).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, String)> {
+        let body = body.map(ToString::to_string);
+        sluice_testkit::http_request(self.port, method, path, body.as_deref())
     }
 }
 
