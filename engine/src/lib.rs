@@ -16,6 +16,7 @@ pub mod registry;
 pub mod rest;
 pub mod router;
 pub mod source_task;
+pub mod status_store;
 pub mod supervisor;
 pub mod telemetry;
 pub mod worker;

@@ -16,6 +16,7 @@ use sluice_engine::config_store::ConfigStore;
 use sluice_engine::offset_store::{ensure_compacted_topic, partition_count, OffsetStore};
 use sluice_engine::rest::{RestState, ServerInfo};
 use sluice_engine::router::PartitionRouter;
+use sluice_engine::status_store::StatusStore;
 use sluice_engine::supervisor::TargetState;
 use sluice_engine::worker::Worker;
 use sluice_engine::worker_config::{Mode, WorkerConfig};
@@ -149,7 +150,17 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
             )
             .await
             .context("config.storage.topic")?;
-            worker = worker.with_store(store);
+            let status = StatusStore::open(
+                config.parsed.string("status.storage.topic").unwrap_or_default().to_owned(),
+                i32::try_from(config.parsed.long("status.storage.partitions").unwrap_or(5))?,
+                i16::try_from(config.parsed.long("status.storage.replication.factor").unwrap_or(3))?,
+                &config.kafka_client_props("admin."),
+                config.kafka_client_props("producer."),
+                worker.worker_id.clone(),
+            )
+            .await
+            .context("status.storage.topic")?;
+            worker = worker.with_store(store).with_status(status);
             let restored = worker.restore().await.context("reading config.storage.topic")?;
             tracing::info!(connectors = restored, "connectors restored from config.storage.topic");
         }

@@ -12,6 +12,7 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use crate::source_task::{SourceTaskActor, SourceTaskSpec, StopTask, TaskExited};
+use crate::status_store::StatusStore;
 
 /// How failed tasks are restarted.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +104,7 @@ struct Slot {
 pub struct ConnectorSupervisor {
     name: String,
     policy: RestartPolicy,
+    status: Option<StatusStore>,
     slots: Vec<Slot>,
     target: TargetState,
     stopping: bool,
@@ -116,6 +118,7 @@ impl ConnectorSupervisor {
         specs: Vec<Arc<SourceTaskSpec>>,
         policy: RestartPolicy,
         target: TargetState,
+        status: Option<StatusStore>,
     ) -> Self {
         let slots: Vec<Slot> = specs
             .into_iter()
@@ -147,6 +150,7 @@ impl ConnectorSupervisor {
         ConnectorSupervisor {
             name,
             policy,
+            status,
             slots,
             target,
             stopping: false,
@@ -170,6 +174,27 @@ impl ConnectorSupervisor {
         ));
         metrics::gauge!("sluice_task_running", "connector" => self.name.clone(), "task" => slot.status.id.to_string()).set(1.0);
         tracing::info!(connector = %self.name, task = slot.status.id, generation, "task started");
+        self.report(index);
+    }
+
+    /// Writes a task's state to the status topic, off the actor's path.
+    fn report(&self, index: usize) {
+        let (Some(store), Some(slot)) = (self.status.clone(), self.slots.get(index)) else {
+            return;
+        };
+        let name = self.name.clone();
+        let id = slot.status.id;
+        let generation = slot.generation;
+        let state = serde_json::to_value(slot.status.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let trace = slot.status.trace.clone();
+        actix::spawn(async move {
+            store
+                .put_task(&name, id, &state, trace.as_deref(), generation)
+                .await;
+        });
     }
 
     fn all_exited(&self) -> bool {
@@ -259,6 +284,7 @@ impl Handler<TaskExited> for ConnectorSupervisor {
                 }
             }
         }
+        self.report(index);
         self.notify_if_stopped();
     }
 }
@@ -309,10 +335,13 @@ impl Handler<SetTarget> for ConnectorSupervisor {
                 }
             }
             TargetState::Paused | TargetState::Stopped => {
-                for slot in &mut self.slots {
-                    match &slot.addr {
+                for i in 0..self.slots.len() {
+                    match &self.slots[i].addr {
                         Some(addr) => addr.do_send(StopTask),
-                        None => slot.status.state = TaskState::Paused,
+                        None => {
+                            self.slots[i].status.state = TaskState::Paused;
+                            self.report(i);
+                        }
                     }
                 }
             }

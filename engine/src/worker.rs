@@ -17,6 +17,7 @@ use crate::offset_store::OffsetStore;
 use crate::registry;
 use crate::router::PartitionRouter;
 use crate::source_task::{Boundary, SourceTaskSpec, TaskFactory};
+use crate::status_store::StatusStore;
 use crate::supervisor::{
     ConnectorSupervisor, GetStatus, RestartPolicy, RestartTask, SetTarget, StopConnector,
     TargetState, TaskState, TaskStatus,
@@ -81,6 +82,7 @@ pub struct Worker {
     pub worker_id: String,
     connectors: Arc<RwLock<BTreeMap<String, ConnectorEntry>>>,
     store: Option<ConfigStore>,
+    status: Option<StatusStore>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -118,7 +120,28 @@ impl Worker {
             worker_id,
             connectors: Arc::new(RwLock::new(BTreeMap::new())),
             store: None,
+            status: None,
         }
+    }
+
+    /// Writes connector and task status to `status` (Kafka Connect's status topic).
+    #[must_use]
+    pub fn with_status(mut self, status: StatusStore) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    fn report_connector(&self, name: &str, target: TargetState) {
+        let Some(status) = self.status.clone() else {
+            return;
+        };
+        let name = name.to_owned();
+        let state = match target {
+            TargetState::Started => "RUNNING",
+            TargetState::Paused => "PAUSED",
+            TargetState::Stopped => "STOPPED",
+        };
+        actix::spawn(async move { status.put_connector(&name, state).await });
     }
 
     /// Keeps connector configs in `store` (the REST-managed worker), so they survive a
@@ -342,8 +365,15 @@ impl Worker {
             })
             .collect();
         let tasks = u32::try_from(specs.len()).unwrap_or(u32::MAX);
-        let supervisor =
-            ConnectorSupervisor::new(name.clone(), specs, self.policy(), target).start();
+        let supervisor = ConnectorSupervisor::new(
+            name.clone(),
+            specs,
+            self.policy(),
+            target,
+            self.status.clone(),
+        )
+        .start();
+        self.report_connector(&name, target);
         let entry = ConnectorEntry {
             supervisor,
             class: plugin.class,
@@ -436,7 +466,12 @@ impl Worker {
                 ))
             })?;
         }
-        self.forget(name).await
+        let tasks = self.connector(name)?.tasks;
+        self.forget(name).await?;
+        if let Some(status) = &self.status {
+            status.delete(name, tasks).await;
+        }
+        Ok(())
     }
 
     /// Stops and drops a connector, leaving the store alone.
@@ -514,6 +549,7 @@ impl Worker {
             })?;
         }
         entry.supervisor.do_send(SetTarget(target));
+        self.report_connector(name, target);
         self.update_entry(name, |e| e.target = target)
     }
 

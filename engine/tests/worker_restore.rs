@@ -24,10 +24,11 @@ async fn connectors_survive_a_killed_worker_in_their_target_state() -> Result<()
     let input = dir.write("input.txt", &body)?;
     let port = free_port()?;
     let configs = unique_name("restore-configs");
+    let status_topic = unique_name("restore-status");
     let extra = format!(
         "config.storage.topic={configs}\nconfig.storage.replication.factor=1\n\
-         status.storage.topic={}\nstatus.storage.replication.factor=1\n",
-        unique_name("restore-status")
+         status.storage.topic={status_topic}\nstatus.storage.replication.factor=1\n\
+         status.storage.partitions=2\n"
     );
     let worker = dir.write(
         "worker.properties",
@@ -96,6 +97,33 @@ async fn connectors_survive_a_killed_worker_in_their_target_state() -> Result<()
     assert_eq!(
         connector.as_ref().map(|c| &c["properties"]["topic"]),
         Some(&json!(topic))
+    );
+
+    // The status topic holds Kafka Connect's status records.
+    let statuses = stack.read_topic(
+        &status_topic,
+        Isolation::ReadCommitted,
+        Duration::from_secs(30),
+    )?;
+    let task_states: Vec<String> = statuses
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(b"status-task-numbers-0".as_slice()))
+        .filter_map(|r| serde_json::from_slice::<serde_json::Value>(r.value.as_deref()?).ok())
+        .map(|v| {
+            assert_eq!(v["worker_id"], json!(format!("127.0.0.1:{port}")), "{v}");
+            v["state"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert!(
+        task_states.iter().any(|s| s == "RUNNING"),
+        "{task_states:?}"
+    );
+    assert!(task_states.iter().any(|s| s == "PAUSED"), "{task_states:?}");
+    assert!(
+        statuses
+            .iter()
+            .any(|r| r.key.as_deref() == Some(b"status-connector-numbers".as_slice())),
+        "no connector status record"
     );
 
     // Deleted stays deleted.

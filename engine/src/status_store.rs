@@ -1,0 +1,125 @@
+//! Connector and task status in Kafka (`status.storage.topic`), in Kafka Connect's record
+//! format, so status outlives the process and tools that watch Kafka Connect's status topic
+//! watch Sluice's:
+//!
+//! - `status-connector-<name>` -> `{"state": "RUNNING", "trace": null, "worker_id": "h:p", "generation": N}`
+//! - `status-task-<name>-<n>` -> the same shape, per task
+//!
+//! Writes are fire-and-forget from the supervisor's point of view: a status write that
+//! fails is logged and counted, and never stops a task.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::offset_store::{ensure_compacted_topic, partition_count, OffsetStoreError};
+use crate::partitioner::partition_for_key;
+use crate::producer::{OutRecord, ProducerError, TaskProducer};
+
+/// The status topic and a producer for it.
+#[derive(Debug, Clone)]
+pub struct StatusStore {
+    topic: String,
+    partitions: i32,
+    worker_id: String,
+    producer: TaskProducer,
+}
+
+/// Opening the status topic failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusStoreError {
+    /// Creating or describing the topic failed.
+    #[error(transparent)]
+    Topic(#[from] OffsetStoreError),
+    /// Creating the producer failed.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+}
+
+impl StatusStore {
+    /// Creates the topic (compacted) if missing, and the producer.
+    pub async fn open(
+        topic: String,
+        partitions: i32,
+        replication: i16,
+        admin_props: &BTreeMap<String, String>,
+        producer_props: BTreeMap<String, String>,
+        worker_id: String,
+    ) -> Result<Self, StatusStoreError> {
+        ensure_compacted_topic(admin_props, &topic, partitions, replication).await?;
+        let partitions = partition_count(admin_props, &topic, Duration::from_secs(30)).await?;
+        let producer = TaskProducer::create(producer_props, None, Duration::from_secs(30)).await?;
+        Ok(StatusStore {
+            topic,
+            partitions,
+            worker_id,
+            producer,
+        })
+    }
+
+    fn record(&self, key: String, state: Option<(&str, Option<&str>, u64)>) -> OutRecord {
+        let value = state.map(|(state, trace, generation)| {
+            json!({"state": state, "trace": trace, "worker_id": self.worker_id, "generation": generation})
+                .to_string()
+                .into_bytes()
+        });
+        let key = key.into_bytes();
+        OutRecord {
+            topic: self.topic.clone(),
+            partition: partition_for_key(&key, self.partitions),
+            key: Some(key),
+            value,
+            timestamp: None,
+            headers: Vec::new(),
+        }
+    }
+
+    async fn write(&self, records: Vec<OutRecord>, what: &str) {
+        let result = async {
+            self.producer.send(records).await?;
+            self.producer.commit().await
+        }
+        .await;
+        if let Err(e) = result {
+            metrics::counter!("sluice_status_write_failures_total").increment(1);
+            tracing::warn!(topic = %self.topic, status = %what, error = %e, "status write failed");
+        }
+    }
+
+    /// Records a task's state.
+    pub async fn put_task(
+        &self,
+        connector: &str,
+        task: u32,
+        state: &str,
+        trace: Option<&str>,
+        generation: u64,
+    ) {
+        let record = self.record(
+            format!("status-task-{connector}-{task}"),
+            Some((state, trace, generation)),
+        );
+        self.write(vec![record], &format!("{connector}/{task}={state}"))
+            .await;
+    }
+
+    /// Records a connector's state.
+    pub async fn put_connector(&self, connector: &str, state: &str) {
+        let record = self.record(
+            format!("status-connector-{connector}"),
+            Some((state, None, 0)),
+        );
+        self.write(vec![record], &format!("{connector}={state}"))
+            .await;
+    }
+
+    /// Erases a deleted connector's status records.
+    pub async fn delete(&self, connector: &str, tasks: u32) {
+        let mut records = vec![self.record(format!("status-connector-{connector}"), None)];
+        for t in 0..tasks {
+            records.push(self.record(format!("status-task-{connector}-{t}"), None));
+        }
+        self.write(records, &format!("{connector} deleted")).await;
+    }
+}
