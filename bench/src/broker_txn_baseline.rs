@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use sluice_bench::{cpu_seconds, peak_rss_mib};
 use sluice_testkit::{stack, unique_name, Isolation};
 
 const T: Duration = Duration::from_secs(60);
@@ -22,33 +23,6 @@ fn arg(n: usize, default: u64) -> Result<u64> {
             .with_context(|| format!("argument {n}: {v:?} is not a number")),
         None => Ok(default),
     }
-}
-
-/// User + system CPU seconds of this process, from /proc/self/stat (clock ticks of 100 Hz).
-fn cpu_seconds() -> Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let after_name = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .context("stat format")?;
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks =
-        |i: usize| -> Result<f64> { Ok(fields.get(i).context("stat field")?.parse::<f64>()?) };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
-}
-
-fn peak_rss_mib() -> Result<f64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .context("VmHWM")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kib / 1024.0)
 }
 
 fn main() -> Result<()> {
@@ -70,7 +44,7 @@ fn main() -> Result<()> {
     producer.init_transactions(T)?;
 
     let payload = vec![b'x'; size];
-    let cpu0 = cpu_seconds()?;
+    let cpu0 = cpu_seconds("self")?;
     let started = Instant::now();
     let mut sent = 0_u64;
     while sent < records {
@@ -99,9 +73,9 @@ fn main() -> Result<()> {
         producer.commit_transaction(T)?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_seconds()? - cpu0;
+    let cpu = cpu_seconds("self")? - cpu0;
     // Before the read-back below, which holds every record in memory.
-    let rss = peak_rss_mib()?;
+    let rss = peak_rss_mib("self")?;
 
     // Everything must be there, exactly once: a benchmark that loses data measures nothing.
     let read = stack.read_topic(&topic, Isolation::ReadCommitted, Duration::from_secs(300))?;

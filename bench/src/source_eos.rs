@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use sluice_bench::{cpu_seconds, peak_rss_mib};
 use sluice_testkit::{free_port, http_get, repo_root, stack, unique_name, Isolation};
 
 fn arg(n: usize, default: u64) -> Result<u64> {
@@ -22,31 +23,6 @@ fn arg(n: usize, default: u64) -> Result<u64> {
             .with_context(|| format!("argument {n}: {v:?} is not a number")),
         None => Ok(default),
     }
-}
-
-/// utime + stime of `pid`, in seconds (100 Hz clock ticks).
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("stat format")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<f64> { Ok(f.get(i).context("stat field")?.parse::<f64>()?) };
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
-}
-
-fn peak_rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .context("VmHWM")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kib / 1024.0)
 }
 
 /// `sluice_source_records_written_total` for the bench connector, from `GET /metrics`.
@@ -118,7 +94,7 @@ fn main() -> Result<()> {
                 bin.display()
             )
         })?;
-    let pid = child.id();
+    let pid = child.id().to_string();
     let mut first_record: Option<Instant> = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
@@ -139,8 +115,8 @@ fn main() -> Result<()> {
     }
     let total = started.elapsed().as_secs_f64();
     let steady = first_record.map_or(total, |t| t.elapsed().as_secs_f64());
-    let cpu = cpu_seconds(pid)?;
-    let rss = peak_rss_mib(pid)?;
+    let cpu = cpu_seconds(&pid)?;
+    let rss = peak_rss_mib(&pid)?;
     child.kill()?;
     child.wait()?;
     let read = stack.read_topic(&topic, Isolation::ReadCommitted, Duration::from_secs(600))?;

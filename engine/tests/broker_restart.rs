@@ -8,12 +8,10 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
-use common::{
-    assert_exactly_once_in_order, committed_lines, worker_properties, TempDir, WorkerProcess,
-};
+use common::{assert_exactly_once_in_order, committed_lines, Numbers, WorkerProcess};
 use sluice_testkit::{free_port, stack, stack_script, unique_name};
 
 const LINES: usize = 100_000;
@@ -47,35 +45,23 @@ async fn a_broker_restart_mid_run_loses_and_duplicates_nothing() -> Result<()> {
         eprintln!("SKIPPED: the Kafka broker was not started by deploy/local/stack:\n{status}");
         return Ok(());
     }
-    let topic = stack.create_topic("broker-restart", 1).await?;
-    let dir = TempDir::new("broker-restart")?;
-    let body: String = (1..=LINES).map(|i| format!("{i}\n")).collect();
-    let input = dir.write("input.txt", &body)?;
+    let numbers = Numbers::new(stack, "broker-restart", LINES, 50).await?;
     let port = free_port()?;
-    let worker = dir.write(
+    let worker = numbers.worker(
+        stack,
         "worker.properties",
-        &worker_properties(
-            stack,
-            port,
-            &unique_name("broker-restart"),
-            &unique_name("broker-restart-offsets"),
-            "task.restart.max.attempts=1000",
-        ),
+        port,
+        &unique_name("broker-restart"),
+        &unique_name("broker-restart-offsets"),
+        "task.restart.max.attempts=1000",
     )?;
-    let connector = dir.write(
-        "source.properties",
-        &format!(
-            "name=numbers\nconnector.class=FileStreamSource\nfile={}\ntopic={topic}\nbatch.size=50\n\
-             value.converter=org.apache.kafka.connect.storage.StringConverter\n",
-            input.display()
-        ),
-    )?;
+    let (topic, connector, dir) = (&numbers.topic, &numbers.connector, &numbers.dir);
     let mut process =
-        WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("worker.log"))?;
+        WorkerProcess::standalone(&worker, &[connector], port, dir.0.join("worker.log"))?;
     process.wait_ready(Duration::from_secs(60))?;
     std::thread::sleep(Duration::from_millis(1500));
 
-    let before_restart = committed_lines(stack, &topic)?.len();
+    let before_restart = committed_lines(stack, topic)?.len();
     assert!(
         before_restart < LINES,
         "the input was done before the broker restart; the test exercised nothing"
@@ -85,25 +71,14 @@ async fn a_broker_restart_mid_run_loses_and_duplicates_nothing() -> Result<()> {
     stack_cmd(&["up", "kafka"])?;
 
     // Right after the restart, partitions may still be electing leaders: keep asking.
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        match committed_lines(stack, &topic) {
-            Ok(lines) if lines.len() >= LINES => break,
-            Ok(_) => {}
-            Err(e) => eprintln!("broker not ready yet: {e:#}"),
-        }
-        if Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    numbers.wait_for_all(stack, LINES, Duration::from_secs(240));
     let status = process.terminate(Duration::from_secs(30))?;
     let log = process.log_text();
     assert!(status.success(), "worker exit: {status}\n{log}");
     eprintln!("{before_restart} records committed before the broker restart");
     // Either librdkafka rode the restart out (the transaction coordinator's state is
     // durable) or the task failed and resumed from committed offsets: both must hold.
-    let lines = committed_lines(stack, &topic)?;
+    let lines = committed_lines(stack, topic)?;
     assert_exactly_once_in_order(&lines, LINES);
     Ok(())
 }

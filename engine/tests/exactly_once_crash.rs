@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
-use common::{
-    assert_exactly_once_in_order, committed_lines, worker_properties, Rng, TempDir, WorkerProcess,
-};
+use common::{assert_exactly_once_in_order, committed_lines, Numbers, Rng, WorkerProcess};
 use sluice_testkit::{free_port, stack, unique_name};
 
 const LINES: usize = 100_000;
@@ -17,43 +15,31 @@ const LINES: usize = 100_000;
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_loses_and_duplicates_nothing() -> Result<()> {
     let stack = stack()?;
-    let topic = stack.create_topic("eos-crash", 1).await?;
-    let dir = TempDir::new("eos-crash")?;
-    let body: String = (1..=LINES).map(|i| format!("{i}\n")).collect();
-    let input = dir.write("input.txt", &body)?;
+    let numbers = Numbers::new(stack, "eos-crash", LINES, 100).await?;
     let port = free_port()?;
-    let worker = dir.write(
+    let worker = numbers.worker(
+        stack,
         "worker.properties",
-        &worker_properties(
-            stack,
-            port,
-            &unique_name("eos-crash"),
-            &unique_name("eos-crash-offsets"),
-            "",
-        ),
+        port,
+        &unique_name("eos-crash"),
+        &unique_name("eos-crash-offsets"),
+        "",
     )?;
-    let connector = dir.write(
-        "source.properties",
-        &format!(
-            "name=numbers\nconnector.class=FileStreamSource\nfile={}\ntopic={topic}\nbatch.size=100\n\
-             value.converter=org.apache.kafka.connect.storage.StringConverter\n",
-            input.display()
-        ),
-    )?;
+    let log = |name: &str| numbers.dir.0.join(name);
 
     let mut rng = Rng::from_env_or_clock();
     let mut kills_mid_stream = 0;
     for round in 0..6 {
         let mut process = WorkerProcess::standalone(
             &worker,
-            &[&connector],
+            &[&numbers.connector],
             port,
-            dir.0.join(format!("run-{round}.log")),
+            log(&format!("run-{round}.log")),
         )?;
         process.wait_ready(Duration::from_secs(60))?;
         std::thread::sleep(rng.millis(200, 1000));
         process.kill()?;
-        let so_far = committed_lines(stack, &topic)?;
+        let so_far = committed_lines(stack, &numbers.topic)?;
         eprintln!(
             "round {round}: killed with {} records committed",
             so_far.len()
@@ -70,22 +56,15 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() -> Result<()> 
     );
 
     let mut last =
-        WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("final.log"))?;
+        WorkerProcess::standalone(&worker, &[&numbers.connector], port, log("final.log"))?;
     last.wait_ready(Duration::from_secs(60))?;
-    // Control records inflate the high watermark, so count committed records instead.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let mut lines = committed_lines(stack, &topic)?;
-    while lines.len() < LINES && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(1));
-        lines = committed_lines(stack, &topic)?;
-    }
+    numbers.wait_for_all(stack, LINES, Duration::from_secs(180));
     let status = last.terminate(Duration::from_secs(30))?;
     assert!(
         status.success(),
         "worker exit after SIGTERM: {status}\n{}",
         last.log_text()
     );
-    let lines = committed_lines(stack, &topic)?;
-    assert_exactly_once_in_order(&lines, LINES);
+    assert_exactly_once_in_order(&committed_lines(stack, &numbers.topic)?, LINES);
     Ok(())
 }

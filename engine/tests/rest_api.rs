@@ -59,40 +59,34 @@ fn state(worker: Option<Worker>) -> RestState {
     }
 }
 
+/// Sends a request to the in-process app and returns (status, JSON body or text or null).
 macro_rules! call {
     ($app:expr, $method:ident, $uri:expr) => {{
-        let response =
-            test::call_service(&$app, test::TestRequest::$method().uri($uri).to_request()).await;
-        let status = response.status();
-        let body = test::read_body(response).await;
-        let json: Value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body)
-                .unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()))
-        };
-        (status, json)
+        respond(
+            test::call_service(&$app, test::TestRequest::$method().uri($uri).to_request()).await,
+        )
+        .await
     }};
     ($app:expr, $method:ident, $uri:expr, $body:expr) => {{
-        let response = test::call_service(
-            &$app,
-            test::TestRequest::$method()
-                .uri($uri)
-                .insert_header(("Content-Type", "application/json"))
-                .set_payload($body.to_string())
-                .to_request(),
-        )
-        .await;
-        let status = response.status();
-        let body = test::read_body(response).await;
-        let json: Value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body)
-                .unwrap_or(Value::String(String::from_utf8_lossy(&body).into_owned()))
-        };
-        (status, json)
+        let request = test::TestRequest::$method()
+            .uri($uri)
+            .insert_header(("Content-Type", "application/json"))
+            .set_payload($body.to_string())
+            .to_request();
+        respond(test::call_service(&$app, request).await).await
     }};
+}
+
+async fn respond(response: actix_web::dev::ServiceResponse) -> (StatusCode, Value) {
+    let status = response.status();
+    let body = test::read_body(response).await;
+    let json = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()))
+    };
+    (status, json)
 }
 
 fn assert_error(status: StatusCode, body: &Value, code: u16, fragment: &str) {

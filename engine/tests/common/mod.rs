@@ -234,3 +234,69 @@ pub fn assert_exactly_once_in_order(lines: &[String], n: usize) {
         lines.len()
     );
 }
+
+/// The fixture of the exactly-once tests: a file of numbered lines `1..=lines`, a fresh
+/// one-partition topic, and a file source config (`numbers`) reading one into the other.
+pub struct Numbers {
+    pub dir: TempDir,
+    pub input: PathBuf,
+    pub topic: String,
+    pub connector: PathBuf,
+}
+
+impl Numbers {
+    pub async fn new(stack: &Stack, prefix: &str, lines: usize, batch_size: usize) -> Result<Self> {
+        let topic = stack.create_topic(prefix, 1).await?;
+        let dir = TempDir::new(prefix)?;
+        let body: String = (1..=lines).map(|i| format!("{i}\n")).collect();
+        let input = dir.write("input.txt", &body)?;
+        let connector = dir.write(
+            "source.properties",
+            &format!(
+                "name=numbers\nconnector.class=FileStreamSource\nfile={}\ntopic={topic}\n\
+                 batch.size={batch_size}\nvalue.converter=org.apache.kafka.connect.storage.StringConverter\n",
+                input.display()
+            ),
+        )?;
+        Ok(Numbers {
+            dir,
+            input,
+            topic,
+            connector,
+        })
+    }
+
+    /// Writes a worker config (see [`worker_properties`]) named `file` into the fixture's directory.
+    pub fn worker(
+        &self,
+        stack: &Stack,
+        file: &str,
+        port: u16,
+        group: &str,
+        offsets_topic: &str,
+        extra: &str,
+    ) -> Result<PathBuf> {
+        self.dir.write(
+            file,
+            &worker_properties(stack, port, group, offsets_topic, extra),
+        )
+    }
+
+    /// Waits (up to `timeout`) until the topic holds all `lines` committed records, and
+    /// returns what it holds then; errors while the broker is unavailable count as "not yet".
+    pub fn wait_for_all(&self, stack: &Stack, lines: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match committed_lines(stack, &self.topic) {
+                Ok(seen) if seen.len() >= lines || Instant::now() > deadline => return seen,
+                Ok(_) => {}
+                Err(e) if Instant::now() > deadline => {
+                    eprintln!("reading {}: {e:#}", self.topic);
+                    return Vec::new();
+                }
+                Err(e) => eprintln!("broker not ready yet: {e:#}"),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
