@@ -16,12 +16,16 @@ pub fn install_metrics() -> Result<PrometheusHandle, BuildError> {
         .install_recorder()
 }
 
-/// Logs to stderr; the level comes from `RUST_LOG` (default `info`).
+/// Logs to stderr; the level comes from `RUST_LOG` (default `info`), colour only on a
+/// terminal.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
 }
