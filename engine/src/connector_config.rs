@@ -51,6 +51,22 @@ pub fn common_def() -> ConfigDef {
                 .importance(Importance::Low)
                 .validator(Validator::at_least(1.0)),
         )
+        .define(
+            ConfigKey::new("transforms", ConfigType::List)
+                .optional()
+                .importance(Importance::Low)
+                .group("Transforms")
+                .doc("Aliases of the single message transforms, applied in order."),
+        )
+        .define(
+            ConfigKey::new("predicates", ConfigType::List)
+                .optional()
+                .importance(Importance::Low)
+                .group("Predicates")
+                .doc("Aliases of the predicates transforms may refer to."),
+        )
+        .pass_through("transforms.")
+        .pass_through("predicates.")
         .pass_through("key.converter.")
         .pass_through("value.converter.")
         .pass_through("header.converter.")

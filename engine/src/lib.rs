@@ -19,5 +19,6 @@ pub mod source_task;
 pub mod status_store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod transforms;
 pub mod worker;
 pub mod worker_config;

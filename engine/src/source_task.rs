@@ -25,6 +25,7 @@ use crate::convert::Converter;
 use crate::offset_store::OffsetStore;
 use crate::producer::{ProducerError, TaskProducer};
 use crate::router::{PartitionRouter, Route, Unrouted};
+use crate::transforms::{Envelope, TransformChain};
 
 /// When a transaction commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub struct SourceTaskSpec {
     pub kafka_timeout: Duration,
     /// Topics the connector's records went to, shared by its tasks (KIP-558).
     pub topics: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// The connector's single message transforms, applied before conversion.
+    pub transforms: Arc<TransformChain>,
 }
 
 impl std::fmt::Debug for SourceTaskSpec {
@@ -107,41 +110,100 @@ pub enum TaskError {
     /// The router refused the batch.
     #[error(transparent)]
     Route(#[from] crate::router::RouteError),
+    /// A transform failed on a record; names its source coordinates.
+    #[error(
+        "transforming the record from source partition {partition} at offset {offset}: {source}"
+    )]
+    Transform {
+        /// Source partition, as JSON.
+        partition: String,
+        /// Source offset, as JSON.
+        offset: String,
+        /// The transform's error.
+        #[source]
+        source: crate::transforms::TransformError,
+    },
     /// The router is gone (worker shutting down).
     #[error("partition router unavailable: {0}")]
     Mailbox(#[from] MailboxError),
 }
 
-fn convert(spec: &SourceTaskSpec, r: &SourceRecord) -> Result<Unrouted, TaskError> {
-    let coordinates = |part, source| TaskError::Convert {
-        part,
-        partition: serde_json::Value::Object(r.source_partition.as_map().clone()).to_string(),
-        offset: serde_json::Value::Object(r.source_offset.0.clone()).to_string(),
-        source: Box::new(source),
+fn coordinates(r: &SourceRecord) -> (String, String) {
+    (
+        serde_json::Value::Object(r.source_partition.as_map().clone()).to_string(),
+        serde_json::Value::Object(r.source_offset.0.clone()).to_string(),
+    )
+}
+
+/// Transforms then converts one record; `None` when a transform dropped it.
+fn convert(spec: &SourceTaskSpec, r: &SourceRecord) -> Result<Option<Unrouted>, TaskError> {
+    let envelope = Envelope {
+        topic: r.topic.clone(),
+        partition: r.partition,
+        offset: None,
+        key_schema: r.key_schema.clone(),
+        key: r.key.clone(),
+        value_schema: r.value_schema.clone(),
+        value: r.value.clone(),
+        timestamp: r.timestamp,
+        headers: r.headers.clone(),
+    };
+    let envelope = if spec.transforms.is_empty() {
+        envelope
+    } else {
+        match spec.transforms.apply(envelope) {
+            Ok(Some(e)) => e,
+            Ok(None) => return Ok(None),
+            Err(source) => {
+                let (partition, offset) = coordinates(r);
+                return Err(TaskError::Transform {
+                    partition,
+                    offset,
+                    source,
+                });
+            }
+        }
+    };
+    let fail = |part, source| {
+        let (partition, offset) = coordinates(r);
+        TaskError::Convert {
+            part,
+            partition,
+            offset,
+            source: Box::new(source),
+        }
     };
     let key = spec
         .key_converter
-        .to_kafka(&r.topic, r.key_schema.as_deref(), &r.key)
-        .map_err(|e| coordinates("key", e))?;
+        .to_kafka(
+            &envelope.topic,
+            envelope.key_schema.as_deref(),
+            &envelope.key,
+        )
+        .map_err(|e| fail("key", e))?;
     let value = spec
         .value_converter
-        .to_kafka(&r.topic, r.value_schema.as_deref(), &r.value)
-        .map_err(|e| coordinates("value", e))?;
-    Ok(Unrouted {
-        topic: r.topic.clone(),
-        partition: r.partition,
+        .to_kafka(
+            &envelope.topic,
+            envelope.value_schema.as_deref(),
+            &envelope.value,
+        )
+        .map_err(|e| fail("value", e))?;
+    Ok(Some(Unrouted {
+        topic: envelope.topic,
+        partition: envelope.partition,
         key,
         value,
-        timestamp: r.timestamp,
-        headers: r
+        timestamp: envelope.timestamp,
+        headers: envelope
             .headers
-            .iter()
-            .map(|h| (h.key.clone(), h.value.clone()))
+            .into_iter()
+            .map(|h| (h.key, h.value))
             .collect(),
-    })
+    }))
 }
 
-fn note_topics(spec: &SourceTaskSpec, records: &[SourceRecord]) {
+fn note_topics(spec: &SourceTaskSpec, records: &[Unrouted]) {
     let Ok(mut topics) = spec.topics.lock() else {
         return;
     };
@@ -252,9 +314,16 @@ async fn poll_loop(
                 .increment(records.len() as u64);
             let mut batch = Vec::with_capacity(records.len());
             for r in &records {
-                batch.push(convert(spec, r)?);
+                match convert(spec, r)? {
+                    Some(unrouted) => batch.push(unrouted),
+                    // Dropped by a transform: its offset still commits below, so it is not read again.
+                    None => {
+                        metrics::counter!("sluice_source_records_filtered_total", &labels.pairs())
+                            .increment(1);
+                    }
+                }
             }
-            note_topics(spec, &records);
+            note_topics(spec, &batch);
             // Bounded mailbox: waits when the router is busy (back-pressure).
             let routed = spec.router.send(Route(batch)).await??;
             if !pending.open {

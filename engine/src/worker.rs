@@ -22,6 +22,7 @@ use crate::supervisor::{
     ConnectorSupervisor, GetStatus, RestartPolicy, RestartTask, SetTarget, StopConnector,
     TargetState, TaskState, TaskStatus,
 };
+use crate::transforms::TransformChain;
 use crate::worker_config::WorkerConfig;
 
 /// A connector could not be created; the message names the key at fault. Nothing was
@@ -335,6 +336,10 @@ impl Worker {
         let mut producer_props = self.config.kafka_client_props("producer.");
         producer_props.extend(parsed.with_prefix("producer.override."));
         let topics = Arc::new(Mutex::new(BTreeSet::new()));
+        let transforms = Arc::new(
+            TransformChain::from_config(props)
+                .map_err(|e| WorkerError::BadConfig(e.to_string()))?,
+        );
         let masked_tasks: Vec<BTreeMap<String, String>> =
             task_configs.iter().map(|c| def.mask(c)).collect();
         let raw_tasks = task_configs.clone();
@@ -361,6 +366,7 @@ impl Worker {
                     router: self.router.clone(),
                     kafka_timeout: Duration::from_secs(30),
                     topics: Arc::clone(&topics),
+                    transforms: Arc::clone(&transforms),
                 })
             })
             .collect();
@@ -536,6 +542,8 @@ impl Worker {
         common_def()
             .merge(&(plugin.source)().config_def())
             .parse(props)
+            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+        TransformChain::from_config(props)
             .map(|_| ())
             .map_err(|e| WorkerError::BadConfig(e.to_string()))
     }

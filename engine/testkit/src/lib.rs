@@ -28,7 +28,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::message::Message as _;
+use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::producer::BaseProducer;
 use rdkafka::TopicPartitionList;
 
@@ -157,6 +157,8 @@ pub struct Consumed {
     pub key: Option<Vec<u8>>,
     /// Value bytes, if any.
     pub value: Option<Vec<u8>>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl Stack {
@@ -272,6 +274,14 @@ impl Stack {
                     offset: message.offset(),
                     key: message.key().map(<[u8]>::to_vec),
                     value: message.payload().map(<[u8]>::to_vec),
+                    headers: message
+                        .headers()
+                        .map(|hs| {
+                            hs.iter()
+                                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 });
             }
             let position = consumer.position().context("consumer position")?;
