@@ -65,6 +65,7 @@ pub fn common_def() -> ConfigDef {
                 .group("Predicates")
                 .doc("Aliases of the predicates transforms may refer to."),
         )
+        .merge(&crate::errors::config_def())
         .pass_through("transforms.")
         .pass_through("predicates.")
         .pass_through("key.converter.")

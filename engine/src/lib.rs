@@ -7,6 +7,7 @@
 pub mod config_store;
 pub mod connector_config;
 pub mod convert;
+pub mod errors;
 pub mod kafka;
 pub mod offset_store;
 pub mod partitioner;

@@ -237,6 +237,17 @@ pub async fn ensure_compacted_topic(
     partitions: i32,
     replication: i16,
 ) -> Result<(), OffsetStoreError> {
+    ensure_topic(admin_props, topic, partitions, replication, true).await
+}
+
+/// Creates a topic if it does not exist (an existing one is left as it is).
+pub async fn ensure_topic(
+    admin_props: &BTreeMap<String, String>,
+    topic: &str,
+    partitions: i32,
+    replication: i16,
+    compacted: bool,
+) -> Result<(), OffsetStoreError> {
     let kafka = |message: String| OffsetStoreError::Kafka {
         topic: topic.to_owned(),
         message,
@@ -253,7 +264,10 @@ pub async fn ensure_compacted_topic(
     } else {
         TopicReplication::Fixed(i32::from(replication))
     };
-    let new = NewTopic::new(topic, partitions, replication).set("cleanup.policy", "compact");
+    let mut new = NewTopic::new(topic, partitions, replication);
+    if compacted {
+        new = new.set("cleanup.policy", "compact");
+    }
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = tokio::time::timeout(
         Duration::from_secs(40),

@@ -22,6 +22,7 @@ use sluice_proto::{
 use tokio::sync::watch;
 
 use crate::convert::Converter;
+use crate::errors::ErrorPolicy;
 use crate::offset_store::OffsetStore;
 use crate::producer::{ProducerError, TaskProducer};
 use crate::router::{PartitionRouter, Route, Unrouted};
@@ -69,6 +70,8 @@ pub struct SourceTaskSpec {
     pub topics: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     /// The connector's single message transforms, applied before conversion.
     pub transforms: Arc<TransformChain>,
+    /// What to do with bad records and retriable failures.
+    pub errors: ErrorPolicy,
 }
 
 impl std::fmt::Debug for SourceTaskSpec {
@@ -126,6 +129,109 @@ pub enum TaskError {
     /// The router is gone (worker shutting down).
     #[error("partition router unavailable: {0}")]
     Mailbox(#[from] MailboxError),
+}
+
+impl TaskError {
+    /// The Kafka Connect stage name of a record-level failure; `None` for failures that
+    /// are not about one record.
+    fn record_stage(&self) -> Option<&'static str> {
+        match self {
+            TaskError::Transform { .. } => Some("TRANSFORMATION"),
+            TaskError::Convert { part: "key", .. } => Some("KEY_CONVERTER"),
+            TaskError::Convert { .. } => Some("VALUE_CONVERTER"),
+            _ => None,
+        }
+    }
+}
+
+/// A tolerated bad record: counted, logged if asked, and sent to the dead-letter queue (if
+/// one is set) inside the batch's transaction, rendered as schemaless JSON with headers
+/// saying what failed and where the record came from.
+fn tolerate(
+    spec: &SourceTaskSpec,
+    r: &SourceRecord,
+    error: &TaskError,
+    stage: &str,
+    labels: &Labels,
+) -> Option<Unrouted> {
+    metrics::counter!("sluice_task_record_errors_total", "connector" => labels.connector.clone(), "task" => labels.task.clone(), "stage" => stage.to_owned()).increment(1);
+    if spec.errors.log {
+        if spec.errors.log_messages {
+            tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, record = ?r, "bad record tolerated");
+        } else {
+            tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, "bad record tolerated");
+        }
+    }
+    let topic = spec.errors.dlq_topic.clone()?;
+    let json = crate::convert::JsonConverter::new(crate::convert::Part::Value, false);
+    let render = |v: &sluice_proto::Value| {
+        json.to_kafka(&topic, None, v)
+            .unwrap_or_else(|_| Some(format!("{v:?}").into_bytes()))
+    };
+    let (partition, offset) = coordinates(r);
+    let text = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
+    let error_class = match error {
+        TaskError::Transform { .. } => "TransformError",
+        _ => "ConvertError",
+    };
+    let failing = match error {
+        TaskError::Transform {
+            source: crate::transforms::TransformError::Record { transform, .. },
+            ..
+        } => transform.clone(),
+        TaskError::Convert { source, .. } => source.converter.to_owned(),
+        _ => String::new(),
+    };
+    metrics::counter!("sluice_dlq_records_total", &labels.pairs()).increment(1);
+    Some(Unrouted {
+        topic: topic.clone(),
+        partition: None,
+        key: render(&r.key),
+        value: render(&r.value),
+        timestamp: r.timestamp,
+        headers: vec![
+            text(crate::errors::headers::STAGE, stage.to_owned()),
+            text(crate::errors::headers::CLASS, failing),
+            text(
+                crate::errors::headers::EXCEPTION_CLASS,
+                error_class.to_owned(),
+            ),
+            text(crate::errors::headers::EXCEPTION_MESSAGE, error.to_string()),
+            text(crate::errors::headers::CONNECTOR, spec.connector.clone()),
+            text(crate::errors::headers::TASK, spec.task.to_string()),
+            text(crate::errors::headers::TOPIC, r.topic.clone()),
+            text(crate::errors::headers::SOURCE_PARTITION, partition),
+            text(crate::errors::headers::SOURCE_OFFSET, offset),
+        ],
+    })
+}
+
+/// Polls, retrying retriable failures with backoff within `errors.retry.timeout`.
+async fn poll_with_retry(
+    spec: &SourceTaskSpec,
+    task: &mut dyn SourceTask,
+    labels: &Labels,
+) -> Result<Vec<SourceRecord>, TaskError> {
+    let mut first_failure: Option<Instant> = None;
+    let mut attempt = 0;
+    loop {
+        match task.poll().await {
+            Ok(records) => return Ok(records),
+            Err(e)
+                if e.retriable
+                    && spec
+                        .errors
+                        .may_retry(first_failure.get_or_insert_with(Instant::now).elapsed()) =>
+            {
+                attempt += 1;
+                let wait = spec.errors.retry_delay(attempt);
+                metrics::counter!("sluice_task_retries_total", &labels.pairs()).increment(1);
+                tracing::warn!(connector = %spec.connector, task = spec.task, attempt, backoff_ms = wait.as_millis() as u64, error = %e, "retriable poll failure; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn coordinates(r: &SourceRecord) -> (String, String) {
@@ -302,7 +408,7 @@ async fn poll_loop(
         }
         let poll_started = Instant::now();
         let records = tokio::select! {
-            polled = task.poll() => polled?,
+            polled = poll_with_retry(spec, task, labels) => polled?,
             // Dropping an in-flight poll is safe: nothing it read was committed, and the
             // next start resumes from the committed offsets.
             _ = stop.changed() => break,
@@ -314,7 +420,17 @@ async fn poll_loop(
                 .increment(records.len() as u64);
             let mut batch = Vec::with_capacity(records.len());
             for r in &records {
-                match convert(spec, r)? {
+                let converted = match convert(spec, r) {
+                    Err(e) if spec.errors.tolerate_all => match e.record_stage() {
+                        Some(stage) => {
+                            batch.extend(tolerate(spec, r, &e, stage, labels));
+                            continue;
+                        }
+                        None => return Err(e),
+                    },
+                    other => other?,
+                };
+                match converted {
                     Some(unrouted) => batch.push(unrouted),
                     // Dropped by a transform: its offset still commits below, so it is not read again.
                     None => {
@@ -367,6 +483,16 @@ pub async fn run_source_task(
         spec.kafka_timeout,
     )
     .await?;
+    if let Some(dlq) = &spec.errors.dlq_topic {
+        crate::offset_store::ensure_topic(
+            &spec.producer_props,
+            dlq,
+            1,
+            spec.errors.dlq_replication,
+            false,
+        )
+        .await?;
+    }
     // After init_transactions: a zombie's open transaction is aborted, so read_committed
     // sees exactly what was committed.
     let committed = spec

@@ -336,6 +336,7 @@ impl Worker {
         let mut producer_props = self.config.kafka_client_props("producer.");
         producer_props.extend(parsed.with_prefix("producer.override."));
         let topics = Arc::new(Mutex::new(BTreeSet::new()));
+        let errors = crate::errors::ErrorPolicy::from_config(&parsed);
         let transforms = Arc::new(
             TransformChain::from_config(props)
                 .map_err(|e| WorkerError::BadConfig(e.to_string()))?,
@@ -367,6 +368,7 @@ impl Worker {
                     kafka_timeout: Duration::from_secs(30),
                     topics: Arc::clone(&topics),
                     transforms: Arc::clone(&transforms),
+                    errors: errors.clone(),
                 })
             })
             .collect();
