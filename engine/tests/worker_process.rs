@@ -42,7 +42,11 @@ fn wait_for_http(port: u16, worker: &mut Worker) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Some(status) = worker.0.try_wait()? {
-            bail!("worker exited early: {status}");
+            let mut log = String::new();
+            if let Some(stderr) = worker.0.stderr.as_mut() {
+                stderr.read_to_string(&mut log)?;
+            }
+            bail!("worker exited early: {status}\n{log}");
         }
         if http_get(port, "/health").is_ok() {
             return Ok(());
@@ -59,16 +63,22 @@ fn worker_reports_the_real_cluster_and_serves_health_and_metrics() -> Result<()>
     let config = ConfigFile::new(&format!(
         "bootstrap.servers={}\n\
          group.id=sluice-test\n\
-         offset.storage.topic=sluice-test-offsets\n\
+         offset.storage.topic={}\n\
          offset.storage.replication.factor=1\n\
          offset.storage.partitions=1\n\
-         config.storage.topic=sluice-test-configs\n\
-         status.storage.topic=sluice-test-status\n\
+         config.storage.topic={}\n\
+         config.storage.replication.factor=1\n\
+         status.storage.topic={}\n\
+         status.storage.replication.factor=1\n\
+         status.storage.partitions=1\n\
          listeners=http://127.0.0.1:{port}\n\
          producer.broker.address.family=v4\n\
          admin.broker.address.family=v4\n\
          no.such.key=1\n",
-        stack.kafka_bootstrap
+        stack.kafka_bootstrap,
+        unique_name("worker-offsets"),
+        unique_name("worker-configs"),
+        unique_name("worker-status"),
     ))?;
     let mut worker = Worker(
         Command::new(env!("CARGO_BIN_EXE_sluice"))

@@ -5,13 +5,15 @@
 //! records (before conversion) and on sink records (after conversion).
 //!
 //! Implemented: InsertField, ReplaceField, MaskField, ValueToKey, ExtractField, HoistField,
-//! SetSchemaMetadata, RegexRouter, Filter, InsertHeader, DropHeaders; predicates
-//! TopicNameMatches, HasHeaderKey, RecordIsTombstone. `$Key` / `$Value` variants where
-//! Kafka Connect has them.
+//! Cast, Flatten, HeaderFrom, TimestampConverter, TimestampRouter, SetSchemaMetadata,
+//! RegexRouter, Filter, InsertHeader, DropHeaders; predicates TopicNameMatches,
+//! HasHeaderKey, RecordIsTombstone. `$Key` / `$Value` variants where Kafka Connect has them.
 
 mod fields;
 mod headers;
+mod reshape;
 mod routing;
+mod time;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -189,12 +191,17 @@ fn build_transform(
         "ValueToKey" => Box::new(fields::ValueToKey::new(alias, settings)?),
         "RegexRouter" => Box::new(routing::RegexRouter::new(settings)?),
         "Filter" => Box::new(routing::Filter),
+        "Cast" => Box::new(reshape::Cast::new(alias, needs_side(side)?, settings)?),
+        "Flatten" => Box::new(reshape::Flatten::new(needs_side(side)?, settings)?),
+        "HeaderFrom" => Box::new(reshape::HeaderFrom::new(alias, needs_side(side)?, settings)?),
+        "TimestampConverter" => Box::new(time::TimestampConverter::new(alias, needs_side(side)?, settings)?),
+        "TimestampRouter" => Box::new(time::TimestampRouter::new(alias, settings)?),
         "InsertHeader" => Box::new(headers::InsertHeader::new(settings)?),
         "DropHeaders" => Box::new(headers::DropHeaders::new(settings)?),
         _ => {
             return Err(settings.error(
                 "type",
-                format!("unknown transform {class} (supported: InsertField, ReplaceField, MaskField, ExtractField, HoistField, SetSchemaMetadata, ValueToKey, RegexRouter, Filter, InsertHeader, DropHeaders)"),
+                format!("unknown transform {class} (supported: InsertField, ReplaceField, MaskField, ExtractField, HoistField, SetSchemaMetadata, ValueToKey, Cast, Flatten, HeaderFrom, TimestampConverter, TimestampRouter, RegexRouter, Filter, InsertHeader, DropHeaders)"),
             ))
         }
     })
