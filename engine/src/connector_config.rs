@@ -76,6 +76,26 @@ pub fn common_def() -> ConfigDef {
         .pass_through("admin.override.")
 }
 
+/// Keys of one kind of connector: a sink's `topics` / `topics.regex`.
+pub fn kind_def(plugin: &crate::registry::Plugin) -> ConfigDef {
+    if !plugin.is_sink() {
+        return ConfigDef::new();
+    }
+    ConfigDef::new()
+        .define(
+            ConfigKey::new("topics", ConfigType::List)
+                .optional()
+                .importance(Importance::High)
+                .doc("The topics to consume; or topics.regex."),
+        )
+        .define(
+            ConfigKey::new("topics.regex", ConfigType::String)
+                .optional()
+                .importance(Importance::High)
+                .doc("A regular expression of the topics to consume (whole names); or topics."),
+        )
+}
+
 /// Kafka Connect refuses names with ISO control characters; an empty name cannot be
 /// stored; a `/` would break every REST path.
 fn validate_name(value: &sluice_proto::ConfigValue) -> Result<(), String> {

@@ -27,6 +27,10 @@ pub mod headers {
     pub const TASK: &str = "__connect.errors.task.id";
     /// The record's destination topic (sources) or origin topic (sinks).
     pub const TOPIC: &str = "__connect.errors.topic";
+    /// The consumed record's partition (sinks).
+    pub const PARTITION: &str = "__connect.errors.partition";
+    /// The consumed record's offset (sinks).
+    pub const OFFSET: &str = "__connect.errors.offset";
     /// Sluice: the source partition, as JSON.
     pub const SOURCE_PARTITION: &str = "__connect.errors.source.partition";
     /// Sluice: the source offset, as JSON.

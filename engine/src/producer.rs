@@ -332,6 +332,34 @@ impl TaskProducer {
         }
     }
 
+    /// Adds consumer offsets (next to read, per partition) to the open transaction, so they
+    /// commit with the records (Kafka -> Kafka exactly-once).
+    pub async fn send_offsets(
+        &self,
+        offsets: BTreeMap<sluice_proto::TopicPartition, i64>,
+        group: Arc<rdkafka::consumer::ConsumerGroupMetadata>,
+    ) -> Result<(), ProducerError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let p = Arc::clone(&self.inner);
+        let timeout = self.timeout;
+        // The outer bound in `blocking` matters here: librdkafka may ignore this call's own
+        // timeout while the group coordinator is unreachable.
+        blocking("send_offsets_to_transaction", timeout, move || {
+            let mut list = rdkafka::TopicPartitionList::new();
+            for (tp, offset) in &offsets {
+                list.add_partition_offset(
+                    &tp.topic,
+                    tp.partition,
+                    rdkafka::Offset::Offset(*offset),
+                )?;
+            }
+            p.send_offsets_to_transaction(&list, &group, timeout)
+        })
+        .await
+    }
+
     /// Aborts the open transaction (no-op without transactions).
     pub async fn abort(&self) -> Result<(), ProducerError> {
         if !self.transactional {

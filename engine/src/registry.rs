@@ -1,10 +1,25 @@
 //! The explicit registry of connectors built into Sluice, with the class names the Kafka
 //! ecosystem knows them by, so configs written for Kafka Connect work unchanged.
 
-use sluice_proto::SourceConnector;
+use sluice_proto::{Connector, SinkConnector, SourceConnector};
 
 /// A source connector constructor.
 pub type SourceCtor = fn() -> Box<dyn SourceConnector>;
+
+/// A sink connector constructor.
+pub type SinkCtor = fn() -> Box<dyn SinkConnector>;
+
+/// What a plugin is, and how to build it.
+#[derive(Clone, Copy)]
+pub enum Kind {
+    /// Reads an outside system into Kafka.
+    Source(SourceCtor),
+    /// Writes Kafka records to an outside system.
+    Sink(SinkCtor),
+    /// A sink whose output is Kafka itself, written by the runtime in the same transaction
+    /// as the consumer offsets (exactly-once Kafka -> Kafka).
+    KafkaSink,
+}
 
 /// A connector plugin.
 #[derive(Clone, Copy)]
@@ -14,7 +29,31 @@ pub struct Plugin {
     /// Other names accepted in `connector.class`.
     pub aliases: &'static [&'static str],
     /// Constructor.
-    pub source: SourceCtor,
+    pub kind: Kind,
+}
+
+impl Plugin {
+    /// A fresh connector instance (for its config definition and task configs).
+    pub fn connector(&self) -> Box<dyn Connector> {
+        match self.kind {
+            Kind::Source(ctor) => ctor(),
+            Kind::Sink(ctor) => ctor(),
+            Kind::KafkaSink => Box::new(crate::replicator::Replicator),
+        }
+    }
+
+    /// `source` or `sink`, as the REST API's plugin list says.
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Source(_) => "source",
+            Kind::Sink(_) | Kind::KafkaSink => "sink",
+        }
+    }
+
+    /// Whether the connector consumes topics.
+    pub fn is_sink(&self) -> bool {
+        !matches!(self.kind, Kind::Source(_))
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -29,13 +68,29 @@ fn file_source() -> Box<dyn SourceConnector> {
     Box::new(sluice_connector_file::FileSource)
 }
 
+fn file_sink() -> Box<dyn SinkConnector> {
+    Box::new(sluice_connector_file::FileSink)
+}
+
 /// Every built-in plugin.
 pub fn plugins() -> Vec<Plugin> {
-    vec![Plugin {
-        class: sluice_connector_file::SOURCE_ALIASES[0],
-        aliases: sluice_connector_file::SOURCE_ALIASES,
-        source: file_source,
-    }]
+    vec![
+        Plugin {
+            class: sluice_connector_file::SOURCE_ALIASES[0],
+            aliases: sluice_connector_file::SOURCE_ALIASES,
+            kind: Kind::Source(file_source),
+        },
+        Plugin {
+            class: sluice_connector_file::SINK_ALIASES[0],
+            aliases: sluice_connector_file::SINK_ALIASES,
+            kind: Kind::Sink(file_sink),
+        },
+        Plugin {
+            class: crate::replicator::ALIASES[0],
+            aliases: crate::replicator::ALIASES,
+            kind: Kind::KafkaSink,
+        },
+    ]
 }
 
 /// The plugin a `connector.class` value names (full or short name).
@@ -63,6 +118,10 @@ mod tests {
                 "{name}"
             );
         }
+        assert_eq!(
+            lookup("FileStreamSink").map(|p| p.type_name()),
+            Some("sink")
+        );
         assert!(lookup("com.example.Nope").is_none());
     }
 }

@@ -5,14 +5,13 @@
 //! nor duplicates records. Each task runs on its own arbiter (thread): a connector that
 //! blocks or spins cannot stall another connector or the REST API.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::Serialize;
 
-use crate::source_task::{SourceTaskActor, SourceTaskSpec, StopTask, TaskExited};
 use crate::status_store::StatusStore;
+use crate::task_actor::{StopTask, TaskActor, TaskExited, TaskLauncher};
 
 /// How failed tasks are restarted.
 #[derive(Debug, Clone, Copy)]
@@ -92,9 +91,9 @@ pub struct TaskStatus {
 }
 
 struct Slot {
-    spec: Arc<SourceTaskSpec>,
+    launcher: TaskLauncher,
     arbiter: Arbiter,
-    addr: Option<Addr<SourceTaskActor>>,
+    addr: Option<Addr<TaskActor>>,
     generation: u64,
     started_at: Instant,
     status: TaskStatus,
@@ -115,7 +114,7 @@ impl ConnectorSupervisor {
     /// A supervisor for `name` that will run `specs` (one per task) when started.
     pub fn new(
         name: String,
-        specs: Vec<Arc<SourceTaskSpec>>,
+        specs: Vec<TaskLauncher>,
         policy: RestartPolicy,
         target: TargetState,
         status: Option<StatusStore>,
@@ -129,7 +128,7 @@ impl ConnectorSupervisor {
                     trace: None,
                     attempts: 0,
                 },
-                spec,
+                launcher: spec,
                 arbiter: Arbiter::new(),
                 addr: None,
                 generation: 0,
@@ -166,11 +165,11 @@ impl ConnectorSupervisor {
         slot.generation += 1;
         slot.started_at = Instant::now();
         slot.status.state = TaskState::Running;
-        let spec = Arc::clone(&slot.spec);
+        let launcher = slot.launcher.clone();
         let generation = slot.generation;
-        slot.addr = Some(SourceTaskActor::start_in_arbiter(
+        slot.addr = Some(TaskActor::start_in_arbiter(
             &slot.arbiter.handle(),
-            move |_| SourceTaskActor::new(spec, generation, me),
+            move |_| TaskActor::new(launcher, generation, me),
         ));
         metrics::gauge!("sluice_task_running", "connector" => self.name.clone(), "task" => slot.status.id.to_string()).set(1.0);
         tracing::info!(connector = %self.name, task = slot.status.id, generation, "task started");

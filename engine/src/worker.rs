@@ -12,16 +12,19 @@ use sluice_proto::{ConfigDef, ExactlyOnceSupport, ParsedConfig};
 
 use crate::config_store::ConfigStore;
 use crate::connector_config::common_def;
+use crate::connector_config::kind_def;
 use crate::convert::{self, Part};
 use crate::offset_store::OffsetStore;
 use crate::registry;
 use crate::router::PartitionRouter;
+use crate::sink_task;
 use crate::source_task::{Boundary, SourceTaskSpec, TaskFactory};
 use crate::status_store::StatusStore;
 use crate::supervisor::{
     ConnectorSupervisor, GetStatus, RestartPolicy, RestartTask, SetTarget, StopConnector,
     TargetState, TaskState, TaskStatus,
 };
+use crate::task_actor::{trace, TaskLauncher};
 use crate::transforms::TransformChain;
 use crate::worker_config::WorkerConfig;
 
@@ -96,6 +99,90 @@ impl std::fmt::Debug for Worker {
 
 fn key_error(key: &str, message: impl std::fmt::Display) -> WorkerError {
     WorkerError::BadConfig(format!("{key}: {message}"))
+}
+
+/// What every task of a connector shares, whatever its kind.
+struct TaskCommon {
+    key_converter: Arc<dyn convert::Converter>,
+    value_converter: Arc<dyn convert::Converter>,
+    producer_props: BTreeMap<String, String>,
+    transforms: Arc<TransformChain>,
+    errors: crate::errors::ErrorPolicy,
+}
+
+/// A sink's topics: exactly one of `topics` and `topics.regex`, and never its own
+/// dead-letter queue (Kafka Connect refuses that loop too).
+fn sink_subscription(parsed: &ParsedConfig) -> Result<sink_task::Subscription, WorkerError> {
+    let topics: Vec<String> = parsed
+        .list("topics")
+        .unwrap_or_default()
+        .iter()
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .collect();
+    let regex = parsed.string("topics.regex").filter(|r| !r.is_empty());
+    let dlq = parsed
+        .string("errors.deadletterqueue.topic.name")
+        .filter(|t| !t.is_empty());
+    match (topics.is_empty(), regex) {
+        (false, Some(_)) => Err(key_error(
+            "topics",
+            "topics and topics.regex are mutually exclusive; set one",
+        )),
+        (true, None) => Err(key_error(
+            "topics",
+            "a sink connector needs topics or topics.regex",
+        )),
+        (true, Some(regex)) => {
+            regex::Regex::new(regex).map_err(|e| key_error("topics.regex", e))?;
+            if dlq.is_some_and(|d| {
+                regex::Regex::new(&format!("^(?:{regex})$")).is_ok_and(|r| r.is_match(d))
+            }) {
+                return Err(key_error(
+                    "topics.regex",
+                    "matches the dead-letter queue topic (errors.deadletterqueue.topic.name)",
+                ));
+            }
+            Ok(sink_task::Subscription::Regex(regex.to_owned()))
+        }
+        (false, None) => {
+            if let Some(d) = dlq.filter(|d| topics.iter().any(|t| t == d)) {
+                return Err(key_error(
+                    "topics",
+                    format!("contains the dead-letter queue topic {d}"),
+                ));
+            }
+            Ok(sink_task::Subscription::Topics(topics))
+        }
+    }
+}
+
+fn source_launcher(spec: Arc<SourceTaskSpec>) -> TaskLauncher {
+    TaskLauncher {
+        task: spec.task,
+        run: Arc::new(move |stop| {
+            let spec = Arc::clone(&spec);
+            Box::pin(async move {
+                crate::source_task::run_source_task(spec, stop)
+                    .await
+                    .map_err(|e| trace(&e))
+            })
+        }),
+    }
+}
+
+fn sink_launcher(spec: Arc<sink_task::SinkTaskSpec>) -> TaskLauncher {
+    TaskLauncher {
+        task: spec.task,
+        run: Arc::new(move |stop| {
+            let spec = Arc::clone(&spec);
+            Box::pin(async move {
+                sink_task::run_sink_task(spec, stop)
+                    .await
+                    .map_err(|e| trace(&e))
+            })
+        }),
+    }
 }
 
 impl Worker {
@@ -229,10 +316,51 @@ impl Worker {
         }
     }
 
+    /// Whether a source connector runs exactly-once, refusing `exactly.once.support=required`
+    /// when it cannot.
+    fn source_exactly_once(
+        &self,
+        plugin: &registry::Plugin,
+        connector: &dyn sluice_proto::SourceConnector,
+        parsed: &ParsedConfig,
+        props: &BTreeMap<String, String>,
+    ) -> Result<bool, WorkerError> {
+        let worker_eos =
+            self.config.parsed.string("exactly.once.source.support") == Some("enabled");
+        let required = parsed.string("exactly.once.support") == Some("required");
+        if required && !worker_eos {
+            return Err(key_error(
+                "exactly.once.support",
+                "required, but the worker's exactly.once.source.support is not enabled",
+            ));
+        }
+        if required && connector.exactly_once_support(props) == ExactlyOnceSupport::Unsupported {
+            return Err(key_error(
+                "exactly.once.support",
+                format!("required, but {} cannot be exactly-once", plugin.class),
+            ));
+        }
+        Ok(worker_eos)
+    }
+
+    fn boundary(&self, parsed: &ParsedConfig) -> Boundary {
+        match parsed.string("transaction.boundary") {
+            Some("interval") => Boundary::Interval(Duration::from_millis(
+                parsed
+                    .long("transaction.boundary.interval.ms")
+                    .or_else(|| self.config.parsed.long("offset.flush.interval.ms"))
+                    .and_then(|v| u64::try_from(v).ok())
+                    .unwrap_or(60_000),
+            )),
+            _ => Boundary::Poll,
+        }
+    }
+
     fn converter(
         &self,
         parsed: &ParsedConfig,
         part: Part,
+        default: Option<&str>,
     ) -> Result<Arc<dyn convert::Converter>, WorkerError> {
         let key = match part {
             Part::Key => "key.converter",
@@ -242,14 +370,17 @@ impl Worker {
         // The connector's converter and its settings win over the worker's.
         let (class, settings) = match parsed.string(key) {
             Some(class) => (class.to_owned(), parsed.with_prefix(&prefix)),
-            None => (
-                self.config
-                    .parsed
-                    .string(key)
-                    .unwrap_or(convert::JSON)
-                    .to_owned(),
-                self.config.parsed.with_prefix(&prefix),
-            ),
+            None => match default {
+                Some(class) => (class.to_owned(), BTreeMap::new()),
+                None => (
+                    self.config
+                        .parsed
+                        .string(key)
+                        .unwrap_or(convert::JSON)
+                        .to_owned(),
+                    self.config.parsed.with_prefix(&prefix),
+                ),
+            },
         };
         convert::build(&class, part, &settings).map_err(|e| key_error(key, e))
     }
@@ -292,43 +423,25 @@ impl Worker {
         if self.read_connectors().contains_key(&name) {
             return Err(WorkerError::Exists(name));
         }
-        let connector = (plugin.source)();
-        let def: ConfigDef = common_def().merge(&connector.config_def());
+        let connector = plugin.connector();
+        let def: ConfigDef = common_def()
+            .merge(&kind_def(&plugin))
+            .merge(&connector.config_def());
         let parsed = def
             .parse(props)
             .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
         for key in parsed.unknown_keys() {
             tracing::warn!(connector = %name, key = %key, "unknown connector config key, ignored");
         }
-        let key_converter = self.converter(&parsed, Part::Key)?;
-        let value_converter = self.converter(&parsed, Part::Value)?;
-
-        let worker_eos =
-            self.config.parsed.string("exactly.once.source.support") == Some("enabled");
-        let required = parsed.string("exactly.once.support") == Some("required");
-        if required && !worker_eos {
-            return Err(key_error(
-                "exactly.once.support",
-                "required, but the worker's exactly.once.source.support is not enabled",
-            ));
-        }
-        if required && connector.exactly_once_support(props) == ExactlyOnceSupport::Unsupported {
-            return Err(key_error(
-                "exactly.once.support",
-                format!("required, but {} cannot be exactly-once", plugin.class),
-            ));
-        }
-        let boundary = match parsed.string("transaction.boundary") {
-            Some("interval") => Boundary::Interval(Duration::from_millis(
-                parsed
-                    .long("transaction.boundary.interval.ms")
-                    .or_else(|| self.config.parsed.long("offset.flush.interval.ms"))
-                    .and_then(|v| u64::try_from(v).ok())
-                    .unwrap_or(60_000),
-            )),
-            _ => Boundary::Poll,
+        let subscription = if plugin.is_sink() {
+            Some(sink_subscription(&parsed)?)
+        } else {
+            None
         };
-
+        let default_converter =
+            matches!(plugin.kind, registry::Kind::KafkaSink).then_some(convert::BYTE_ARRAY);
+        let key_converter = self.converter(&parsed, Part::Key, default_converter)?;
+        let value_converter = self.converter(&parsed, Part::Value, default_converter)?;
         let max_tasks = u32::try_from(parsed.long("tasks.max").unwrap_or(1)).unwrap_or(1);
         let task_configs = connector
             .task_configs(props, max_tasks)
@@ -344,34 +457,120 @@ impl Worker {
         let masked_tasks: Vec<BTreeMap<String, String>> =
             task_configs.iter().map(|c| def.mask(c)).collect();
         let raw_tasks = task_configs.clone();
-        let factory: TaskFactory = {
-            let ctor = plugin.source;
-            Arc::new(move || ctor().task())
+        let common = TaskCommon {
+            key_converter,
+            value_converter,
+            producer_props,
+            transforms,
+            errors,
         };
-        let specs: Vec<Arc<SourceTaskSpec>> = task_configs
-            .into_iter()
-            .zip(0_u32..)
-            .map(|(config, task)| {
-                Arc::new(SourceTaskSpec {
-                    connector: name.clone(),
-                    task,
-                    config,
-                    factory: Arc::clone(&factory),
-                    key_converter: Arc::clone(&key_converter),
-                    value_converter: Arc::clone(&value_converter),
-                    producer_props: producer_props.clone(),
-                    transactional_id: worker_eos
-                        .then(|| format!("{}-{}-{}", self.group_id, name, task)),
-                    boundary,
-                    offsets: self.offsets.clone(),
-                    router: self.router.clone(),
-                    kafka_timeout: Duration::from_secs(30),
-                    topics: Arc::clone(&topics),
-                    transforms: Arc::clone(&transforms),
-                    errors: errors.clone(),
-                })
-            })
-            .collect();
+        let exactly_once;
+        let specs: Vec<TaskLauncher> = match (plugin.kind, subscription) {
+            (registry::Kind::Source(ctor), _) => {
+                let source = ctor();
+                exactly_once =
+                    self.source_exactly_once(&plugin, source.as_ref(), &parsed, props)?;
+                let boundary = self.boundary(&parsed);
+                let factory: TaskFactory = Arc::new(move || ctor().task());
+                task_configs
+                    .into_iter()
+                    .zip(0_u32..)
+                    .map(|(config, task)| {
+                        let spec = Arc::new(SourceTaskSpec {
+                            connector: name.clone(),
+                            task,
+                            config,
+                            factory: Arc::clone(&factory),
+                            key_converter: Arc::clone(&common.key_converter),
+                            value_converter: Arc::clone(&common.value_converter),
+                            producer_props: common.producer_props.clone(),
+                            transactional_id: exactly_once
+                                .then(|| format!("{}-{}-{}", self.group_id, name, task)),
+                            boundary,
+                            offsets: self.offsets.clone(),
+                            router: self.router.clone(),
+                            kafka_timeout: Duration::from_secs(30),
+                            topics: Arc::clone(&topics),
+                            transforms: Arc::clone(&common.transforms),
+                            errors: common.errors.clone(),
+                        });
+                        source_launcher(spec)
+                    })
+                    .collect()
+            }
+            (kind, Some(subscription)) => {
+                let output = match kind {
+                    registry::Kind::Sink(ctor) => {
+                        exactly_once = false;
+                        sink_task::Output::Task(Arc::new(move || ctor().task()))
+                    }
+                    _ => {
+                        exactly_once = true;
+                        sink_task::Output::Kafka {
+                            rename: parsed
+                                .string(crate::replicator::RENAME)
+                                .unwrap_or("${topic}.replica")
+                                .to_owned(),
+                            preserve_partitions: parsed
+                                .boolean(crate::replicator::PRESERVE)
+                                .unwrap_or(true),
+                            transactional_id: String::new(),
+                            router: self.router.clone(),
+                            commit_interval: Duration::from_millis(
+                                parsed
+                                    .long(crate::replicator::COMMIT_INTERVAL)
+                                    .and_then(|v| u64::try_from(v).ok())
+                                    .unwrap_or(100),
+                            ),
+                        }
+                    }
+                };
+                let mut consumer_props = self.config.kafka_client_props("consumer.");
+                consumer_props.extend(parsed.with_prefix("consumer.override."));
+                let max_batch = consumer_props
+                    .remove("max.poll.records")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(500);
+                let commit_interval = Duration::from_millis(
+                    self.config
+                        .parsed
+                        .long("offset.flush.interval.ms")
+                        .and_then(|v| u64::try_from(v).ok())
+                        .unwrap_or(60_000),
+                );
+                task_configs
+                    .into_iter()
+                    .zip(0_u32..)
+                    .map(|(config, task)| {
+                        let mut output = output.clone();
+                        if let sink_task::Output::Kafka {
+                            transactional_id, ..
+                        } = &mut output
+                        {
+                            *transactional_id = format!("{}-{}-{}", self.group_id, name, task);
+                        }
+                        let spec = Arc::new(sink_task::SinkTaskSpec {
+                            connector: name.clone(),
+                            task,
+                            config,
+                            output,
+                            subscription: subscription.clone(),
+                            consumer_props: consumer_props.clone(),
+                            producer_props: common.producer_props.clone(),
+                            key_converter: Arc::clone(&common.key_converter),
+                            value_converter: Arc::clone(&common.value_converter),
+                            transforms: Arc::clone(&common.transforms),
+                            errors: common.errors.clone(),
+                            commit_interval,
+                            kafka_timeout: Duration::from_secs(30),
+                            max_batch,
+                        });
+                        sink_launcher(spec)
+                    })
+                    .collect()
+            }
+            (_, None) => return Err(WorkerError::Internal("sink without subscription".into())),
+        };
         let tasks = u32::try_from(specs.len()).unwrap_or(u32::MAX);
         let supervisor = ConnectorSupervisor::new(
             name.clone(),
@@ -397,7 +596,7 @@ impl Worker {
             .write()
             .map_err(|_| WorkerError::Internal("connector table poisoned".into()))?
             .insert(name.clone(), entry.clone());
-        tracing::info!(connector = %name, class = plugin.class, tasks, exactly_once = worker_eos, "connector created");
+        tracing::info!(connector = %name, class = plugin.class, kind = plugin.type_name(), tasks, exactly_once, "connector created");
         metrics::gauge!("sluice_connectors").set(self.read_connectors().len() as f64);
         Ok(entry)
     }
@@ -541,10 +740,14 @@ impl Worker {
                 format!("unknown connector class {class:?}"),
             )
         })?;
-        common_def()
-            .merge(&(plugin.source)().config_def())
+        let parsed = common_def()
+            .merge(&kind_def(&plugin))
+            .merge(&plugin.connector().config_def())
             .parse(props)
             .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+        if plugin.is_sink() {
+            sink_subscription(&parsed)?;
+        }
         TransformChain::from_config(props)
             .map(|_| ())
             .map_err(|e| WorkerError::BadConfig(e.to_string()))

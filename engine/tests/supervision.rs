@@ -14,7 +14,7 @@ use actix::Actor as _;
 use anyhow::{bail, Result};
 use common::{committed_lines, TempDir};
 use sluice_engine::offset_store::{ensure_compacted_topic, OffsetStore};
-use sluice_engine::registry::Plugin;
+use sluice_engine::registry::{Kind, Plugin};
 use sluice_engine::router::PartitionRouter;
 use sluice_engine::supervisor::{TargetState, TaskState, TaskStatus};
 use sluice_engine::worker::Worker;
@@ -90,7 +90,7 @@ fn faulty() -> Box<dyn SourceConnector> {
 const FAULTY: Plugin = Plugin {
     class: "test.Faulty",
     aliases: &[],
-    source: faulty,
+    kind: Kind::Source(faulty),
 };
 
 fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

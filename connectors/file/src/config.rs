@@ -1,4 +1,5 @@
-//! The file source's configuration keys, as in Kafka Connect's `FileStreamSourceConnector`.
+//! The file connectors' configuration keys, as in Kafka Connect's `FileStreamSourceConnector`
+//! and `FileStreamSinkConnector`.
 
 use sluice_proto::{ConfigDef, ConfigKey, ConfigType, Importance, Validator};
 
@@ -31,4 +32,14 @@ pub fn source_def() -> ConfigDef {
                 .validator(Validator::at_least(1.0))
                 .doc("The most lines one poll returns."),
         )
+}
+
+/// The sink connector's keys (`topics` and `topics.regex` are the runtime's).
+pub fn sink_def() -> ConfigDef {
+    ConfigDef::new().define(
+        ConfigKey::new(FILE, ConfigType::String)
+            .importance(Importance::High)
+            .validator(Validator::NonEmptyString)
+            .doc("The file the records' values are appended to, one per line."),
+    )
 }

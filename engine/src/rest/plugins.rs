@@ -62,7 +62,7 @@ async fn list(req: HttpRequest) -> Result<HttpResponse, RestError> {
     };
     let mut out: Vec<Value> = registry::plugins()
         .iter()
-        .map(|p| json!({"class": p.class, "type": "source", "version": (p.source)().version()}))
+        .map(|p| json!({"class": p.class, "type": p.type_name(), "version": p.connector().version()}))
         .collect();
     if !connectors_only {
         for class in [convert::JSON, convert::STRING, convert::BYTE_ARRAY] {
@@ -75,12 +75,15 @@ async fn list(req: HttpRequest) -> Result<HttpResponse, RestError> {
 }
 
 fn full_def(plugin: registry::Plugin) -> ConfigDef {
-    common_def().merge(&(plugin.source)().config_def())
+    common_def()
+        .merge(&crate::connector_config::kind_def(&plugin))
+        .merge(&plugin.connector().config_def())
 }
 
 async fn config(path: web::Path<String>) -> Result<HttpResponse, RestError> {
     let plugin = plugin(&path.into_inner())?;
-    let keys: Vec<Value> = (plugin.source)()
+    let keys: Vec<Value> = plugin
+        .connector()
         .config_def()
         .keys()
         .iter()

@@ -1,0 +1,197 @@
+//! The file sink: appends each record's value as a line (`FileStreamSink`'s `file`,
+//! `topics`). `pre_commit` flushes and fsyncs before reporting offsets, so the runtime only
+//! commits what is on disk. A crash between a write and the commit replays those records:
+//! the file sink is at-least-once, as Kafka Connect's is.
+
+use std::collections::BTreeMap;
+
+use sluice_proto::{
+    BoxFuture, ConfigDef, Connector, ConnectorError, Props, SinkConnector, SinkRecord, SinkTask,
+    TopicPartition, Value,
+};
+use tokio::io::AsyncWriteExt as _;
+
+use crate::config::{self, FILE};
+
+/// The connector: one task writes the file (several would interleave lines).
+#[derive(Debug, Default)]
+pub struct FileSink;
+
+impl Connector for FileSink {
+    fn config_def(&self) -> ConfigDef {
+        config::sink_def()
+    }
+
+    fn task_configs(&self, config: &Props, _max_tasks: u32) -> Result<Vec<Props>, ConnectorError> {
+        Ok(vec![config.clone()])
+    }
+}
+
+impl SinkConnector for FileSink {
+    fn task(&self) -> Box<dyn SinkTask> {
+        Box::new(FileSinkTask::default())
+    }
+}
+
+/// Appends lines to one file.
+#[derive(Debug, Default)]
+pub struct FileSinkTask {
+    path: String,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+}
+
+/// A record value as the line Kafka Connect's file sink writes (`String.valueOf(value)`).
+fn line(record: &SinkRecord) -> Result<String, ConnectorError> {
+    Ok(match &record.value {
+        Value::Null => "null".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Int8(n) => n.to_string(),
+        Value::Int16(n) => n.to_string(),
+        Value::Int32(n) => n.to_string(),
+        Value::Int64(n) => n.to_string(),
+        Value::Float32(n) => n.to_string(),
+        Value::Float64(n) => n.to_string(),
+        Value::Bytes(b) => String::from_utf8(b.clone()).map_err(|e| {
+            ConnectorError::data(format!(
+                "{}[{}]@{}: bytes value is not UTF-8 at byte {}",
+                record.topic,
+                record.partition,
+                record.offset,
+                e.utf8_error().valid_up_to()
+            ))
+        })?,
+        other => format!("{other:?}"),
+    })
+}
+
+impl SinkTask for FileSinkTask {
+    fn start<'a>(&'a mut self, config: &'a Props) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let parsed = config::sink_def()
+                .parse(config)
+                .map_err(|e| ConnectorError::config(e.to_string()))?;
+            self.path = parsed.string(FILE).unwrap_or_default().to_owned();
+            let file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .await
+                .map_err(|e| {
+                    ConnectorError::retriable(format!("opening {} (file): {e}", self.path))
+                        .with_source(e)
+                })?;
+            self.file = Some(tokio::io::BufWriter::new(file));
+            Ok(())
+        })
+    }
+
+    fn put(&mut self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let path = self.path.clone();
+            let file = self
+                .file
+                .as_mut()
+                .ok_or_else(|| ConnectorError::internal("file sink used before start"))?;
+            for r in &records {
+                let mut text = line(r)?;
+                text.push('\n');
+                file.write_all(text.as_bytes()).await.map_err(|e| {
+                    ConnectorError::retriable(format!("writing {path}: {e}")).with_source(e)
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    fn pre_commit<'a>(
+        &'a mut self,
+        offsets: &'a BTreeMap<TopicPartition, i64>,
+    ) -> BoxFuture<'a, Result<BTreeMap<TopicPartition, i64>, ConnectorError>> {
+        Box::pin(async move {
+            if let Some(file) = self.file.as_mut() {
+                file.flush().await.map_err(|e| {
+                    ConnectorError::retriable(format!("flushing {}: {e}", self.path))
+                })?;
+                // Durable before the offsets are: a power cut must not lose committed lines.
+                file.get_ref().sync_data().await.map_err(|e| {
+                    ConnectorError::retriable(format!("syncing {}: {e}", self.path))
+                })?;
+            }
+            Ok(offsets.clone())
+        })
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(mut file) = self.file.take() {
+                let _ = file.flush().await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_proto::TimestampType;
+
+    fn record(offset: i64, value: Value) -> SinkRecord {
+        SinkRecord {
+            topic: "lines".into(),
+            partition: 0,
+            offset,
+            key_schema: None,
+            key: Value::Null,
+            value_schema: None,
+            value,
+            timestamp: None,
+            timestamp_type: TimestampType::NoTimestamp,
+            headers: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_lines_and_reports_offsets_after_sync() {
+        let path =
+            std::env::temp_dir().join(format!("sluice-file-sink-{}.txt", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let config = BTreeMap::from([
+            (FILE.to_owned(), path.display().to_string()),
+            ("topics".to_owned(), "lines".to_owned()),
+        ]);
+        let mut task = FileSinkTask::default();
+        task.start(&config).await.unwrap();
+        task.put(vec![
+            record(0, Value::String("one".into())),
+            record(1, Value::Int64(2)),
+        ])
+        .await
+        .unwrap();
+        let offsets = BTreeMap::from([(
+            TopicPartition {
+                topic: "lines".into(),
+                partition: 0,
+            },
+            2,
+        )]);
+        assert_eq!(task.pre_commit(&offsets).await.unwrap(), offsets);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\n2\n");
+
+        let e = task
+            .put(vec![record(2, Value::Bytes(vec![b'o', 0xff]))])
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("lines[0]@2"), "{e}");
+        task.stop().await;
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn config_requires_a_file() {
+        // `topics` is checked by the runtime, for every sink alike.
+        let e = config::sink_def().parse(&BTreeMap::new()).unwrap_err();
+        let keys: Vec<&str> = e.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["file"]);
+    }
+}

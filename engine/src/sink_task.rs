@@ -1,0 +1,1132 @@
+//! The sink runtime: one life of a sink task.
+//!
+//! Each task owns a consumer in the group `connect-<connector>` (Kafka Connect's naming),
+//! so `tasks.max` tasks, on one worker or several, share the topics' partitions through
+//! Kafka's own group protocol. librdkafka's consumer blocks, so it lives on a dedicated
+//! thread (the *poller*) that is the only code touching it: it polls, hands batches and
+//! rebalance events to the task's async loop over one ordered channel, and runs commits
+//! between polls.
+//!
+//! Guarantees, and how they are kept:
+//! - Per-partition order: one consumer, one channel, batches in poll order.
+//! - Backpressure without leaving the group: when the channel is full, the poller pauses
+//!   its partitions and keeps polling (librdkafka leaves the group when polling stops for
+//!   `max.poll.interval.ms`); it resumes them once the batch is handed over.
+//! - No record processed twice by the runtime across a rebalance: the rebalance callback
+//!   waits until the async loop has flushed (`pre_commit`) and closed the revoked
+//!   partitions, commits what is durable, and only then gives the partitions up. Every
+//!   batch carries the assignment generation it was polled in; a batch polled before a
+//!   rebalance is dropped, not delivered (it was not committed, so its records come back).
+//! - Offsets committed only for what the sink reported durable: whatever `pre_commit`
+//!   returns, per partition, and only forward.
+//! - Sinks that keep offsets in their own store return them from `open`; the partitions
+//!   are assigned at those offsets.
+//! - Kafka -> Kafka ([`Output::Kafka`]): output records and consumer offsets commit in one
+//!   transaction (`send_offsets_to_transaction`), so read_committed readers of the output
+//!   see each input record exactly once, whenever the worker is killed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sluice_proto::{Header, Props, SinkRecord, SinkTask, TimestampType, TopicPartition};
+use tokio::sync::{mpsc, watch};
+
+use crate::convert::Converter;
+use crate::errors::ErrorPolicy;
+use crate::kafka::client_config;
+use crate::producer::{OutRecord, ProducerError, TaskProducer};
+use crate::router::{PartitionRouter, Route, Unrouted};
+use crate::transforms::{Envelope, TransformChain};
+
+/// Builds a fresh connector sink task for each (re)start.
+pub type SinkTaskFactory = Arc<dyn Fn() -> Box<dyn SinkTask> + Send + Sync>;
+
+/// What the topics a sink task reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subscription {
+    /// `topics`.
+    Topics(Vec<String>),
+    /// `topics.regex` (a Java-style regex matched against whole topic names).
+    Regex(String),
+}
+
+/// Where a sink task's records go.
+#[derive(Clone)]
+pub enum Output {
+    /// A connector's [`SinkTask`]: offsets are committed to the group once it says the
+    /// records are durable.
+    Task(SinkTaskFactory),
+    /// Back into Kafka, through the router, in transactions that also commit the consumer
+    /// offsets.
+    Kafka {
+        /// `topic.rename.format`: `${topic}` stands for the input topic.
+        rename: String,
+        /// Keep each record's input partition (the output topic is created with the input's
+        /// partition count when missing).
+        preserve_partitions: bool,
+        /// `<group.id>-<connector>-<task>`.
+        transactional_id: String,
+        /// The worker's router.
+        router: Addr<PartitionRouter>,
+        /// How often the open transaction commits.
+        commit_interval: Duration,
+    },
+}
+
+/// Everything a sink task needs; shared by its restarts.
+pub struct SinkTaskSpec {
+    /// Connector name.
+    pub connector: String,
+    /// Task number.
+    pub task: u32,
+    /// The task's config, from the connector's `task_configs`.
+    pub config: Props,
+    /// Where records go.
+    pub output: Output,
+    /// What to read.
+    pub subscription: Subscription,
+    /// Consumer settings (worker `consumer.*` plus connector `consumer.override.*`).
+    pub consumer_props: BTreeMap<String, String>,
+    /// Producer settings, for the dead-letter queue and the Kafka output.
+    pub producer_props: BTreeMap<String, String>,
+    /// Key converter.
+    pub key_converter: Arc<dyn Converter>,
+    /// Value converter.
+    pub value_converter: Arc<dyn Converter>,
+    /// The connector's single message transforms, applied after conversion.
+    pub transforms: Arc<TransformChain>,
+    /// What to do with bad records and retriable failures.
+    pub errors: ErrorPolicy,
+    /// How often offsets are committed (`offset.flush.interval.ms`).
+    pub commit_interval: Duration,
+    /// Bound for every Kafka call.
+    pub kafka_timeout: Duration,
+    /// The most records one batch holds (`consumer.max.poll.records`).
+    pub max_batch: usize,
+}
+
+impl std::fmt::Debug for SinkTaskSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkTaskSpec")
+            .field("connector", &self.connector)
+            .field("task", &self.task)
+            .field("subscription", &self.subscription)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The consumer group of a sink connector, as Kafka Connect names it.
+pub fn group_id(connector: &str) -> String {
+    format!("connect-{connector}")
+}
+
+/// Why a sink task stopped working.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The connector's own code failed.
+    #[error("connector task failed: {0}")]
+    Connector(#[from] sluice_proto::ConnectorError),
+    /// The consumer could not be created or subscribed, or failed fatally.
+    #[error("consumer: {0}")]
+    Consumer(String),
+    /// A record could not be converted or transformed; names its coordinates.
+    #[error("{stage} failed for the record at {topic}[{partition}]@{offset}: {message}")]
+    Record {
+        /// Kafka Connect's stage name.
+        stage: &'static str,
+        /// Input topic.
+        topic: String,
+        /// Input partition.
+        partition: i32,
+        /// Input offset.
+        offset: i64,
+        /// What failed.
+        message: String,
+    },
+    /// The producer (dead-letter queue or Kafka output) failed.
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+    /// The router refused the batch.
+    #[error(transparent)]
+    Route(#[from] crate::router::RouteError),
+    /// The output topic could not be created.
+    #[error(transparent)]
+    Topic(#[from] crate::offset_store::OffsetStoreError),
+    /// The router is gone (worker shutting down).
+    #[error("partition router unavailable: {0}")]
+    Mailbox(#[from] MailboxError),
+}
+
+/// A consumed record, owned, as the poller hands it over.
+#[derive(Debug, Clone)]
+pub struct Raw {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    timestamp: Option<i64>,
+    timestamp_type: TimestampType,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Raw {
+    fn tp(&self) -> TopicPartition {
+        TopicPartition {
+            topic: self.topic.clone(),
+            partition: self.partition,
+        }
+    }
+}
+
+fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> Raw {
+    let (timestamp, timestamp_type) = match m.timestamp() {
+        rdkafka::Timestamp::CreateTime(t) => (Some(t), TimestampType::CreateTime),
+        rdkafka::Timestamp::LogAppendTime(t) => (Some(t), TimestampType::LogAppendTime),
+        rdkafka::Timestamp::NotAvailable => (None, TimestampType::NoTimestamp),
+    };
+    Raw {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        timestamp,
+        timestamp_type,
+        headers: m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+type Offsets = BTreeMap<TopicPartition, i64>;
+
+/// What the poller tells the task's loop, in order.
+enum Event {
+    /// Records polled while `generation` was the assignment.
+    Batch { generation: u64, records: Vec<Raw> },
+    /// Partitions assigned; the reply gives offsets to start at (the sink's own store).
+    Assigned {
+        generation: u64,
+        partitions: Vec<TopicPartition>,
+        reply: std_mpsc::SyncSender<Offsets>,
+    },
+    /// The group metadata after an assignment (for `send_offsets_to_transaction`).
+    Group(rdkafka::consumer::ConsumerGroupMetadata),
+    /// Partitions about to be revoked; the reply gives the offsets to commit first.
+    Revoked {
+        generation: u64,
+        partitions: Vec<TopicPartition>,
+        reply: std_mpsc::SyncSender<Offsets>,
+    },
+    /// The consumer failed in a way polling cannot recover from.
+    Fatal(String),
+}
+
+/// What the task's loop asks of the poller.
+enum Command {
+    /// Commit these offsets (next to read) to the group.
+    Commit(Offsets),
+    /// Close the consumer and end the thread.
+    Stop,
+}
+
+fn tpl(offsets: &Offsets) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for (tp, offset) in offsets {
+        // Adding a partition to a fresh list cannot fail for a valid offset.
+        let _ = list.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
+    }
+    list
+}
+
+fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
+    list.elements()
+        .iter()
+        .map(|e| TopicPartition {
+            topic: e.topic().to_owned(),
+            partition: e.partition(),
+        })
+        .collect()
+}
+
+/// The consumer's context: serves rebalances by asking the task's loop, on the poller
+/// thread, inside `poll`.
+struct SinkContext {
+    connector: String,
+    task: u32,
+    events: mpsc::Sender<Event>,
+    generation: AtomicU64,
+    /// How long a rebalance waits for the task's loop to flush.
+    flush_timeout: Duration,
+}
+
+impl ClientContext for SinkContext {}
+
+impl SinkContext {
+    fn labels(&self) -> [(&'static str, String); 2] {
+        [
+            ("connector", self.connector.clone()),
+            ("task", self.task.to_string()),
+        ]
+    }
+
+    /// Sends an event and waits for the loop's answer; an empty answer if the loop is
+    /// gone or too slow (then nothing extra is committed: at worst records are read again).
+    fn ask(&self, make: impl FnOnce(std_mpsc::SyncSender<Offsets>) -> Event) -> Offsets {
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        if self.events.blocking_send(make(tx)).is_err() {
+            return Offsets::new();
+        }
+        rx.recv_timeout(self.flush_timeout).unwrap_or_else(|_| {
+            tracing::warn!(connector = %self.connector, task = self.task, timeout_ms = self.flush_timeout.as_millis() as u64, "sink task did not flush in time during a rebalance; its uncommitted records will be read again");
+            Offsets::new()
+        })
+    }
+}
+
+impl ConsumerContext for SinkContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        let partitions = partitions_of(list);
+        metrics::counter!("sluice_sink_rebalances_total", &self.labels()).increment(1);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                let starts = self.ask(|reply| Event::Assigned {
+                    generation,
+                    partitions: partitions.clone(),
+                    reply,
+                });
+                let mut assign = TopicPartitionList::new();
+                for tp in &partitions {
+                    // Offset::Invalid: from the group's committed offset.
+                    let at = starts
+                        .get(tp)
+                        .map_or(Offset::Invalid, |o| Offset::Offset(*o));
+                    let _ = assign.add_partition_offset(&tp.topic, tp.partition, at);
+                }
+                if let Err(e) = consumer.assign(&assign) {
+                    tracing::error!(connector = %self.connector, task = self.task, error = %e, "assigning partitions failed");
+                }
+                if let Some(group) = consumer.group_metadata() {
+                    let _ = self.events.blocking_send(Event::Group(group));
+                }
+                tracing::info!(connector = %self.connector, task = self.task, partitions = partitions.len(), generation, "partitions assigned");
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+                let durable = self.ask(|reply| Event::Revoked {
+                    generation,
+                    partitions: partitions.clone(),
+                    reply,
+                });
+                if !durable.is_empty() {
+                    commit_offsets(consumer, &durable, &self.connector, self.task);
+                }
+                if let Err(e) = consumer.unassign() {
+                    tracing::warn!(connector = %self.connector, task = self.task, error = %e, "unassigning partitions failed");
+                }
+                tracing::info!(connector = %self.connector, task = self.task, partitions = partitions.len(), generation, "partitions revoked");
+            }
+            other => {
+                tracing::error!(connector = %self.connector, task = self.task, error = ?other, "rebalance error; giving up the assignment");
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+fn commit_offsets(
+    consumer: &BaseConsumer<SinkContext>,
+    offsets: &Offsets,
+    connector: &str,
+    task: u32,
+) {
+    let labels = [
+        ("connector", connector.to_owned()),
+        ("task", task.to_string()),
+    ];
+    let started = Instant::now();
+    match consumer.commit(&tpl(offsets), CommitMode::Sync) {
+        Ok(()) => {
+            metrics::counter!("sluice_sink_offset_commit_success_total", &labels).increment(1);
+            metrics::histogram!("sluice_sink_offset_commit_seconds", &labels)
+                .record(started.elapsed().as_secs_f64());
+            tracing::debug!(
+                connector,
+                task,
+                partitions = offsets.len(),
+                "offsets committed"
+            );
+        }
+        Err(e) => {
+            // The next commit carries the same or later offsets; until then a restart
+            // re-reads (at-least-once), never skips.
+            metrics::counter!("sluice_sink_offset_commit_failure_total", &labels).increment(1);
+            tracing::warn!(connector, task, error = %e, "offset commit failed; will retry with the next commit");
+        }
+    }
+}
+
+/// The poller thread's loop.
+fn poll_thread(
+    consumer: BaseConsumer<SinkContext>,
+    commands: std_mpsc::Receiver<Command>,
+    max_batch: usize,
+) {
+    let ctx = consumer.context();
+    let events = ctx.events.clone();
+    let (connector, task) = (ctx.connector.clone(), ctx.task);
+    let mut held: Option<(u64, Vec<Raw>)> = None;
+    let mut paused_in: Option<u64> = None;
+    loop {
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Commit(offsets)) => {
+                    commit_offsets(&consumer, &offsets, &connector, task);
+                }
+                Ok(Command::Stop) | Err(std_mpsc::TryRecvError::Disconnected) => {
+                    // Dropping the consumer closes it: the revoke callback finds the loop
+                    // gone and commits nothing more (the loop committed before stopping).
+                    drop(events);
+                    drop(consumer);
+                    return;
+                }
+                Err(std_mpsc::TryRecvError::Empty) => break,
+            }
+        }
+        let generation = ctx.generation.load(Ordering::SeqCst);
+        if let Some((g, records)) = held.take() {
+            match events.try_send(Event::Batch {
+                generation: g,
+                records,
+            }) {
+                Ok(()) => {
+                    if paused_in == Some(generation) {
+                        if let Ok(assigned) = consumer.assignment() {
+                            let _ = consumer.resume(&assigned);
+                        }
+                    }
+                    paused_in = None;
+                }
+                Err(mpsc::error::TrySendError::Full(Event::Batch {
+                    generation: g,
+                    records,
+                })) => {
+                    held = Some((g, records));
+                    if paused_in != Some(generation) {
+                        // Pause, but keep polling: that serves rebalances and keeps the
+                        // member in the group.
+                        if let Ok(assigned) = consumer.assignment() {
+                            let _ = consumer.pause(&assigned);
+                        }
+                        paused_in = Some(generation);
+                        metrics::counter!("sluice_sink_backpressure_pauses_total", "connector" => connector.clone(), "task" => task.to_string()).increment(1);
+                    }
+                }
+                Err(_) => return, // the loop is gone
+            }
+        }
+        let wait = if held.is_some() {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_millis(100)
+        };
+        let mut polled = Vec::new();
+        let mut next = consumer.poll(wait);
+        while let Some(result) = next {
+            match result {
+                Ok(m) => polled.push(owned(&m)),
+                Err(KafkaError::PartitionEOF(_)) => {}
+                Err(e) => {
+                    let fatal = matches!(&e, KafkaError::MessageConsumptionFatal(_));
+                    metrics::counter!("sluice_sink_consumer_errors_total", "connector" => connector.clone(), "task" => task.to_string()).increment(1);
+                    tracing::warn!(connector = %connector, task, error = %e, fatal, "consumer error");
+                    if fatal {
+                        let _ = events.blocking_send(Event::Fatal(e.to_string()));
+                        return;
+                    }
+                    break;
+                }
+            }
+            if polled.len() >= max_batch {
+                break;
+            }
+            next = consumer.poll(Duration::ZERO);
+        }
+        if polled.is_empty() {
+            continue;
+        }
+        // Read after poll: a rebalance inside poll already moved the generation on.
+        let generation = ctx.generation.load(Ordering::SeqCst);
+        held = match held.take() {
+            // Fetched before the pause took effect: same stream, keep the order.
+            Some((g, mut records)) if g == generation => {
+                records.extend(polled);
+                Some((g, records))
+            }
+            _ => Some((generation, polled)),
+        };
+    }
+}
+
+/// Labels shared by this task's metrics.
+struct Labels {
+    connector: String,
+    task: String,
+}
+
+impl Labels {
+    fn pairs(&self) -> [(&'static str, String); 2] {
+        [
+            ("connector", self.connector.clone()),
+            ("task", self.task.clone()),
+        ]
+    }
+}
+
+/// The running writer of a task life.
+enum Writer {
+    Task(Box<dyn SinkTask>),
+    Kafka {
+        producer: TaskProducer,
+        group: Option<Arc<rdkafka::consumer::ConsumerGroupMetadata>>,
+        open: bool,
+        opened_at: Option<Instant>,
+        records: u64,
+    },
+}
+
+/// One task life's state in the async loop.
+struct Life<'a> {
+    spec: &'a SinkTaskSpec,
+    labels: Labels,
+    writer: Writer,
+    commands: std_mpsc::Sender<Command>,
+    generation: u64,
+    assigned: BTreeSet<TopicPartition>,
+    /// Next offset per partition, of everything delivered (written, filtered or sent to
+    /// the dead-letter queue).
+    consumed: Offsets,
+    /// What was last committed (or asked to be), per partition.
+    committed: Offsets,
+    dlq: Option<TaskProducer>,
+}
+
+/// A converted batch: the records to write, with their input, and the dead letters.
+type Prepared = (Vec<(Raw, Envelope)>, Vec<OutRecord>);
+
+fn stage_error(stage: &'static str, r: &Raw, message: String) -> SinkError {
+    SinkError::Record {
+        stage,
+        topic: r.topic.clone(),
+        partition: r.partition,
+        offset: r.offset,
+        message,
+    }
+}
+
+impl Life<'_> {
+    /// Converts and transforms one record; `None` when a transform dropped it.
+    fn envelope(&self, r: &Raw) -> Result<Option<Envelope>, SinkError> {
+        let spec = self.spec;
+        let (key_schema, key) = spec
+            .key_converter
+            .to_connect(&r.topic, r.key.as_deref())
+            .map_err(|e| stage_error("KEY_CONVERTER", r, e.to_string()))?;
+        let (value_schema, value) = spec
+            .value_converter
+            .to_connect(&r.topic, r.value.as_deref())
+            .map_err(|e| stage_error("VALUE_CONVERTER", r, e.to_string()))?;
+        let envelope = Envelope {
+            topic: r.topic.clone(),
+            partition: Some(r.partition),
+            offset: Some(r.offset),
+            key_schema,
+            key,
+            value_schema,
+            value,
+            timestamp: r.timestamp,
+            headers: r
+                .headers
+                .iter()
+                .map(|(key, value)| Header {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        };
+        if spec.transforms.is_empty() {
+            return Ok(Some(envelope));
+        }
+        spec.transforms
+            .apply(envelope)
+            .map_err(|e| stage_error("TRANSFORMATION", r, e.to_string()))
+    }
+
+    /// A tolerated bad record: counted, logged if asked, and its original bytes go to the
+    /// dead-letter queue (if set) with Kafka Connect's error context headers.
+    fn tolerate(&self, r: &Raw, error: &SinkError) -> Option<OutRecord> {
+        let SinkError::Record { stage, .. } = error else {
+            return None;
+        };
+        let spec = self.spec;
+        metrics::counter!("sluice_task_record_errors_total", "connector" => self.labels.connector.clone(), "task" => self.labels.task.clone(), "stage" => (*stage).to_owned()).increment(1);
+        if spec.errors.log {
+            tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, "bad record tolerated");
+        }
+        let topic = spec.errors.dlq_topic.clone()?;
+        use crate::errors::headers as h;
+        let text = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
+        let mut headers = r.headers.clone();
+        headers.extend([
+            text(h::TOPIC, r.topic.clone()),
+            text(h::PARTITION, r.partition.to_string()),
+            text(h::OFFSET, r.offset.to_string()),
+            text(h::CONNECTOR, spec.connector.clone()),
+            text(h::TASK, spec.task.to_string()),
+            text(h::STAGE, (*stage).to_owned()),
+            text(h::EXCEPTION_CLASS, "SinkRecordError".to_owned()),
+            text(h::EXCEPTION_MESSAGE, error.to_string()),
+        ]);
+        metrics::counter!("sluice_dlq_records_total", &self.labels.pairs()).increment(1);
+        Some(OutRecord {
+            topic,
+            partition: 0,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            timestamp: r.timestamp,
+            headers,
+        })
+    }
+
+    /// Converts a batch; bad records are tolerated or fail the task.
+    fn prepare(&self, records: &[Raw]) -> Result<Prepared, SinkError> {
+        let mut good = Vec::with_capacity(records.len());
+        let mut dead = Vec::new();
+        for r in records {
+            match self.envelope(r) {
+                Ok(Some(e)) => good.push((r.clone(), e)),
+                Ok(None) => {
+                    metrics::counter!("sluice_sink_records_filtered_total", &self.labels.pairs())
+                        .increment(1);
+                }
+                Err(e) if self.spec.errors.tolerate_all => dead.extend(self.tolerate(r, &e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((good, dead))
+    }
+
+    async fn deliver(&mut self, records: Vec<Raw>) -> Result<(), SinkError> {
+        let read = records.len() as u64;
+        metrics::counter!("sluice_sink_records_read_total", &self.labels.pairs()).increment(read);
+        let (good, dead) = self.prepare(&records)?;
+        let sent = good.len() as u64;
+        let started = Instant::now();
+        match &mut self.writer {
+            Writer::Task(task) => {
+                if !dead.is_empty() {
+                    if let Some(dlq) = &self.dlq {
+                        // Durable before the bad records' offsets can be committed.
+                        dlq.send(dead).await?;
+                        dlq.commit().await?;
+                    }
+                }
+                let batch: Vec<SinkRecord> = good
+                    .into_iter()
+                    .map(|(raw, e)| SinkRecord {
+                        topic: e.topic,
+                        partition: e.partition.unwrap_or(raw.partition),
+                        offset: raw.offset,
+                        key_schema: e.key_schema,
+                        key: e.key,
+                        value_schema: e.value_schema,
+                        value: e.value,
+                        timestamp: e.timestamp,
+                        timestamp_type: raw.timestamp_type,
+                        headers: e.headers,
+                    })
+                    .collect();
+                put_with_retry(self.spec, task.as_mut(), batch, &self.labels).await?;
+            }
+            Writer::Kafka {
+                producer,
+                open,
+                opened_at,
+                records: in_txn,
+                ..
+            } => {
+                let Output::Kafka {
+                    rename,
+                    preserve_partitions,
+                    router,
+                    ..
+                } = &self.spec.output
+                else {
+                    return Ok(());
+                };
+                let mut out = Vec::with_capacity(good.len());
+                for (raw, e) in good {
+                    out.push(self.spec.to_kafka(raw, e, rename, *preserve_partitions)?);
+                }
+                let routed = router.send(Route(out)).await??;
+                if !*open {
+                    producer.begin().await?;
+                    *open = true;
+                    *opened_at = Some(Instant::now());
+                }
+                producer.send(routed).await?;
+                if !dead.is_empty() {
+                    // Same transaction: the dead letters are exactly-once too.
+                    producer.send(dead).await?;
+                }
+                *in_txn += read;
+            }
+        }
+        for r in &records {
+            self.consumed.insert(r.tp(), r.offset + 1);
+        }
+        metrics::histogram!("sluice_sink_put_batch_seconds", &self.labels.pairs())
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("sluice_sink_records_sent_total", &self.labels.pairs()).increment(sent);
+        Ok(())
+    }
+
+    /// Commits what is durable: asks the sink (`pre_commit`) and has the poller commit
+    /// the answer; for the Kafka output, commits the open transaction with the offsets.
+    /// Returns the offsets to commit through the group (empty for the Kafka output).
+    /// All partitions are flushed together: a transaction's offsets must cover every record
+    /// in it, and the eager protocol revokes everything at once anyway.
+    async fn flush(&mut self) -> Result<Offsets, SinkError> {
+        let pending: Offsets = self
+            .consumed
+            .iter()
+            .filter(|(tp, o)| self.committed.get(*tp) != Some(*o))
+            .map(|(tp, o)| (tp.clone(), *o))
+            .collect();
+        match &mut self.writer {
+            Writer::Task(task) => {
+                let consumed = self.consumed.clone();
+                let durable = task.pre_commit(&consumed).await?;
+                // Only forward, only partitions still ours.
+                let commit: Offsets = durable
+                    .into_iter()
+                    .filter(|(tp, o)| {
+                        self.assigned.contains(tp)
+                            && self.committed.get(tp).is_none_or(|c| o > c)
+                            && consumed.get(tp).is_some_and(|c| o <= c)
+                    })
+                    .collect();
+                self.committed.extend(commit.clone());
+                Ok(commit)
+            }
+            Writer::Kafka {
+                producer,
+                group,
+                open,
+                opened_at,
+                records,
+            } => {
+                if !*open {
+                    return Ok(Offsets::new());
+                }
+                let Some(group) = group.as_ref() else {
+                    return Err(SinkError::Consumer(
+                        "no consumer group metadata to commit offsets with".into(),
+                    ));
+                };
+                let started = Instant::now();
+                producer
+                    .send_offsets(pending.clone(), Arc::clone(group))
+                    .await?;
+                producer.commit().await?;
+                *open = false;
+                metrics::histogram!(
+                    "sluice_sink_transaction_commit_seconds",
+                    &self.labels.pairs()
+                )
+                .record(started.elapsed().as_secs_f64());
+                metrics::counter!(
+                    "sluice_sink_transactions_committed_total",
+                    &self.labels.pairs()
+                )
+                .increment(1);
+                tracing::debug!(connector = %self.spec.connector, task = self.spec.task, records = *records, open_ms = opened_at.map_or(0, |t| t.elapsed().as_millis() as u64), "transaction committed with consumer offsets");
+                *records = 0;
+                *opened_at = None;
+                self.committed.extend(pending);
+                Ok(Offsets::new())
+            }
+        }
+    }
+
+    /// Periodic commit: flush, then hand the offsets to the poller.
+    async fn commit(&mut self) -> Result<(), SinkError> {
+        let offsets = self.flush().await?;
+        if !offsets.is_empty() {
+            let _ = self.commands.send(Command::Commit(offsets));
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, event: Event) -> Result<(), SinkError> {
+        match event {
+            Event::Batch {
+                generation,
+                records,
+            } => {
+                let stale = generation != self.generation;
+                let foreign = records.iter().any(|r| !self.assigned.contains(&r.tp()));
+                if stale || foreign {
+                    // Polled under an earlier assignment: not committed, so it is read
+                    // again by whoever owns the partition now.
+                    metrics::counter!(
+                        "sluice_sink_records_dropped_stale_total",
+                        &self.labels.pairs()
+                    )
+                    .increment(records.len() as u64);
+                    return Ok(());
+                }
+                self.deliver(records).await
+            }
+            Event::Assigned {
+                generation,
+                partitions,
+                reply,
+            } => {
+                self.generation = generation;
+                let starts = match &mut self.writer {
+                    Writer::Task(task) => task.open(&partitions).await?,
+                    Writer::Kafka { .. } => {
+                        Self::ensure_outputs(self.spec, &partitions).await?;
+                        Offsets::new()
+                    }
+                };
+                self.assigned.extend(partitions.iter().cloned());
+                metrics::gauge!("sluice_sink_partition_count", &self.labels.pairs())
+                    .set(self.assigned.len() as f64);
+                let _ = reply.send(starts);
+                Ok(())
+            }
+            Event::Group(group) => {
+                if let Writer::Kafka { group: g, .. } = &mut self.writer {
+                    *g = Some(Arc::new(group));
+                }
+                Ok(())
+            }
+            Event::Revoked {
+                generation,
+                partitions,
+                reply,
+            } => {
+                self.generation = generation;
+                let durable = self.flush().await;
+                if let Writer::Task(task) = &mut self.writer {
+                    task.close(&partitions).await?;
+                }
+                for tp in &partitions {
+                    self.assigned.remove(tp);
+                    self.consumed.remove(tp);
+                    self.committed.remove(tp);
+                }
+                metrics::gauge!("sluice_sink_partition_count", &self.labels.pairs())
+                    .set(self.assigned.len() as f64);
+                let _ = reply.send(durable.as_ref().cloned().unwrap_or_default());
+                durable.map(|_| ())
+            }
+            Event::Fatal(message) => Err(SinkError::Consumer(message)),
+        }
+    }
+
+    /// Creates missing output topics with their input's partition count, so partitions can
+    /// be preserved.
+    async fn ensure_outputs(
+        spec: &SinkTaskSpec,
+        partitions: &[TopicPartition],
+    ) -> Result<(), SinkError> {
+        let Output::Kafka { rename, .. } = &spec.output else {
+            return Ok(());
+        };
+        let topics: BTreeSet<&str> = partitions.iter().map(|tp| tp.topic.as_str()).collect();
+        for topic in topics {
+            let count = crate::offset_store::partition_count(
+                &spec.consumer_props,
+                topic,
+                spec.kafka_timeout,
+            )
+            .await?;
+            let target = rename.replace("${topic}", topic);
+            crate::offset_store::ensure_topic(&spec.producer_props, &target, count, -1, false)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl SinkTaskSpec {
+    /// A record for the Kafka output: the input bytes as they were unless transforms ran
+    /// (then the transformed record converted back).
+    fn to_kafka(
+        &self,
+        raw: Raw,
+        e: Envelope,
+        rename: &str,
+        preserve: bool,
+    ) -> Result<Unrouted, SinkError> {
+        let topic = rename.replace("${topic}", &e.topic);
+        let partition = preserve.then_some(raw.partition);
+        if self.transforms.is_empty() {
+            return Ok(Unrouted {
+                topic,
+                partition,
+                key: raw.key,
+                value: raw.value,
+                timestamp: raw.timestamp,
+                headers: raw.headers,
+            });
+        }
+        let key = self
+            .key_converter
+            .to_kafka(&topic, e.key_schema.as_deref(), &e.key)
+            .map_err(|err| stage_error("KEY_CONVERTER", &raw, err.to_string()))?;
+        let value = self
+            .value_converter
+            .to_kafka(&topic, e.value_schema.as_deref(), &e.value)
+            .map_err(|err| stage_error("VALUE_CONVERTER", &raw, err.to_string()))?;
+        Ok(Unrouted {
+            topic,
+            partition,
+            key,
+            value,
+            timestamp: e.timestamp,
+            headers: e.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+        })
+    }
+}
+
+/// Puts a batch; retriable failures are retried with backoff for as long as they last
+/// (Kafka Connect's `RetriableException` semantics), while the poller keeps the member in
+/// the group and pauses the partitions.
+async fn put_with_retry(
+    spec: &SinkTaskSpec,
+    task: &mut dyn SinkTask,
+    batch: Vec<SinkRecord>,
+    labels: &Labels,
+) -> Result<(), SinkError> {
+    let mut attempt = 0;
+    loop {
+        match task.put(batch.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.retriable => {
+                attempt += 1;
+                let wait = spec.errors.retry_delay(attempt);
+                metrics::counter!("sluice_task_retries_total", &labels.pairs()).increment(1);
+                tracing::warn!(connector = %spec.connector, task = spec.task, attempt, backoff_ms = wait.as_millis() as u64, error = %e, "retriable put failure; retrying the batch");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn consumer_config(spec: &SinkTaskSpec) -> BTreeMap<String, String> {
+    let mut props = spec.consumer_props.clone();
+    props.insert("group.id".into(), group_id(&spec.connector));
+    // Offsets are committed by the runtime, only for what the sink made durable.
+    props.insert("enable.auto.commit".into(), "false".into());
+    props.insert("enable.auto.offset.store".into(), "false".into());
+    props
+        .entry("auto.offset.reset".into())
+        .or_insert_with(|| "earliest".into());
+    props
+        .entry("client.id".into())
+        .or_insert_with(|| format!("connector-consumer-{}-{}", spec.connector, spec.task));
+    // The rebalance callback hands over whole assignments (eager protocol).
+    let strategy = props
+        .entry("partition.assignment.strategy".into())
+        .or_insert_with(|| "range,roundrobin".into());
+    if strategy.contains("cooperative") {
+        tracing::warn!(connector = %spec.connector, task = spec.task, strategy = %strategy, "cooperative assignment is not supported by the sink runtime yet; using range,roundrobin");
+        *strategy = "range,roundrobin".into();
+    }
+    props
+}
+
+/// Runs one life of a sink task: consumer, writer, loop, final commit, stop.
+pub async fn run_sink_task(
+    spec: Arc<SinkTaskSpec>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), SinkError> {
+    let labels = Labels {
+        connector: spec.connector.clone(),
+        task: spec.task.to_string(),
+    };
+    let writer = match &spec.output {
+        Output::Task(factory) => {
+            let mut task = factory();
+            task.start(&spec.config).await?;
+            Writer::Task(task)
+        }
+        Output::Kafka {
+            transactional_id, ..
+        } => Writer::Kafka {
+            // init_transactions fences any earlier life of this task.
+            producer: TaskProducer::create(
+                spec.producer_props.clone(),
+                Some(transactional_id.clone()),
+                spec.kafka_timeout,
+            )
+            .await?,
+            group: None,
+            open: false,
+            opened_at: None,
+            records: 0,
+        },
+    };
+    let dlq = match (&spec.errors.dlq_topic, &spec.output) {
+        (Some(topic), Output::Task(_)) => {
+            crate::offset_store::ensure_topic(
+                &spec.producer_props,
+                topic,
+                1,
+                spec.errors.dlq_replication,
+                false,
+            )
+            .await?;
+            Some(TaskProducer::create(spec.producer_props.clone(), None, spec.kafka_timeout).await?)
+        }
+        (Some(topic), Output::Kafka { .. }) => {
+            crate::offset_store::ensure_topic(
+                &spec.producer_props,
+                topic,
+                1,
+                spec.errors.dlq_replication,
+                false,
+            )
+            .await?;
+            None
+        }
+        _ => None,
+    };
+
+    let (events_tx, mut events) = mpsc::channel(4);
+    let (commands, commands_rx) = std_mpsc::channel();
+    let context = SinkContext {
+        connector: spec.connector.clone(),
+        task: spec.task,
+        events: events_tx,
+        generation: AtomicU64::new(0),
+        flush_timeout: spec.kafka_timeout * 2,
+    };
+    let props = consumer_config(&spec);
+    let consumer: BaseConsumer<SinkContext> = client_config(&props)
+        .create_with_context(context)
+        .map_err(|e| SinkError::Consumer(sluice_proto::config::redact(&e.to_string(), &props)))?;
+    match &spec.subscription {
+        Subscription::Topics(topics) => {
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&topics)
+        }
+        // librdkafka treats a subscription starting with ^ as a regex.
+        Subscription::Regex(regex) => consumer.subscribe(&[&format!(
+            "^{}$",
+            regex.trim_start_matches('^').trim_end_matches('$')
+        )]),
+    }
+    .map_err(|e| SinkError::Consumer(format!("subscribing: {e}")))?;
+    let max_batch = spec.max_batch.max(1);
+    let poller = std::thread::Builder::new()
+        .name(format!("sink-{}-{}", spec.connector, spec.task))
+        .spawn(move || poll_thread(consumer, commands_rx, max_batch))
+        .map_err(|e| SinkError::Consumer(format!("starting the poll thread: {e}")))?;
+    tracing::info!(connector = %spec.connector, task = spec.task, group = %group_id(&spec.connector), subscription = ?spec.subscription, "sink task started");
+
+    let commit_every = match &spec.output {
+        Output::Task(_) => spec.commit_interval,
+        Output::Kafka {
+            commit_interval, ..
+        } => *commit_interval,
+    };
+    let mut life = Life {
+        spec: &spec,
+        labels,
+        writer,
+        commands,
+        generation: 0,
+        assigned: BTreeSet::new(),
+        consumed: Offsets::new(),
+        committed: Offsets::new(),
+        dlq,
+    };
+    let mut ticker = tokio::time::interval(commit_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = async {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                event = events.recv() => match event {
+                    Some(event) => life.handle(event).await?,
+                    None => return Err(SinkError::Consumer("the poll thread ended".into())),
+                },
+                _ = ticker.tick() => life.commit().await?,
+            }
+        }
+        // Stopping: commit what is durable, so a restart neither re-reads nor skips.
+        life.commit().await
+    }
+    .await;
+    let _ = life.commands.send(Command::Stop);
+    // The poller's final revoke must not wait on a loop that no longer listens.
+    drop(events);
+    let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+    let Life {
+        writer, assigned, ..
+    } = life;
+    match writer {
+        Writer::Task(mut task) => {
+            let assigned: Vec<TopicPartition> = assigned.into_iter().collect();
+            if !assigned.is_empty() {
+                let _ = task.close(&assigned).await;
+            }
+            task.stop().await;
+        }
+        Writer::Kafka { producer, open, .. } => {
+            if open {
+                // Not committed: the records come back with the offsets on restart.
+                let _ = producer.abort().await;
+                metrics::counter!("sluice_sink_transactions_aborted_total", "connector" => spec.connector.clone(), "task" => spec.task.to_string()).increment(1);
+            }
+        }
+    }
+    metrics::gauge!("sluice_sink_partition_count", "connector" => spec.connector.clone(), "task" => spec.task.to_string()).set(0.0);
+    match &result {
+        Ok(()) => {
+            tracing::info!(connector = %spec.connector, task = spec.task, "sink task stopped");
+        }
+        Err(e) => {
+            tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "sink task failed");
+        }
+    }
+    result
+}

@@ -1,0 +1,129 @@
+//! The supervised actor of one task life, for sources and sinks alike.
+//!
+//! The actor runs the task's loop in a spawned tokio task on the task's own arbiter, so a
+//! panic inside connector code surfaces as a `JoinError` the actor reports (actix itself
+//! would just lose the actor), and a connector that blocks its thread stalls only its own
+//! arbiter. The supervisor only sees [`TaskExited`] and sends [`StopTask`].
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use sluice_proto::BoxFuture;
+use tokio::sync::watch;
+
+/// One life of a task: runs until `stop` turns true (then commits and returns `Ok`) or
+/// fails (`Err` carries the trace for the status API).
+pub type TaskRun =
+    Arc<dyn Fn(watch::Receiver<bool>) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// What the supervisor keeps to (re)start a task.
+#[derive(Clone)]
+pub struct TaskLauncher {
+    /// Task number.
+    pub task: u32,
+    /// Starts one life.
+    pub run: TaskRun,
+}
+
+impl std::fmt::Debug for TaskLauncher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskLauncher")
+            .field("task", &self.task)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tells the supervisor a task's life ended.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct TaskExited {
+    /// Task number.
+    pub task: u32,
+    /// Which start of the task this was.
+    pub generation: u64,
+    /// `Err` carries the trace for the status API.
+    pub outcome: Result<(), String>,
+}
+
+/// Asks a task to stop after committing what it has.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StopTask;
+
+/// The supervised actor of one task life.
+pub struct TaskActor {
+    launcher: TaskLauncher,
+    generation: u64,
+    supervisor: Recipient<TaskExited>,
+    stop: Option<watch::Sender<bool>>,
+}
+
+impl TaskActor {
+    /// A task actor reporting to `supervisor`.
+    pub fn new(launcher: TaskLauncher, generation: u64, supervisor: Recipient<TaskExited>) -> Self {
+        TaskActor {
+            launcher,
+            generation,
+            supervisor,
+            stop: None,
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+impl Actor for TaskActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (tx, rx) = watch::channel(false);
+        self.stop = Some(tx);
+        let handle = tokio::spawn((self.launcher.run)(rx));
+        let watcher = async move {
+            match handle.await {
+                Ok(outcome) => outcome,
+                Err(join) if join.is_panic() => Err(format!(
+                    "task panicked: {}",
+                    panic_message(join.into_panic().as_ref())
+                )),
+                Err(join) => Err(format!("task was cancelled: {join}")),
+            }
+        };
+        ctx.spawn(watcher.into_actor(self).map(|outcome, actor, ctx| {
+            actor.supervisor.do_send(TaskExited {
+                task: actor.launcher.task,
+                generation: actor.generation,
+                outcome,
+            });
+            ctx.stop();
+        }));
+    }
+}
+
+/// An error with its causes, one per line, as the status API's trace shows it.
+pub fn trace(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str("\ncaused by: ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+impl Handler<StopTask> for TaskActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopTask, _ctx: &mut Self::Context) {
+        if let Some(stop) = &self.stop {
+            let _ = stop.send(true);
+        }
+    }
+}
