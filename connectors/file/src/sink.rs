@@ -40,18 +40,11 @@ pub struct FileSinkTask {
     file: Option<tokio::io::BufWriter<tokio::fs::File>>,
 }
 
-/// A record value as the line Kafka Connect's file sink writes (`String.valueOf(value)`).
+/// A record value as the line Kafka Connect's file sink writes: Java's `toString` of the
+/// value (`{k=v, ...}` for maps, `[a, b]` for arrays, `Struct{f=v,...}` for structs); bytes
+/// are written as UTF-8 text.
 fn line(record: &SinkRecord) -> Result<String, ConnectorError> {
-    Ok(match &record.value {
-        Value::Null => "null".to_owned(),
-        Value::String(s) => s.clone(),
-        Value::Boolean(b) => b.to_string(),
-        Value::Int8(n) => n.to_string(),
-        Value::Int16(n) => n.to_string(),
-        Value::Int32(n) => n.to_string(),
-        Value::Int64(n) => n.to_string(),
-        Value::Float32(n) => n.to_string(),
-        Value::Float64(n) => n.to_string(),
+    match &record.value {
         Value::Bytes(b) => String::from_utf8(b.clone()).map_err(|e| {
             ConnectorError::data(format!(
                 "{}[{}]@{}: bytes value is not UTF-8 at byte {}",
@@ -60,9 +53,47 @@ fn line(record: &SinkRecord) -> Result<String, ConnectorError> {
                 record.offset,
                 e.utf8_error().valid_up_to()
             ))
-        })?,
-        other => format!("{other:?}"),
-    })
+        }),
+        other => Ok(java_string(other)),
+    }
+}
+
+fn java_string(value: &Value) -> String {
+    let join = |items: Vec<String>, sep: &str| items.join(sep);
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Int8(n) => n.to_string(),
+        Value::Int16(n) => n.to_string(),
+        Value::Int32(n) => n.to_string(),
+        Value::Int64(n) => n.to_string(),
+        Value::Float32(n) => format!("{n:?}"),
+        Value::Float64(n) => format!("{n:?}"),
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::Array(items) => format!("[{}]", join(items.iter().map(java_string).collect(), ", ")),
+        Value::Map(entries) => format!(
+            "{{{}}}",
+            join(
+                entries
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", java_string(k), java_string(v)))
+                    .collect(),
+                ", "
+            )
+        ),
+        Value::Struct(fields) => format!(
+            "Struct{{{}}}",
+            join(
+                fields
+                    .iter()
+                    .filter(|(_, v)| *v != Value::Null)
+                    .map(|(k, v)| format!("{k}={}", java_string(v)))
+                    .collect(),
+                ","
+            )
+        ),
+    }
 }
 
 impl SinkTask for FileSinkTask {
@@ -185,6 +216,24 @@ mod tests {
         assert!(e.message.contains("lines[0]@2"), "{e}");
         task.stop().await;
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn values_print_as_java_would() {
+        let map = Value::Map(vec![
+            (Value::String("a".into()), Value::Int64(1)),
+            (
+                Value::String("b".into()),
+                Value::Array(vec![Value::Float64(1.0), Value::Null]),
+            ),
+        ]);
+        assert_eq!(java_string(&map), "{a=1, b=[1.0, null]}");
+        let s = Value::Struct(vec![
+            ("id".into(), Value::Int32(7)),
+            ("gone".into(), Value::Null),
+            ("name".into(), Value::String("x".into())),
+        ]);
+        assert_eq!(java_string(&s), "Struct{id=7,name=x}");
     }
 
     #[test]
