@@ -401,8 +401,17 @@ fn poll_thread(
     loop {
         loop {
             match commands.try_recv() {
-                Ok(Command::Commit(offsets)) => {
-                    commit_offsets(&consumer, &offsets, &connector, task);
+                Ok(Command::Commit(mut offsets)) => {
+                    // A commit asked for before a rebalance must not land on partitions
+                    // that moved on: it could rewind their new owner's offsets.
+                    let owned: Vec<TopicPartition> = consumer
+                        .assignment()
+                        .map(|a| partitions_of(&a))
+                        .unwrap_or_default();
+                    offsets.retain(|tp, _| owned.contains(tp));
+                    if !offsets.is_empty() {
+                        commit_offsets(&consumer, &offsets, &connector, task);
+                    }
                 }
                 Ok(Command::Stop) | Err(std_mpsc::TryRecvError::Disconnected) => {
                     // Dropping the consumer closes it: the revoke callback finds the loop
@@ -961,6 +970,12 @@ fn consumer_config(spec: &SinkTaskSpec) -> BTreeMap<String, String> {
     props
         .entry("client.id".into())
         .or_insert_with(|| format!("connector-consumer-{}-{}", spec.connector, spec.task));
+    // A killed worker's members hold their partitions until their session expires; the
+    // consumer default (45 s) would stall a restarted task that long. Kafka Connect's own
+    // worker group uses 10 s.
+    props
+        .entry("session.timeout.ms".into())
+        .or_insert_with(|| "10000".into());
     // The rebalance callback hands over whole assignments (eager protocol).
     let strategy = props
         .entry("partition.assignment.strategy".into())
