@@ -36,6 +36,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sluice_proto::ErrorKind;
 use sluice_proto::{Header, Props, SinkRecord, SinkTask, TimestampType, TopicPartition};
 use tokio::sync::{mpsc, watch};
 
@@ -554,6 +555,53 @@ fn stage_error(stage: &'static str, r: &Raw, message: String) -> SinkError {
     }
 }
 
+/// A tolerated bad record: counted, logged if asked, and its original bytes go to the
+/// dead-letter queue (if set) with Kafka Connect's error context headers.
+fn tolerate(
+    spec: &SinkTaskSpec,
+    labels: &Labels,
+    r: &Raw,
+    stage: &str,
+    error: &dyn std::fmt::Display,
+) -> Option<OutRecord> {
+    metrics::counter!("sluice_task_record_errors_total", "connector" => labels.connector.clone(), "task" => labels.task.clone(), "stage" => stage.to_owned()).increment(1);
+    if spec.errors.log {
+        if spec.errors.log_messages {
+            tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, record = ?r, "bad record tolerated");
+        } else {
+            tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, "bad record tolerated");
+        }
+    }
+    let topic = spec.errors.dlq_topic.clone()?;
+    use crate::errors::headers as h;
+    let text = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
+    let mut headers = r.headers.clone();
+    let class = if stage == "TASK_PUT" {
+        "ConnectorError"
+    } else {
+        "SinkRecordError"
+    };
+    headers.extend([
+        text(h::TOPIC, r.topic.clone()),
+        text(h::PARTITION, r.partition.to_string()),
+        text(h::OFFSET, r.offset.to_string()),
+        text(h::CONNECTOR, spec.connector.clone()),
+        text(h::TASK, spec.task.to_string()),
+        text(h::STAGE, stage.to_owned()),
+        text(h::EXCEPTION_CLASS, class.to_owned()),
+        text(h::EXCEPTION_MESSAGE, error.to_string()),
+    ]);
+    metrics::counter!("sluice_dlq_records_total", &labels.pairs()).increment(1);
+    Some(OutRecord {
+        topic,
+        partition: 0,
+        key: r.key.clone(),
+        value: r.value.clone(),
+        timestamp: r.timestamp,
+        headers,
+    })
+}
+
 impl Life<'_> {
     /// Converts and transforms one record; `None` when a transform dropped it.
     fn envelope(&self, r: &Raw) -> Result<Option<Envelope>, SinkError> {
@@ -592,42 +640,6 @@ impl Life<'_> {
             .map_err(|e| stage_error("TRANSFORMATION", r, e.to_string()))
     }
 
-    /// A tolerated bad record: counted, logged if asked, and its original bytes go to the
-    /// dead-letter queue (if set) with Kafka Connect's error context headers.
-    fn tolerate(&self, r: &Raw, error: &SinkError) -> Option<OutRecord> {
-        let SinkError::Record { stage, .. } = error else {
-            return None;
-        };
-        let spec = self.spec;
-        metrics::counter!("sluice_task_record_errors_total", "connector" => self.labels.connector.clone(), "task" => self.labels.task.clone(), "stage" => (*stage).to_owned()).increment(1);
-        if spec.errors.log {
-            tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, "bad record tolerated");
-        }
-        let topic = spec.errors.dlq_topic.clone()?;
-        use crate::errors::headers as h;
-        let text = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
-        let mut headers = r.headers.clone();
-        headers.extend([
-            text(h::TOPIC, r.topic.clone()),
-            text(h::PARTITION, r.partition.to_string()),
-            text(h::OFFSET, r.offset.to_string()),
-            text(h::CONNECTOR, spec.connector.clone()),
-            text(h::TASK, spec.task.to_string()),
-            text(h::STAGE, (*stage).to_owned()),
-            text(h::EXCEPTION_CLASS, "SinkRecordError".to_owned()),
-            text(h::EXCEPTION_MESSAGE, error.to_string()),
-        ]);
-        metrics::counter!("sluice_dlq_records_total", &self.labels.pairs()).increment(1);
-        Some(OutRecord {
-            topic,
-            partition: 0,
-            key: r.key.clone(),
-            value: r.value.clone(),
-            timestamp: r.timestamp,
-            headers,
-        })
-    }
-
     /// Converts a batch; bad records are tolerated or fail the task.
     fn prepare(&self, records: &[Raw]) -> Result<Prepared, SinkError> {
         let mut good = Vec::with_capacity(records.len());
@@ -639,7 +651,9 @@ impl Life<'_> {
                     metrics::counter!("sluice_sink_records_filtered_total", &self.labels.pairs())
                         .increment(1);
                 }
-                Err(e) if self.spec.errors.tolerate_all => dead.extend(self.tolerate(r, &e)),
+                Err(e @ SinkError::Record { stage, .. }) if self.spec.errors.tolerate_all => {
+                    dead.extend(tolerate(self.spec, &self.labels, r, stage, &e));
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -654,6 +668,58 @@ impl Life<'_> {
         let started = Instant::now();
         match &mut self.writer {
             Writer::Task(task) => {
+                let (raws, batch): (Vec<Raw>, Vec<SinkRecord>) = good
+                    .into_iter()
+                    .map(|(raw, e)| {
+                        let record = SinkRecord {
+                            topic: e.topic,
+                            partition: e.partition.unwrap_or(raw.partition),
+                            offset: raw.offset,
+                            key_schema: e.key_schema,
+                            key: e.key,
+                            value_schema: e.value_schema,
+                            value: e.value,
+                            timestamp: e.timestamp,
+                            timestamp_type: raw.timestamp_type,
+                            headers: e.headers,
+                        };
+                        (raw, record)
+                    })
+                    .unzip();
+                let mut dead = dead;
+                match put_with_retry(self.spec, task.as_mut(), batch.clone(), &self.labels).await {
+                    Ok(()) => {}
+                    // Nothing of the batch was written (the put contract): find the bad
+                    // records by putting them one at a time.
+                    Err(SinkError::Connector(e))
+                        if e.kind == ErrorKind::Data && self.spec.errors.tolerate_all =>
+                    {
+                        tracing::warn!(connector = %self.spec.connector, task = self.spec.task, records = batch.len(), error = %e, "put refused a record; isolating the bad ones");
+                        for (raw, record) in raws.iter().zip(batch) {
+                            match put_with_retry(
+                                self.spec,
+                                task.as_mut(),
+                                vec![record],
+                                &self.labels,
+                            )
+                            .await
+                            {
+                                Ok(()) => {}
+                                Err(SinkError::Connector(e)) if e.kind == ErrorKind::Data => {
+                                    dead.extend(tolerate(
+                                        self.spec,
+                                        &self.labels,
+                                        raw,
+                                        "TASK_PUT",
+                                        &e,
+                                    ));
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
                 if !dead.is_empty() {
                     if let Some(dlq) = &self.dlq {
                         // Durable before the bad records' offsets can be committed.
@@ -661,22 +727,6 @@ impl Life<'_> {
                         dlq.commit().await?;
                     }
                 }
-                let batch: Vec<SinkRecord> = good
-                    .into_iter()
-                    .map(|(raw, e)| SinkRecord {
-                        topic: e.topic,
-                        partition: e.partition.unwrap_or(raw.partition),
-                        offset: raw.offset,
-                        key_schema: e.key_schema,
-                        key: e.key,
-                        value_schema: e.value_schema,
-                        value: e.value,
-                        timestamp: e.timestamp,
-                        timestamp_type: raw.timestamp_type,
-                        headers: e.headers,
-                    })
-                    .collect();
-                put_with_retry(self.spec, task.as_mut(), batch, &self.labels).await?;
             }
             Writer::Kafka {
                 producer,
@@ -933,9 +983,9 @@ impl SinkTaskSpec {
     }
 }
 
-/// Puts a batch; retriable failures are retried with backoff for as long as they last
-/// (Kafka Connect's `RetriableException` semantics), while the poller keeps the member in
-/// the group and pauses the partitions.
+/// Puts a batch; retriable failures are retried with backoff, while the poller keeps the
+/// member in the group and pauses the partitions: within `errors.retry.timeout` when it is
+/// set, else for as long as they last (Kafka Connect's `RetriableException` semantics).
 async fn put_with_retry(
     spec: &SinkTaskSpec,
     task: &mut dyn SinkTask,
@@ -943,10 +993,18 @@ async fn put_with_retry(
     labels: &Labels,
 ) -> Result<(), SinkError> {
     let mut attempt = 0;
+    let mut first_failure: Option<Instant> = None;
+    let bounded = spec.errors.retry_timeout != Some(Duration::ZERO);
     loop {
         match task.put(batch.clone()).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.retriable => {
+            Err(e)
+                if e.retriable
+                    && (!bounded
+                        || spec.errors.may_retry(
+                            first_failure.get_or_insert_with(Instant::now).elapsed(),
+                        )) =>
+            {
                 attempt += 1;
                 let wait = spec.errors.retry_delay(attempt);
                 metrics::counter!("sluice_task_retries_total", &labels.pairs()).increment(1);
@@ -1144,4 +1202,146 @@ pub async fn run_sink_task(
         }
     }
     result
+}
+
+/// A sink connector's consumer group could not be read or changed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("consumer group {group}: {message}")]
+pub struct GroupError {
+    /// The group.
+    pub group: String,
+    /// What failed.
+    pub message: String,
+}
+
+fn group_consumer(
+    props: &BTreeMap<String, String>,
+    group: &str,
+) -> Result<BaseConsumer, GroupError> {
+    let mut props = props.clone();
+    props.insert("group.id".into(), group.to_owned());
+    props.insert("enable.auto.commit".into(), "false".into());
+    client_config(&props).create().map_err(|e| GroupError {
+        group: group.to_owned(),
+        message: sluice_proto::config::redact(&e.to_string(), &props),
+    })
+}
+
+/// The committed offsets (next to read) of a sink connector's group, for every partition of
+/// the topics its subscription names now.
+pub async fn group_offsets(
+    props: &BTreeMap<String, String>,
+    group: &str,
+    subscription: &Subscription,
+    timeout: Duration,
+) -> Result<Offsets, GroupError> {
+    let consumer = group_consumer(props, group)?;
+    let subscription = subscription.clone();
+    let group_name = group.to_owned();
+    let fail = move |message: String| GroupError {
+        group: group_name.clone(),
+        message,
+    };
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer
+            .fetch_metadata(None, timeout)
+            .map_err(|e| fail(format!("fetching metadata: {e}")))?;
+        let regex = match &subscription {
+            Subscription::Regex(r) => Some(
+                regex::Regex::new(&format!("^(?:{r})$"))
+                    .map_err(|e| fail(format!("topics.regex: {e}")))?,
+            ),
+            Subscription::Topics(_) => None,
+        };
+        let mut list = TopicPartitionList::new();
+        for topic in metadata.topics() {
+            let wanted = match (&subscription, &regex) {
+                (Subscription::Topics(ts), _) => ts.iter().any(|t| t == topic.name()),
+                (_, Some(r)) => r.is_match(topic.name()),
+                _ => false,
+            };
+            if wanted {
+                for p in topic.partitions() {
+                    list.add_partition(topic.name(), p.id());
+                }
+            }
+        }
+        let committed = consumer
+            .committed_offsets(list, timeout)
+            .map_err(|e| fail(format!("reading committed offsets: {e}")))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((
+                    TopicPartition {
+                        topic: e.topic().to_owned(),
+                        partition: e.partition(),
+                    },
+                    o,
+                )),
+                _ => None,
+            })
+            .collect())
+    })
+    .await
+    .map_err(|e| GroupError {
+        group: group.to_owned(),
+        message: format!("reader thread: {e}"),
+    })?
+}
+
+/// Commits `offsets` for a group with no active member (a STOPPED sink connector).
+pub async fn alter_group_offsets(
+    props: &BTreeMap<String, String>,
+    group: &str,
+    offsets: Offsets,
+) -> Result<(), GroupError> {
+    let consumer = group_consumer(props, group)?;
+    let name = group.to_owned();
+    tokio::task::spawn_blocking(move || {
+        consumer
+            .commit(&tpl(&offsets), CommitMode::Sync)
+            .map_err(|e| GroupError {
+                group: name,
+                message: format!("committing offsets: {e}"),
+            })
+    })
+    .await
+    .map_err(|e| GroupError {
+        group: group.to_owned(),
+        message: format!("commit thread: {e}"),
+    })?
+}
+
+/// Deletes a group (and with it every committed offset): the sink starts over from
+/// `auto.offset.reset`.
+pub async fn delete_group(
+    props: &BTreeMap<String, String>,
+    group: &str,
+    timeout: Duration,
+) -> Result<(), GroupError> {
+    let fail = |message: String| GroupError {
+        group: group.to_owned(),
+        message,
+    };
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        client_config(props)
+            .create()
+            .map_err(|e| fail(sluice_proto::config::redact(&e.to_string(), props)))?;
+    let options = rdkafka::admin::AdminOptions::new().operation_timeout(Some(timeout));
+    let results = tokio::time::timeout(
+        timeout + Duration::from_secs(5),
+        admin.delete_groups(&[group], &options),
+    )
+    .await
+    .map_err(|_| fail("DeleteGroups timed out".into()))?
+    .map_err(|e| fail(format!("DeleteGroups: {e}")))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::GroupIdNotFound)) => {}
+            Err((_, code)) => return Err(fail(format!("DeleteGroups: {code}"))),
+        }
+    }
+    Ok(())
 }

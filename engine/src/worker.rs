@@ -73,6 +73,10 @@ pub struct ConnectorEntry {
     pub target: TargetState,
     /// Topics the connector's records went to (KIP-558).
     pub topics: Arc<Mutex<BTreeSet<String>>>,
+    /// `source` or `sink`.
+    pub kind: &'static str,
+    /// A sink's topics.
+    pub subscription: Option<sink_task::Subscription>,
 }
 
 /// The worker.
@@ -438,6 +442,7 @@ impl Worker {
         } else {
             None
         };
+        let entry_subscription = subscription.clone();
         let default_converter =
             matches!(plugin.kind, registry::Kind::KafkaSink).then_some(convert::BYTE_ARRAY);
         let key_converter = self.converter(&parsed, Part::Key, default_converter)?;
@@ -591,6 +596,8 @@ impl Worker {
             tasks,
             target,
             topics,
+            kind: plugin.type_name(),
+            subscription: entry_subscription,
         };
         self.connectors
             .write()
@@ -804,17 +811,107 @@ impl Worker {
         Ok(())
     }
 
-    /// The connector's committed source offsets.
+    /// The connector's committed offsets: a source's source offsets, or a sink's consumer
+    /// group offsets in Kafka Connect's shape (`{"kafka_topic","kafka_partition"}` ->
+    /// `{"kafka_offset"}`).
     pub async fn offsets(
         &self,
         name: &str,
     ) -> Result<BTreeMap<sluice_proto::SourcePartition, sluice_proto::SourceOffset>, WorkerError>
     {
-        self.connector(name)?;
+        let entry = self.connector(name)?;
+        if let Some(subscription) = &entry.subscription {
+            let offsets = sink_task::group_offsets(
+                &self.config.kafka_client_props("consumer."),
+                &sink_task::group_id(name),
+                subscription,
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+            return Ok(offsets
+                .into_iter()
+                .map(|(tp, o)| {
+                    let mut p = serde_json::Map::new();
+                    p.insert("kafka_topic".into(), tp.topic.into());
+                    p.insert("kafka_partition".into(), tp.partition.into());
+                    (
+                        sluice_proto::SourcePartition::new(p),
+                        sluice_proto::SourceOffset::single("kafka_offset", o),
+                    )
+                })
+                .collect());
+        }
         self.offsets
             .read(name, Duration::from_secs(30))
             .await
             .map_err(|e| WorkerError::Internal(e.to_string()))
+    }
+
+    /// Alters a STOPPED sink's group offsets; all-`None` (a reset) deletes the group.
+    async fn alter_sink_offsets(
+        &self,
+        name: &str,
+        changes: Vec<(
+            sluice_proto::SourcePartition,
+            Option<sluice_proto::SourceOffset>,
+        )>,
+    ) -> Result<(), WorkerError> {
+        let props = self.config.kafka_client_props("consumer.");
+        let group = sink_task::group_id(name);
+        if changes.iter().all(|(_, o)| o.is_none()) {
+            sink_task::delete_group(&props, &group, Duration::from_secs(30))
+                .await
+                .map_err(|e| WorkerError::Internal(e.to_string()))?;
+            tracing::info!(connector = %name, group = %group, "sink offsets reset (consumer group deleted)");
+            return Ok(());
+        }
+        let mut offsets = BTreeMap::new();
+        for (i, (p, o)) in changes.iter().enumerate() {
+            let topic = p
+                .as_map()
+                .get("kafka_topic")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| {
+                    key_error(
+                        &format!("offsets[{i}].partition.kafka_topic"),
+                        "must be a string",
+                    )
+                })?;
+            let partition = p
+                .as_map()
+                .get("kafka_partition")
+                .and_then(serde_json::Value::as_i64)
+                .and_then(|v| i32::try_from(v).ok())
+                .filter(|v| *v >= 0)
+                .ok_or_else(|| {
+                    key_error(
+                        &format!("offsets[{i}].partition.kafka_partition"),
+                        "must be a non-negative integer",
+                    )
+                })?;
+            let offset = o
+                .as_ref()
+                .ok_or_else(|| key_error(&format!("offsets[{i}].offset"), "null resets one partition, which Sluice does not support yet; DELETE the offsets to reset them all"))?
+                .0
+                .get("kafka_offset")
+                .and_then(serde_json::Value::as_i64)
+                .filter(|v| *v >= 0)
+                .ok_or_else(|| key_error(&format!("offsets[{i}].offset.kafka_offset"), "must be a non-negative integer"))?;
+            offsets.insert(
+                sluice_proto::TopicPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                },
+                offset,
+            );
+        }
+        let count = offsets.len();
+        sink_task::alter_group_offsets(&props, &group, offsets)
+            .await
+            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+        tracing::info!(connector = %name, group = %group, partitions = count, "sink offsets altered");
+        Ok(())
     }
 
     /// Writes (or, with `None`, erases) offsets of a STOPPED connector (KIP-875).
@@ -832,6 +929,9 @@ impl Worker {
                 "Connectors must be in the STOPPED state before their offsets can be modified. {name} is {:?}",
                 entry.target
             )));
+        }
+        if entry.subscription.is_some() {
+            return self.alter_sink_offsets(name, changes).await;
         }
         let records = changes
             .iter()

@@ -20,9 +20,19 @@ const PARTITIONS: i32 = 3;
 
 /// Produces `count` records per partition, values `"<partition>:<seq>"` with `seq` from `from`.
 fn produce(stack: &Stack, topic: &str, from: usize, count: usize) -> Result<()> {
+    produce_to(stack, topic, PARTITIONS, from, count)
+}
+
+fn produce_to(
+    stack: &Stack,
+    topic: &str,
+    partitions: i32,
+    from: usize,
+    count: usize,
+) -> Result<()> {
     let producer = stack.producer()?;
     for seq in from..from + count {
-        for p in 0..PARTITIONS {
+        for p in 0..partitions {
             let value = format!("{p}:{seq}");
             let mut record = BaseRecord::<[u8], [u8]>::to(topic)
                 .partition(p)
@@ -224,28 +234,29 @@ async fn bad_records_go_to_the_dead_letter_queue_with_their_origin_or_fail_the_t
     let dlq = unique_name("sink-dlq");
     let dir = TempDir::new("sink-dlq")?;
     let producer = stack.producer()?;
-    for (i, value) in [
-        r#""one""#,
-        "{not json",
-        r#""three""#,
-        r#"{"four":4}"#,
-        "\u{1}",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let _ = i;
+    // Good records are objects with a `msg` field; the rest fail a stage each.
+    let values: [&[u8]; 6] = [
+        br#"{"msg":"one"}"#,
+        b"{not json", // VALUE_CONVERTER
+        br#"{"msg":"three"}"#,
+        br#""no fields here""#, // TRANSFORMATION: ExtractField needs a map
+        b"\x01",                // VALUE_CONVERTER
+        br#"{"msg":{"four":4}}"#,
+    ];
+    for value in values {
         producer
             .send(
                 BaseRecord::<[u8], [u8]>::to(&topic)
                     .partition(0)
-                    .payload(value.as_bytes()),
+                    .payload(value),
             )
             .map_err(|(e, _)| e)?;
     }
     producer.flush(Duration::from_secs(30))?;
 
-    let json = "value.converter=org.apache.kafka.connect.json.JsonConverter\nvalue.converter.schemas.enable=false\n";
+    let json = "value.converter=org.apache.kafka.connect.json.JsonConverter\nvalue.converter.schemas.enable=false\n\
+                transforms=pick\ntransforms.pick.type=org.apache.kafka.connect.transforms.ExtractField$Value\n\
+                transforms.pick.field=msg\n";
     let tolerant = dir.write(
         "tolerant.properties",
         &format!(
@@ -287,7 +298,7 @@ async fn bad_records_go_to_the_dead_letter_queue_with_their_origin_or_fail_the_t
             .get_json("/connectors/strict/status")
             .map(|(_, s)| s)
             .unwrap_or_default();
-        dead.len() >= 2
+        dead.len() >= 3
             && lines(&dir.0.join("tolerant.txt")).len() >= 3
             && strict_status["tasks"][0]["state"] == "FAILED"
     });
@@ -314,18 +325,24 @@ async fn bad_records_go_to_the_dead_letter_queue_with_their_origin_or_fail_the_t
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default()
     };
-    assert_eq!(dead.len(), 2, "{dead:?}");
-    assert_eq!(dead[0].value.as_deref(), Some(b"{not json".as_slice()));
-    assert_eq!(dead[1].value.as_deref(), Some(b"\x01".as_slice()));
-    for (r, offset) in dead.iter().zip(["1", "4"]) {
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    let expected: [(&[u8], &str, &str); 3] = [
+        (b"{not json", "1", "VALUE_CONVERTER"),
+        (br#""no fields here""#, "3", "TRANSFORMATION"),
+        (b"\x01", "4", "VALUE_CONVERTER"),
+    ];
+    for (r, (value, offset, stage)) in dead.iter().zip(expected) {
+        assert_eq!(r.value.as_deref(), Some(value));
         assert_eq!(header(r, "__connect.errors.topic"), topic);
         assert_eq!(header(r, "__connect.errors.partition"), "0");
         assert_eq!(header(r, "__connect.errors.offset"), offset);
-        assert_eq!(header(r, "__connect.errors.stage"), "VALUE_CONVERTER");
+        assert_eq!(header(r, "__connect.errors.stage"), stage);
         assert_eq!(header(r, "__connect.errors.connector.name"), "tolerant");
+        assert_eq!(header(r, "__connect.errors.task.id"), "0");
+        assert!(!header(r, "__connect.errors.exception.message").is_empty());
     }
     // Offsets moved past the bad records (they are in the DLQ, not lost).
-    assert_eq!(group_end.get(&0), Some(&5));
+    assert_eq!(group_end.get(&0), Some(&6));
 
     // Strict: the task failed, naming the record. As in Kafka Connect, a batch is converted
     // whole before `put`, so nothing of the failing batch was written or committed.
@@ -389,5 +406,277 @@ async fn sink_configs_are_checked_before_anything_starts() -> Result<()> {
     let (_, names) = w.get_json("/connectors")?;
     assert_eq!(names, serde_json::json!([]));
     w.terminate(Duration::from_secs(30))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_sinks_group_offsets_can_be_read_altered_and_reset_over_rest() -> Result<()> {
+    let stack = stack()?;
+    let topic = stack.create_topic("sink-offsets", PARTITIONS).await?;
+    produce(stack, &topic, 0, 10)?;
+    let dir = TempDir::new("sink-offsets")?;
+    let port = free_port()?;
+    let worker = dir.write(
+        "w.properties",
+        &worker_properties(
+            stack,
+            port,
+            &unique_name("sink-offsets"),
+            &unique_name("sink-offsets-offsets"),
+            &format!(
+                "offset.flush.interval.ms=200\nconfig.storage.topic={}\nconfig.storage.replication.factor=1\n\
+                 status.storage.topic={}\nstatus.storage.replication.factor=1\n",
+                unique_name("sink-offsets-configs"),
+                unique_name("sink-offsets-status")
+            ),
+        ),
+    )?;
+    let mut w = WorkerProcess::distributed(&worker, port, dir.0.join("w.log"))?;
+    w.wait_ready(Duration::from_secs(60))?;
+    let out = dir.0.join("out.txt");
+    let create = serde_json::json!({"name": "offs", "config": {
+        "connector.class": "FileStreamSink", "file": out.display().to_string(), "topics": topic,
+        "value.converter": "org.apache.kafka.connect.storage.StringConverter"}});
+    let (status, body) = w.request("POST", "/connectors", Some(&create))?;
+    assert_eq!(status, 201, "{body}");
+    let (_, info) = w.get_json("/connectors/offs")?;
+    assert_eq!(info["type"], "sink");
+
+    let ours = |v: &serde_json::Value| -> BTreeMap<i64, i64> {
+        v["offsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|o| o["partition"]["kafka_topic"] == serde_json::json!(topic))
+            .filter_map(|o| {
+                Some((
+                    o["partition"]["kafka_partition"].as_i64()?,
+                    o["offset"]["kafka_offset"].as_i64()?,
+                ))
+            })
+            .collect()
+    };
+    let all_at =
+        |n: i64| -> BTreeMap<i64, i64> { (0..i64::from(PARTITIONS)).map(|p| (p, n)).collect() };
+    let mut offsets = serde_json::Value::Null;
+    let caught_up = wait_until(Duration::from_secs(60), || {
+        offsets = w
+            .get_json("/connectors/offs/offsets")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        ours(&offsets) == all_at(10)
+    });
+    assert!(caught_up, "offsets {offsets}; log:\n{}", w.log_text());
+
+    // Altering needs the connector STOPPED.
+    let patch = serde_json::json!({"offsets": [{"partition": {"kafka_topic": topic, "kafka_partition": 1}, "offset": {"kafka_offset": 4}}]});
+    let (status, _) = w.request("PATCH", "/connectors/offs/offsets", Some(&patch))?;
+    assert_eq!(status, 400);
+    let (status, _) = w.request("PUT", "/connectors/offs/stop", None)?;
+    assert_eq!(status, 202);
+    // The group must be empty before its offsets can be set: wait for the task to leave.
+    let mut altered = (0, String::new());
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            altered = w
+                .request("PATCH", "/connectors/offs/offsets", Some(&patch))
+                .unwrap_or_default();
+            altered.0 == 200
+        }),
+        "{altered:?}"
+    );
+    let (_, v) = w.get_json("/connectors/offs/offsets")?;
+    let mut expected = all_at(10);
+    expected.insert(1, 4);
+    assert_eq!(ours(&v), expected);
+    // A bad body changes nothing and names the field.
+    let bad = serde_json::json!({"offsets": [{"partition": {"kafka_topic": topic, "kafka_partition": -1}, "offset": {"kafka_offset": 0}}]});
+    let (status, text) = w.request("PATCH", "/connectors/offs/offsets", Some(&bad))?;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("kafka_partition"), "{text}");
+    assert_eq!(ours(&w.get_json("/connectors/offs/offsets")?.1), expected);
+
+    // Resumed, the sink re-reads partition 1 from offset 4: six lines again.
+    let (status, _) = w.request("PUT", "/connectors/offs/resume", None)?;
+    assert_eq!(status, 202);
+    assert!(
+        wait_until(Duration::from_secs(60), || lines(&out).len() >= 36),
+        "{} lines; log:\n{}",
+        lines(&out).len(),
+        w.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(lines(&out).len(), 36);
+
+    // Reset: the group is gone, no offsets remain.
+    let (status, _) = w.request("PUT", "/connectors/offs/stop", None)?;
+    assert_eq!(status, 202);
+    let mut reset = (0, String::new());
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            reset = w
+                .request("DELETE", "/connectors/offs/offsets", None)
+                .unwrap_or_default();
+            reset.0 == 200
+        }),
+        "{reset:?}"
+    );
+    assert_eq!(
+        ours(&w.get_json("/connectors/offs/offsets")?.1),
+        BTreeMap::new()
+    );
+    w.terminate(Duration::from_secs(30))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_the_sink_itself_refuses_goes_to_the_dead_letter_queue() -> Result<()> {
+    let stack = stack()?;
+    let topic = stack.create_topic("sink-put", 1).await?;
+    let dlq = unique_name("sink-put-dlq");
+    let producer = stack.producer()?;
+    let values: [&[u8]; 4] = [b"ok1", b"\xff\xfe not UTF-8", b"ok3", b"ok4"];
+    for value in values {
+        producer
+            .send(
+                BaseRecord::<[u8], [u8]>::to(&topic)
+                    .partition(0)
+                    .payload(value),
+            )
+            .map_err(|(e, _)| e)?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    let dir = TempDir::new("sink-put")?;
+    let out = dir.0.join("out.txt");
+    // Bytes pass the converter; the file sink refuses a value that is not UTF-8.
+    let connector = dir.write(
+        "putfail.properties",
+        &format!(
+            "name=putfail\nconnector.class=FileStreamSink\nfile={}\ntopics={topic}\n\
+             value.converter=org.apache.kafka.connect.converters.ByteArrayConverter\n\
+             errors.tolerance=all\nerrors.deadletterqueue.topic.name={dlq}\n\
+             errors.deadletterqueue.topic.replication.factor=1\n",
+            out.display()
+        ),
+    )?;
+    let port = free_port()?;
+    let worker = dir.write(
+        "w.properties",
+        &worker_properties(
+            stack,
+            port,
+            &unique_name("sink-put"),
+            &unique_name("sink-put-offsets"),
+            "offset.flush.interval.ms=300\n",
+        ),
+    )?;
+    let mut w = WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("w.log"))?;
+    w.wait_ready(Duration::from_secs(60))?;
+    let mut dead = Vec::new();
+    let done = wait_until(Duration::from_secs(60), || {
+        dead = stack
+            .read_topic(&dlq, Isolation::ReadCommitted, Duration::from_secs(10))
+            .unwrap_or_default();
+        !dead.is_empty() && lines(&out).len() >= 3
+    });
+    w.terminate(Duration::from_secs(30))?;
+    assert!(done, "dlq {dead:?}; log:\n{}", w.log_text());
+    // The batch was refused whole, then put record by record: the good ones once each.
+    assert_eq!(lines(&out), ["ok1", "ok3", "ok4"]);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].value.as_deref(), Some(values[1]));
+    let header = |key: &str| {
+        dead[0]
+            .headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_deref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("__connect.errors.stage"), "TASK_PUT");
+    assert_eq!(header("__connect.errors.offset"), "1");
+    assert!(
+        header("__connect.errors.exception.message").contains("not UTF-8"),
+        "{}",
+        header("__connect.errors.exception.message")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_added_and_removed_while_records_flow_write_each_record_once_in_order() -> Result<()>
+{
+    const SIX: i32 = 6;
+    let stack = stack()?;
+    let topic = stack.create_topic("sink-tasks", SIX).await?;
+    let dir = TempDir::new("sink-tasks")?;
+    let port = free_port()?;
+    let worker = dir.write(
+        "w.properties",
+        &worker_properties(
+            stack,
+            port,
+            &unique_name("sink-tasks"),
+            &unique_name("sink-tasks-offsets"),
+            &format!(
+                "offset.flush.interval.ms=500\nconfig.storage.topic={}\nconfig.storage.replication.factor=1\n\
+                 status.storage.topic={}\nstatus.storage.replication.factor=1\n",
+                unique_name("sink-tasks-configs"),
+                unique_name("sink-tasks-status")
+            ),
+        ),
+    )?;
+    let mut w = WorkerProcess::distributed(&worker, port, dir.0.join("w.log"))?;
+    w.wait_ready(Duration::from_secs(60))?;
+    let out = dir.0.join("out.txt");
+    let config = |tasks: u32| {
+        serde_json::json!({"connector.class": "FileStreamSink", "file": out.display().to_string(),
+            "topics": topic, "tasks.max": tasks.to_string(),
+            "value.converter": "org.apache.kafka.connect.storage.StringConverter"})
+    };
+    let (status, body) = w.request("PUT", "/connectors/spread/config", Some(&config(2)))?;
+    assert_eq!(status, 201, "{body}");
+
+    let mut next = 0;
+    let mut feed = |rounds: usize| -> Result<()> {
+        for _ in 0..rounds {
+            produce_to(stack, &topic, SIX, next, 200)?;
+            next += 200;
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Ok(())
+    };
+    feed(8)?;
+    let (status, body) = w.request("PUT", "/connectors/spread/config", Some(&config(3)))?;
+    assert_eq!(status, 200, "{body}");
+    feed(8)?;
+    let (_, s) = w.get_json("/connectors/spread/status")?;
+    assert_eq!(s["tasks"].as_array().map(Vec::len), Some(3), "{s}");
+    let (status, body) = w.request("PUT", "/connectors/spread/config", Some(&config(2)))?;
+    assert_eq!(status, 200, "{body}");
+    feed(8)?;
+    let total = next * SIX as usize;
+    let done = wait_until(Duration::from_secs(90), || lines(&out).len() >= total);
+    std::thread::sleep(Duration::from_secs(1));
+    w.terminate(Duration::from_secs(30))?;
+    assert!(
+        done,
+        "{} of {total} lines; log:\n{}",
+        lines(&out).len(),
+        w.log_text()
+    );
+
+    let all = lines(&out);
+    assert_eq!(all.len(), total, "duplicates written");
+    for (p, seqs) in by_partition(&all)? {
+        let expected: Vec<usize> = (0..next).collect();
+        assert!(
+            seqs == expected,
+            "partition {p}: {} records, first difference at {:?}",
+            seqs.len(),
+            seqs.iter().zip(&expected).position(|(a, b)| a != b)
+        );
+    }
     Ok(())
 }

@@ -117,7 +117,12 @@ pub trait SinkTask: Send {
         Box::pin(async { Ok(BTreeMap::new()) })
     }
 
-    /// Writes (or buffers) a batch, in per-partition offset order.
+    /// Writes (or buffers) a batch, in per-partition offset order. A [`ErrorKind::Data`]
+    /// error means nothing of the batch was written: the runtime may then put the records
+    /// one by one to find the bad ones (for the dead-letter queue). A retriable error means
+    /// the whole batch is put again after a backoff.
+    ///
+    /// [`ErrorKind::Data`]: crate::error::ErrorKind::Data
     fn put(&mut self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), ConnectorError>>;
 
     /// Makes everything up to `offsets` durable and returns the offsets (next to read)

@@ -1,5 +1,5 @@
 //! The file sink: appends each record's value as a line (`FileStreamSink`'s `file`,
-//! `topics`). `pre_commit` flushes and fsyncs before reporting offsets, so the runtime only
+//! `topics`). `pre_commit` fsyncs before reporting offsets, so the runtime only
 //! commits what is on disk. A crash between a write and the commit replays those records:
 //! the file sink is at-least-once, as Kafka Connect's is.
 
@@ -9,11 +9,13 @@ use sluice_proto::{
     BoxFuture, ConfigDef, Connector, ConnectorError, Props, SinkConnector, SinkRecord, SinkTask,
     TopicPartition, Value,
 };
-use tokio::io::AsyncWriteExt as _;
+use std::io::Write as _;
+use std::sync::Arc;
 
 use crate::config::{self, FILE};
 
-/// The connector: one task writes the file (several would interleave lines).
+/// The connector: like Kafka Connect's, `tasks.max` tasks append to the same file (whole
+/// batches at a time, so lines never interleave).
 #[derive(Debug, Default)]
 pub struct FileSink;
 
@@ -22,8 +24,8 @@ impl Connector for FileSink {
         config::sink_def()
     }
 
-    fn task_configs(&self, config: &Props, _max_tasks: u32) -> Result<Vec<Props>, ConnectorError> {
-        Ok(vec![config.clone()])
+    fn task_configs(&self, config: &Props, max_tasks: u32) -> Result<Vec<Props>, ConnectorError> {
+        Ok((0..max_tasks.max(1)).map(|_| config.clone()).collect())
     }
 }
 
@@ -37,7 +39,7 @@ impl SinkConnector for FileSink {
 #[derive(Debug, Default)]
 pub struct FileSinkTask {
     path: String,
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    file: Option<Arc<std::fs::File>>,
 }
 
 /// A record value as the line Kafka Connect's file sink writes: Java's `toString` of the
@@ -96,6 +98,13 @@ fn java_string(value: &Value) -> String {
     }
 }
 
+/// Runs a file call off the async threads.
+async fn blocking(f: impl FnOnce() -> std::io::Result<()> + Send + 'static) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
 impl SinkTask for FileSinkTask {
     fn start<'a>(&'a mut self, config: &'a Props) -> BoxFuture<'a, Result<(), ConnectorError>> {
         Box::pin(async move {
@@ -112,26 +121,30 @@ impl SinkTask for FileSinkTask {
                     ConnectorError::retriable(format!("opening {} (file): {e}", self.path))
                         .with_source(e)
                 })?;
-            self.file = Some(tokio::io::BufWriter::new(file));
+            self.file = Some(Arc::new(file.into_std().await));
             Ok(())
         })
     }
 
     fn put(&mut self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), ConnectorError>> {
         Box::pin(async move {
+            // Every line is rendered before anything is written, so a bad record fails the
+            // batch with nothing written (the runtime's contract for data errors), and the
+            // batch goes out in one append: tasks sharing the file never split a line.
+            let mut text = String::new();
+            for r in &records {
+                text.push_str(&line(r)?);
+                text.push('\n');
+            }
             let path = self.path.clone();
             let file = self
                 .file
-                .as_mut()
+                .clone()
                 .ok_or_else(|| ConnectorError::internal("file sink used before start"))?;
-            for r in &records {
-                let mut text = line(r)?;
-                text.push('\n');
-                file.write_all(text.as_bytes()).await.map_err(|e| {
-                    ConnectorError::retriable(format!("writing {path}: {e}")).with_source(e)
-                })?;
-            }
-            Ok(())
+            // One write(2) on an O_APPEND file: appended whole, never interleaved.
+            blocking(move || (&*file).write_all(text.as_bytes()))
+                .await
+                .map_err(|e| ConnectorError::retriable(format!("writing {path}: {e}")))
         })
     }
 
@@ -140,12 +153,9 @@ impl SinkTask for FileSinkTask {
         offsets: &'a BTreeMap<TopicPartition, i64>,
     ) -> BoxFuture<'a, Result<BTreeMap<TopicPartition, i64>, ConnectorError>> {
         Box::pin(async move {
-            if let Some(file) = self.file.as_mut() {
-                file.flush().await.map_err(|e| {
-                    ConnectorError::retriable(format!("flushing {}: {e}", self.path))
-                })?;
+            if let Some(file) = self.file.clone() {
                 // Durable before the offsets are: a power cut must not lose committed lines.
-                file.get_ref().sync_data().await.map_err(|e| {
+                blocking(move || file.sync_data()).await.map_err(|e| {
                     ConnectorError::retriable(format!("syncing {}: {e}", self.path))
                 })?;
             }
@@ -155,9 +165,8 @@ impl SinkTask for FileSinkTask {
 
     fn stop(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if let Some(mut file) = self.file.take() {
-                let _ = file.flush().await;
-            }
+            // Nothing is buffered: closing is dropping.
+            self.file = None;
         })
     }
 }

@@ -114,7 +114,7 @@ fn info(name: &str, entry: &ConnectorEntry) -> Value {
     let tasks: Vec<Value> = (0..entry.tasks)
         .map(|t| json!({"connector": name, "task": t}))
         .collect();
-    json!({"name": name, "config": entry.masked_config, "tasks": tasks, "type": "source"})
+    json!({"name": name, "config": entry.masked_config, "tasks": tasks, "type": entry.kind})
 }
 
 fn connector_state(entry: &ConnectorEntry) -> &'static str {
@@ -146,7 +146,7 @@ async fn status(worker: &Worker, name: &str) -> Result<Value, RestError> {
         "name": name,
         "connector": {"state": connector_state(&entry), "worker_id": worker.worker_id},
         "tasks": tasks,
-        "type": "source",
+        "type": entry.kind,
     }))
 }
 

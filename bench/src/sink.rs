@@ -1,0 +1,217 @@
+//! Sluice's sink path, end to end: N records of a given size in a 6-partition topic, read by
+//! `sluice standalone` (release build) in one task, either into the file sink
+//! (`FileStreamSink`, at-least-once, fsync before each offset commit) or copied to another
+//! topic by the replicator (exactly-once: output and consumer offsets in one transaction).
+//! The clock runs until the consumer group has committed all N offsets (for the replicator
+//! that is when the output is visible to read_committed readers). Reports records/s, MB/s,
+//! CPU seconds per million records and peak RSS of the worker, and checks the output holds
+//! exactly N records.
+//!
+//! `cargo build --release -p sluice-engine --bin sluice && \
+//!  cargo run --release -p sluice-bench --bin sink -- file|replicator [records] [bytes]`
+//! (defaults: file 1000000 100). The worker binary is `target/release/sluice`, or `SLUICE_BIN`.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::producer::{BaseRecord, Producer as _};
+use sluice_bench::{cpu_seconds, peak_rss_mib};
+use sluice_testkit::{free_port, http_get, repo_root, stack, unique_name, Isolation, Stack};
+
+const PARTITIONS: i32 = 6;
+
+fn arg(n: usize, default: u64) -> Result<u64> {
+    match std::env::args().nth(n) {
+        Some(v) => v
+            .parse()
+            .with_context(|| format!("argument {n}: {v:?} is not a number")),
+        None => Ok(default),
+    }
+}
+
+/// A metric summed over its series, from `GET /metrics`.
+fn metric(port: u16, name: &str) -> u64 {
+    let Ok((200, body)) = http_get(port, "/metrics") else {
+        return 0;
+    };
+    let prefix = format!("{name}{{");
+    body.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Fills `topic` with `records` values of `size` bytes, spread over its partitions.
+fn fill(stack: &Stack, topic: &str, records: u64, size: usize) -> Result<f64> {
+    let producer: rdkafka::producer::BaseProducer = stack
+        .kafka_config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .create()?;
+    let filler = "x".repeat(size);
+    let started = Instant::now();
+    for i in 0..records {
+        let head = format!("{i:012} ");
+        let value = format!("{head}{}", &filler[..size - head.len()]);
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).payload(value.as_bytes());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The sum of the group's committed offsets over the topic's partitions.
+fn committed(consumer: &BaseConsumer, topic: &str) -> u64 {
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        list.add_partition(topic, p);
+    }
+    consumer
+        .committed_offsets(list, Duration::from_secs(5))
+        .map_or(0, |l| {
+            l.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(o) => u64::try_from(o).ok(),
+                    _ => None,
+                })
+                .sum()
+        })
+}
+
+fn main() -> Result<()> {
+    let mode = std::env::args().nth(1).unwrap_or_else(|| "file".into());
+    if mode != "file" && mode != "replicator" {
+        bail!("argument 1: expected file or replicator, got {mode:?}");
+    }
+    let records = arg(2, 1_000_000)?;
+    let size = usize::try_from(arg(3, 100)?)?.max(16);
+    let rt = tokio::runtime::Runtime::new()?;
+    let stack = stack()?;
+    let topic = rt.block_on(stack.create_topic("bench-sink", PARTITIONS))?;
+    let fill_secs = fill(stack, &topic, records, size)?;
+
+    let dir = std::env::temp_dir().join(unique_name("bench-sink"));
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let worker = dir.join("worker.properties");
+    std::fs::write(
+        &worker,
+        format!(
+            "bootstrap.servers={}\ngroup.id={}\noffset.storage.topic={}\noffset.storage.partitions=1\n\
+             offset.storage.replication.factor=1\nlisteners=http://127.0.0.1:{port}\n\
+             offset.flush.interval.ms=1000\nproducer.linger.ms=5\nproducer.broker.address.family=v4\n\
+             consumer.broker.address.family=v4\nadmin.broker.address.family=v4\n",
+            stack.kafka_bootstrap,
+            unique_name("bench"),
+            unique_name("bench-offsets")
+        ),
+    )?;
+    let name = unique_name("bench-sink");
+    let out = dir.join("out.txt");
+    let output_topic = format!("{topic}.out");
+    let connector = dir.join("sink.properties");
+    let body = if mode == "file" {
+        format!(
+            "name={name}\nconnector.class=FileStreamSink\nfile={}\ntopics={topic}\n\
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n",
+            out.display()
+        )
+    } else {
+        format!(
+            "name={name}\nconnector.class=io.sluice.connect.kafka.KafkaReplicatorConnector\n\
+             topics={topic}\ntopic.rename.format=${{topic}}.out\ncommit.interval.ms=100\n"
+        )
+    };
+    std::fs::write(&connector, body)?;
+    let group: BaseConsumer = stack
+        .kafka_config()
+        .set("group.id", format!("connect-{name}"))
+        .set("enable.auto.commit", "false")
+        .create()?;
+
+    let bin = std::env::var("SLUICE_BIN")
+        .map_or_else(|_| repo_root().join("target/release/sluice"), PathBuf::from);
+    let started = Instant::now();
+    let mut child = Command::new(&bin)
+        .arg("standalone")
+        .arg(&worker)
+        .arg(&connector)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build it with cargo build --release -p sluice-engine)",
+                bin.display()
+            )
+        })?;
+    let pid = child.id().to_string();
+    let mut first_record: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("worker exited early: {status}");
+        }
+        if first_record.is_none() && metric(port, "sluice_sink_records_read_total") > 0 {
+            first_record = Some(Instant::now());
+        }
+        let done = committed(&group, &topic);
+        if done >= records {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {done} of {records} offsets committed in 30 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let total = started.elapsed().as_secs_f64();
+    let steady = first_record.map_or(total, |t| t.elapsed().as_secs_f64());
+    let cpu = cpu_seconds(&pid)?;
+    let rss = peak_rss_mib(&pid)?;
+    child.kill()?;
+    child.wait()?;
+    let written = if mode == "file" {
+        std::fs::read_to_string(&out)?.lines().count()
+    } else {
+        stack
+            .read_topic(
+                &output_topic,
+                Isolation::ReadCommitted,
+                Duration::from_secs(600),
+            )?
+            .len()
+    };
+    anyhow::ensure!(
+        written as u64 == records,
+        "the output holds {written} records, expected {records}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    #[allow(clippy::cast_precision_loss)]
+    let n = records as f64;
+    println!(
+        "sink {mode}: {records} records x {size} B from {PARTITIONS} partitions, one task: \
+         {:.0} records/s ({:.1} MB/s) from first record, {:.0} records/s with start-up; \
+         {:.2} CPU-s per 1M records; peak RSS {:.0} MiB (input filled at {:.0} records/s)",
+        n / steady,
+        n * size as f64 / steady / 1e6,
+        n / total,
+        cpu / n * 1e6,
+        rss,
+        n / fill_secs
+    );
+    Ok(())
+}
