@@ -388,6 +388,9 @@ fn commit_offsets(
     }
 }
 
+/// How long a full task may keep the poller waiting before its partitions are paused.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
+
 /// The poller thread's loop.
 fn poll_thread(
     consumer: BaseConsumer<SinkContext>,
@@ -399,6 +402,17 @@ fn poll_thread(
     let (connector, task) = (ctx.connector.clone(), ctx.task);
     let mut held: Option<(u64, Vec<Raw>)> = None;
     let mut paused_in: Option<u64> = None;
+    // Waits for room in the channel with a timeout, on this thread.
+    let waiter = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = events.blocking_send(Event::Fatal(format!("poll thread runtime: {e}")));
+            return;
+        }
+    };
     loop {
         loop {
             match commands.try_recv() {
@@ -426,11 +440,21 @@ fn poll_thread(
         }
         let generation = ctx.generation.load(Ordering::SeqCst);
         if let Some((g, records)) = held.take() {
-            match events.try_send(Event::Batch {
-                generation: g,
-                records,
-            }) {
-                Ok(()) => {
+            // Wait for room a while before pausing: librdkafka drops what it prefetched
+            // for a paused partition and fetches it again on resume.
+            let patience = if paused_in.is_some() {
+                Duration::from_millis(50)
+            } else {
+                PAUSE_AFTER
+            };
+            // The timer must be made inside the runtime, hence the async block.
+            match waiter.block_on(async { tokio::time::timeout(patience, events.reserve()).await })
+            {
+                Ok(Ok(permit)) => {
+                    permit.send(Event::Batch {
+                        generation: g,
+                        records,
+                    });
                     if paused_in == Some(generation) {
                         if let Ok(assigned) = consumer.assignment() {
                             let _ = consumer.resume(&assigned);
@@ -438,10 +462,8 @@ fn poll_thread(
                     }
                     paused_in = None;
                 }
-                Err(mpsc::error::TrySendError::Full(Event::Batch {
-                    generation: g,
-                    records,
-                })) => {
+                Ok(Err(_)) => return, // the loop is gone
+                Err(_) => {
                     held = Some((g, records));
                     if paused_in != Some(generation) {
                         // Pause, but keep polling: that serves rebalances and keeps the
@@ -451,13 +473,13 @@ fn poll_thread(
                         }
                         paused_in = Some(generation);
                         metrics::counter!("sluice_sink_backpressure_pauses_total", "connector" => connector.clone(), "task" => task.to_string()).increment(1);
+                        tracing::debug!(connector = %connector, task, "sink task busy; partitions paused");
                     }
                 }
-                Err(_) => return, // the loop is gone
             }
         }
         let wait = if held.is_some() {
-            Duration::from_millis(20)
+            Duration::ZERO
         } else {
             Duration::from_millis(100)
         };
@@ -1034,6 +1056,16 @@ fn consumer_config(spec: &SinkTaskSpec) -> BTreeMap<String, String> {
     props
         .entry("session.timeout.ms".into())
         .or_insert_with(|| "10000".into());
+    // librdkafka prefetches up to 64 MiB per consumer by default; a sink task needs far
+    // less to keep busy, and memory should stay small and bounded.
+    props
+        .entry("queued.max.messages.kbytes".into())
+        .or_insert_with(|| "16384".into());
+    // When that prefetch queue is full librdkafka postpones the next fetch by this much
+    // (default 1 s), which starves a fast sink; 20 ms keeps it fed.
+    props
+        .entry("fetch.queue.backoff.ms".into())
+        .or_insert_with(|| "20".into());
     // The rebalance callback hands over whole assignments (eager protocol).
     let strategy = props
         .entry("partition.assignment.strategy".into())
