@@ -1,6 +1,6 @@
 //! Exactly-once Kafka -> Kafka under SIGKILL: the replicator copies a three-partition topic
 //! (through a transform) while records keep arriving; the worker is killed at random
-//! moments and restarted. The output, read with read_committed, holds each input record
+//! moments (five times) and restarted. The output, read with read_committed, holds each input record
 //! exactly once, in its input partition, in input order, and carries the transform's header.
 
 mod common;
@@ -108,7 +108,7 @@ async fn sigkill_during_replication_loses_and_duplicates_nothing() -> Result<()>
 
     let mut rng = Rng::from_env_or_clock();
     let (mut copied_before, mut mid_stream) = (0, 0);
-    for round in 0..4 {
+    for round in 0..5 {
         let mut w = WorkerProcess::standalone(
             &worker,
             &[&connector],
@@ -143,6 +143,10 @@ async fn sigkill_during_replication_loses_and_duplicates_nothing() -> Result<()>
         .join()
         .map_err(|_| anyhow::anyhow!("feeder panicked"))??;
     let total = produced.load(Ordering::SeqCst);
+    assert!(
+        total * PARTITIONS as usize >= 100_000,
+        "only {total} records per partition produced"
+    );
 
     let mut last =
         WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("final.log"))?;

@@ -680,3 +680,58 @@ async fn tasks_added_and_removed_while_records_flow_write_each_record_once_in_or
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_regex_subscribes_to_every_matching_topic() -> Result<()> {
+    let stack = stack()?;
+    let prefix = unique_name("rx");
+    let first = stack.create_topic(&format!("{prefix}-a"), 1).await?;
+    let second = stack.create_topic(&format!("{prefix}-b"), 1).await?;
+    let other = stack.create_topic("rx-other", 1).await?;
+    for topic in [&first, &second, &other] {
+        produce_to(stack, topic, 1, 0, 5)?;
+    }
+    let dir = TempDir::new("sink-regex")?;
+    let out = dir.0.join("out.txt");
+    let connector = dir.write(
+        "regex.properties",
+        &format!(
+            "name=rx\nconnector.class=FileStreamSink\nfile={}\ntopics.regex={}.*\n\
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n",
+            out.display(),
+            regex_escape(&prefix)
+        ),
+    )?;
+    let port = free_port()?;
+    let worker = dir.write(
+        "w.properties",
+        &worker_properties(
+            stack,
+            port,
+            &unique_name("rx"),
+            &unique_name("rx-offsets"),
+            "",
+        ),
+    )?;
+    let mut w = WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("w.log"))?;
+    w.wait_ready(Duration::from_secs(60))?;
+    let done = wait_until(Duration::from_secs(60), || lines(&out).len() >= 10);
+    std::thread::sleep(Duration::from_secs(1));
+    w.terminate(Duration::from_secs(30))?;
+    assert!(done, "{:?}; log:\n{}", lines(&out), w.log_text());
+    // Ten records from the two matching topics, none from the other one.
+    assert_eq!(lines(&out).len(), 10);
+    Ok(())
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
