@@ -68,6 +68,18 @@ fn file_source() -> Box<dyn SourceConnector> {
     Box::new(sluice_connector_file::FileSource)
 }
 
+fn syslog_tcp() -> Box<dyn SourceConnector> {
+    Box::new(sluice_connector_syslog::SyslogSource(
+        sluice_connector_syslog::Protocol::Tcp,
+    ))
+}
+
+fn syslog_udp() -> Box<dyn SourceConnector> {
+    Box::new(sluice_connector_syslog::SyslogSource(
+        sluice_connector_syslog::Protocol::Udp,
+    ))
+}
+
 fn file_sink() -> Box<dyn SinkConnector> {
     Box::new(sluice_connector_file::FileSink)
 }
@@ -84,6 +96,16 @@ pub fn plugins() -> Vec<Plugin> {
             class: sluice_connector_file::SINK_ALIASES[0],
             aliases: sluice_connector_file::SINK_ALIASES,
             kind: Kind::Sink(file_sink),
+        },
+        Plugin {
+            class: sluice_connector_syslog::TCP_ALIASES[0],
+            aliases: sluice_connector_syslog::TCP_ALIASES,
+            kind: Kind::Source(syslog_tcp),
+        },
+        Plugin {
+            class: sluice_connector_syslog::UDP_ALIASES[0],
+            aliases: sluice_connector_syslog::UDP_ALIASES,
+            kind: Kind::Source(syslog_udp),
         },
         Plugin {
             class: crate::replicator::ALIASES[0],

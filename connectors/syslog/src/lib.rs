@@ -1,0 +1,26 @@
+//! The syslog source: listens on TCP (RFC 6587 octet counting or newline framing, detected
+//! per frame) or UDP, parses RFC 5424 and RFC 3164 messages, and writes each as a record
+//! with the fields Confluent's syslog connector writes (`date`, `facility`, `level`, `host`,
+//! `hostname`, `remote_address`, `charset`, `message`) plus RFC 5424's. Its configuration
+//! keys and class names are Confluent's, so the seed's REST calls work verbatim. Input that
+//! does not parse is kept whole with a `parse_error`; nothing is dropped silently.
+
+pub mod config;
+pub mod parse;
+pub mod source;
+
+pub use source::{Protocol, SyslogSource, SyslogSourceTask};
+
+/// Class names of the TCP source.
+pub const TCP_ALIASES: &[&str] = &[
+    "io.confluent.kafka.connect.syslog.source.TCPSyslogSourceConnector",
+    "TCPSyslogSourceConnector",
+    "io.sluice.connect.syslog.TcpSyslogSourceConnector",
+];
+
+/// Class names of the UDP source.
+pub const UDP_ALIASES: &[&str] = &[
+    "io.confluent.kafka.connect.syslog.source.UDPSyslogSourceConnector",
+    "UDPSyslogSourceConnector",
+    "io.sluice.connect.syslog.UdpSyslogSourceConnector",
+];
