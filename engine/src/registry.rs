@@ -80,6 +80,10 @@ fn syslog_udp() -> Box<dyn SourceConnector> {
     ))
 }
 
+fn elasticsearch_sink() -> Box<dyn SinkConnector> {
+    Box::new(sluice_connector_elasticsearch::ElasticsearchSink)
+}
+
 fn file_sink() -> Box<dyn SinkConnector> {
     Box::new(sluice_connector_file::FileSink)
 }
@@ -106,6 +110,11 @@ pub fn plugins() -> Vec<Plugin> {
             class: sluice_connector_syslog::UDP_ALIASES[0],
             aliases: sluice_connector_syslog::UDP_ALIASES,
             kind: Kind::Source(syslog_udp),
+        },
+        Plugin {
+            class: sluice_connector_elasticsearch::ALIASES[0],
+            aliases: sluice_connector_elasticsearch::ALIASES,
+            kind: Kind::Sink(elasticsearch_sink),
         },
         Plugin {
             class: crate::replicator::ALIASES[0],

@@ -1,0 +1,409 @@
+//! The sink task: each `put` is written with the bulk API before it returns, so `pre_commit`
+//! has nothing left to flush and the runtime commits offsets only after a bulk succeeded.
+//!
+//! Effectively-once: with `key.ignore=true` the document id is `topic+partition+offset`;
+//! otherwise the record key, with the offset as an external version, so a replay after a
+//! crash neither duplicates a document nor overwrites a newer one with an older one. A
+//! version conflict is such a replay, and counts as success.
+//!
+//! Failed items are retried alone (not the whole bulk) on 429 and 5xx, with jittered
+//! exponential backoff, up to `max.retries`; then the put fails retriably and the runtime
+//! puts the batch again later (already written documents are idempotent). A document the
+//! server rejects (4xx, e.g. a mapping conflict) follows `behavior.on.malformed.documents`;
+//! `fail` reports a data error naming the record, and the runtime then isolates it for the
+//! dead-letter queue (rewriting the others is idempotent).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use elasticsearch::auth::Credentials;
+use elasticsearch::http::request::JsonBody;
+use elasticsearch::http::transport::{
+    MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder,
+};
+use elasticsearch::http::Url;
+use elasticsearch::{BulkParts, Elasticsearch};
+use serde_json::{json, Map, Value as Json};
+use sluice_proto::{
+    BoxFuture, ConfigDef, Connector, ConnectorError, Props, SinkConnector, SinkRecord, SinkTask,
+    TopicPartition, Value,
+};
+
+use crate::config::{self, *};
+
+/// The connector: `tasks.max` tasks share the topics' partitions.
+#[derive(Debug, Default)]
+pub struct ElasticsearchSink;
+
+impl Connector for ElasticsearchSink {
+    fn config_def(&self) -> ConfigDef {
+        config::sink_def()
+    }
+
+    fn task_configs(&self, config: &Props, max_tasks: u32) -> Result<Vec<Props>, ConnectorError> {
+        Ok((0..max_tasks.max(1)).map(|_| config.clone()).collect())
+    }
+}
+
+impl SinkConnector for ElasticsearchSink {
+    fn task(&self) -> Box<dyn SinkTask> {
+        Box::new(ElasticsearchSinkTask::default())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum OnNull {
+    Ignore,
+    Delete,
+    #[default]
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum OnMalformed {
+    Ignore,
+    Warn,
+    #[default]
+    Fail,
+}
+
+/// Writes batches with the bulk API.
+#[derive(Default)]
+pub struct ElasticsearchSinkTask {
+    client: Option<Elasticsearch>,
+    key_ignore: bool,
+    upsert: bool,
+    on_null: OnNull,
+    on_malformed: OnMalformed,
+    max_retries: u32,
+    backoff: Duration,
+    connector: String,
+}
+
+/// A record's data-model value as a JSON document.
+pub fn to_json(value: &Value) -> Json {
+    match value {
+        Value::Null => Json::Null,
+        Value::Boolean(b) => json!(b),
+        Value::Int8(n) => json!(n),
+        Value::Int16(n) => json!(n),
+        Value::Int32(n) => json!(n),
+        Value::Int64(n) => json!(n),
+        Value::Float32(n) => json!(n),
+        Value::Float64(n) => json!(n),
+        Value::String(s) => json!(s),
+        Value::Bytes(b) => json!(String::from_utf8_lossy(b)),
+        Value::Array(items) => Json::Array(items.iter().map(to_json).collect()),
+        Value::Map(entries) => {
+            let mut m = Map::new();
+            for (k, v) in entries {
+                let key = match k {
+                    Value::String(s) => s.clone(),
+                    other => to_json(other).to_string(),
+                };
+                m.insert(key, to_json(v));
+            }
+            Json::Object(m)
+        }
+        Value::Struct(fields) => Json::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+fn key_id(key: &Value) -> Option<String> {
+    match key {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(to_json(other).to_string()),
+    }
+}
+
+fn coordinates(r: &SinkRecord) -> String {
+    format!("{}[{}]@{}", r.topic, r.partition, r.offset)
+}
+
+/// One bulk item: its action line and optional document line.
+struct Item {
+    action: Json,
+    document: Option<Json>,
+    at: String,
+}
+
+impl ElasticsearchSinkTask {
+    fn item(&self, r: &SinkRecord) -> Result<Option<Item>, ConnectorError> {
+        let index = r.topic.to_lowercase();
+        let (id, version) = if self.key_ignore {
+            (format!("{}+{}+{}", r.topic, r.partition, r.offset), None)
+        } else {
+            let id = key_id(&r.key).ok_or_else(|| {
+                ConnectorError::data(format!(
+                    "{}: key.ignore=false but the record has no key",
+                    coordinates(r)
+                ))
+            })?;
+            (id, Some(r.offset))
+        };
+        if r.value == Value::Null {
+            return match self.on_null {
+                OnNull::Ignore => Ok(None),
+                OnNull::Fail => Err(ConnectorError::data(format!(
+                    "{}: null value (behavior.on.null.values=fail)",
+                    coordinates(r)
+                ))),
+                OnNull::Delete => {
+                    let mut meta = json!({"_index": index, "_id": id});
+                    if let Some(v) = version {
+                        meta["version"] = json!(v);
+                        meta["version_type"] = json!("external");
+                    }
+                    Ok(Some(Item {
+                        action: json!({ "delete": meta }),
+                        document: None,
+                        at: coordinates(r),
+                    }))
+                }
+            };
+        }
+        let document = to_json(&r.value);
+        if !document.is_object() {
+            return Err(ConnectorError::data(format!(
+                "{}: the value is not an object and cannot be a document",
+                coordinates(r)
+            )));
+        }
+        let mut meta = json!({"_index": index, "_id": id});
+        if self.upsert {
+            return Ok(Some(Item {
+                action: json!({ "update": meta }),
+                document: Some(json!({"doc": document, "doc_as_upsert": true})),
+                at: coordinates(r),
+            }));
+        }
+        if let Some(v) = version {
+            meta["version"] = json!(v);
+            meta["version_type"] = json!("external");
+        }
+        Ok(Some(Item {
+            action: json!({ "index": meta }),
+            document: Some(document),
+            at: coordinates(r),
+        }))
+    }
+
+    /// Sends `items`; returns the ones to retry (429/5xx) and the rejected ones.
+    async fn bulk(
+        &self,
+        client: &Elasticsearch,
+        items: Vec<Item>,
+    ) -> Result<(Vec<Item>, Vec<(Item, String)>), ConnectorError> {
+        let mut body: Vec<JsonBody<Json>> = Vec::with_capacity(items.len() * 2);
+        for item in &items {
+            body.push(item.action.clone().into());
+            if let Some(d) = &item.document {
+                body.push(d.clone().into());
+            }
+        }
+        let response = client
+            .bulk(BulkParts::None)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ConnectorError::retriable(format!("bulk request: {e}")))?;
+        let status = response.status_code().as_u16();
+        if status == 429 || status >= 500 {
+            return Ok((items, Vec::new()));
+        }
+        let answer: Json = response
+            .json()
+            .await
+            .map_err(|e| ConnectorError::retriable(format!("bulk response: {e}")))?;
+        if status >= 400 {
+            return Err(ConnectorError::external(format!(
+                "bulk request refused ({status}): {answer}"
+            )));
+        }
+        if answer["errors"] != json!(true) {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let results = answer["items"].as_array().cloned().unwrap_or_default();
+        let (mut retry, mut rejected) = (Vec::new(), Vec::new());
+        for (item, result) in items.into_iter().zip(results) {
+            let outcome = result
+                .as_object()
+                .and_then(|o| o.values().next())
+                .cloned()
+                .unwrap_or_default();
+            let code = outcome["status"].as_u64().unwrap_or(0);
+            match code {
+                // A replay meeting the document it wrote before: already done.
+                409 => {
+                    metrics::counter!("sluice_elasticsearch_version_conflicts_total", "connector" => self.connector.clone()).increment(1);
+                }
+                // Deleting what is not there is done too.
+                404 if item.document.is_none() => {}
+                429 | 500.. => retry.push(item),
+                c if c >= 400 => rejected.push((item, outcome["error"].to_string())),
+                _ => {}
+            }
+        }
+        Ok((retry, rejected))
+    }
+}
+
+fn jitter(max: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(u64::from(nanos) % millis)
+}
+
+impl SinkTask for ElasticsearchSinkTask {
+    fn start<'a>(&'a mut self, config: &'a Props) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let parsed = config::sink_def()
+                .parse(config)
+                .map_err(|e| ConnectorError::config(e.to_string()))?;
+            self.connector = config.get("name").cloned().unwrap_or_default();
+            let urls = parsed
+                .list(URL)
+                .unwrap_or_default()
+                .iter()
+                .map(|u| {
+                    Url::parse(u).map_err(|e| ConnectorError::config(format!("{URL}: {u:?}: {e}")))
+                })
+                .collect::<Result<Vec<Url>, _>>()?;
+            let timeout = Duration::from_millis(
+                u64::try_from(parsed.long(READ_TIMEOUT).unwrap_or(15_000)).unwrap_or(15_000),
+            );
+            let mut builder = match urls.as_slice() {
+                [] => return Err(ConnectorError::config(format!("{URL}: no URL given"))),
+                [one] => TransportBuilder::new(SingleNodeConnectionPool::new(one.clone())),
+                _ => {
+                    TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls.clone(), None))
+                }
+            }
+            .timeout(timeout);
+            if let Some(user) = parsed.string(USER) {
+                let password = parsed
+                    .password(PASSWORD)
+                    .map(|p| p.expose().to_owned())
+                    .unwrap_or_default();
+                builder = builder.auth(Credentials::Basic(user.to_owned(), password));
+            }
+            let transport = builder
+                .build()
+                .map_err(|e| ConnectorError::config(format!("{URL}: {e}")))?;
+            if parsed.string(TYPE_NAME).is_some() {
+                tracing::warn!(connector = %self.connector, "type.name is ignored: Elasticsearch 7+ and OpenSearch have no mapping types");
+            }
+            self.client = Some(Elasticsearch::new(transport));
+            self.key_ignore = parsed.boolean(KEY_IGNORE).unwrap_or(false);
+            self.upsert = parsed.string(WRITE_METHOD) == Some("upsert");
+            self.on_null = match parsed.string(NULL_VALUES) {
+                Some("ignore") => OnNull::Ignore,
+                Some("delete") => OnNull::Delete,
+                _ => OnNull::Fail,
+            };
+            self.on_malformed = match parsed.string(MALFORMED) {
+                Some("ignore") => OnMalformed::Ignore,
+                Some("warn") => OnMalformed::Warn,
+                _ => OnMalformed::Fail,
+            };
+            self.max_retries = u32::try_from(parsed.long(MAX_RETRIES).unwrap_or(5)).unwrap_or(5);
+            self.backoff = Duration::from_millis(
+                u64::try_from(parsed.long(RETRY_BACKOFF).unwrap_or(100)).unwrap_or(100),
+            );
+            tracing::info!(connector = %self.connector, nodes = urls.len(), key_ignore = self.key_ignore, "elasticsearch sink started");
+            Ok(())
+        })
+    }
+
+    fn put(&mut self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let client = self
+                .client
+                .clone()
+                .ok_or_else(|| ConnectorError::internal("elasticsearch sink used before start"))?;
+            let mut items = Vec::with_capacity(records.len());
+            for r in &records {
+                items.extend(self.item(r)?);
+            }
+            let mut attempt = 0;
+            while !items.is_empty() {
+                let (retry, rejected) = self.bulk(&client, items).await?;
+                for (item, error) in rejected {
+                    metrics::counter!("sluice_elasticsearch_rejected_total", "connector" => self.connector.clone()).increment(1);
+                    match self.on_malformed {
+                        OnMalformed::Ignore => {}
+                        OnMalformed::Warn => {
+                            tracing::warn!(connector = %self.connector, record = %item.at, error = %error, "document rejected; skipped (behavior.on.malformed.documents=warn)");
+                        }
+                        OnMalformed::Fail => {
+                            return Err(ConnectorError::data(format!(
+                                "{}: document rejected: {error}",
+                                item.at
+                            )));
+                        }
+                    }
+                }
+                if retry.is_empty() {
+                    break;
+                }
+                attempt += 1;
+                if attempt > self.max_retries {
+                    return Err(ConnectorError::retriable(format!(
+                        "{} documents still refused (429/5xx) after {} retries",
+                        retry.len(),
+                        self.max_retries
+                    )));
+                }
+                let wait = self
+                    .backoff
+                    .saturating_mul(2_u32.saturating_pow(attempt - 1));
+                let wait = wait + jitter(wait);
+                metrics::counter!("sluice_elasticsearch_retries_total", "connector" => self.connector.clone()).increment(1);
+                tracing::warn!(connector = %self.connector, items = retry.len(), attempt, backoff_ms = wait.as_millis() as u64, "bulk items refused for now; retrying them alone");
+                tokio::time::sleep(wait).await;
+                items = retry;
+            }
+            metrics::counter!("sluice_elasticsearch_documents_total", "connector" => self.connector.clone()).increment(records.len() as u64);
+            Ok(())
+        })
+    }
+
+    fn pre_commit<'a>(
+        &'a mut self,
+        offsets: &'a BTreeMap<TopicPartition, i64>,
+    ) -> BoxFuture<'a, Result<BTreeMap<TopicPartition, i64>, ConnectorError>> {
+        // Every put was written before it returned.
+        Box::pin(async move { Ok(offsets.clone()) })
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.client = None;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn structs_and_maps_become_objects() {
+        let v = Value::Struct(vec![
+            ("a".into(), Value::Int32(1)),
+            (
+                "m".into(),
+                Value::Map(vec![(Value::String("k".into()), Value::Boolean(true))]),
+            ),
+        ]);
+        assert_eq!(to_json(&v), json!({"a": 1, "m": {"k": true}}));
+    }
+}
