@@ -239,8 +239,9 @@ enum Event {
 
 /// What the task's loop asks of the poller.
 enum Command {
-    /// Commit these offsets (next to read) to the group.
-    Commit(Offsets),
+    /// Commit these offsets (next to read) to the group, if the assignment is still the
+    /// one of this generation.
+    Commit(u64, Offsets),
     /// Close the consumer and end the thread.
     Stop,
 }
@@ -416,9 +417,13 @@ fn poll_thread(
     loop {
         loop {
             match commands.try_recv() {
-                Ok(Command::Commit(mut offsets)) => {
-                    // A commit asked for before a rebalance must not land on partitions
-                    // that moved on: it could rewind their new owner's offsets.
+                Ok(Command::Commit(asked_in, mut offsets)) => {
+                    // A commit asked for before a rebalance must not land after it: on a
+                    // partition that moved it could rewind the new owner's offsets, and
+                    // the revoke already committed everything durable.
+                    if asked_in != ctx.generation.load(Ordering::SeqCst) {
+                        continue;
+                    }
                     let owned: Vec<TopicPartition> = consumer
                         .assignment()
                         .map(|a| partitions_of(&a))
@@ -798,7 +803,11 @@ impl Life<'_> {
     /// Returns the offsets to commit through the group (empty for the Kafka output).
     /// All partitions are flushed together: a transaction's offsets must cover every record
     /// in it, and the eager protocol revokes everything at once anyway.
-    async fn flush(&mut self) -> Result<Offsets, SinkError> {
+    ///
+    /// `all` (a revoke or a stop) returns every durable offset, not only those not asked
+    /// for yet: a commit asked for earlier may still be queued, and the poller drops it
+    /// once the assignment changes.
+    async fn flush(&mut self, all: bool) -> Result<Offsets, SinkError> {
         let pending: Offsets = self
             .consumed
             .iter()
@@ -814,7 +823,7 @@ impl Life<'_> {
                     .into_iter()
                     .filter(|(tp, o)| {
                         self.assigned.contains(tp)
-                            && self.committed.get(tp).is_none_or(|c| o > c)
+                            && (all || self.committed.get(tp).is_none_or(|c| o > c))
                             && consumed.get(tp).is_some_and(|c| o <= c)
                     })
                     .collect();
@@ -862,10 +871,12 @@ impl Life<'_> {
     }
 
     /// Periodic commit: flush, then hand the offsets to the poller.
-    async fn commit(&mut self) -> Result<(), SinkError> {
-        let offsets = self.flush().await?;
+    async fn commit(&mut self, all: bool) -> Result<(), SinkError> {
+        let offsets = self.flush(all).await?;
         if !offsets.is_empty() {
-            let _ = self.commands.send(Command::Commit(offsets));
+            let _ = self
+                .commands
+                .send(Command::Commit(self.generation, offsets));
         }
         Ok(())
     }
@@ -921,7 +932,7 @@ impl Life<'_> {
                 reply,
             } => {
                 self.generation = generation;
-                let durable = self.flush().await;
+                let durable = self.flush(true).await;
                 if let Writer::Task(task) = &mut self.writer {
                     task.close(&partitions).await?;
                 }
@@ -1194,11 +1205,11 @@ pub async fn run_sink_task(
                     Some(event) => life.handle(event).await?,
                     None => return Err(SinkError::Consumer("the poll thread ended".into())),
                 },
-                _ = ticker.tick() => life.commit().await?,
+                _ = ticker.tick() => life.commit(false).await?,
             }
         }
         // Stopping: commit what is durable, so a restart neither re-reads nor skips.
-        life.commit().await
+        life.commit(true).await
     }
     .await;
     let _ = life.commands.send(Command::Stop);
