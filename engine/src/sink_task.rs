@@ -45,6 +45,7 @@ use crate::errors::ErrorPolicy;
 use crate::kafka::client_config;
 use crate::producer::{OutRecord, ProducerError, TaskProducer};
 use crate::router::{PartitionRouter, Route, Unrouted};
+use crate::task_actor::Labels;
 use crate::transforms::{Envelope, TransformChain};
 
 /// Builds a fresh connector sink task for each (re)start.
@@ -523,21 +524,6 @@ fn poll_thread(
             }
             _ => Some((generation, polled)),
         };
-    }
-}
-
-/// Labels shared by this task's metrics.
-struct Labels {
-    connector: String,
-    task: String,
-}
-
-impl Labels {
-    fn pairs(&self) -> [(&'static str, String); 2] {
-        [
-            ("connector", self.connector.clone()),
-            ("task", self.task.clone()),
-        ]
     }
 }
 

@@ -26,6 +26,7 @@ use crate::errors::ErrorPolicy;
 use crate::offset_store::OffsetStore;
 use crate::producer::{ProducerError, TaskProducer};
 use crate::router::{PartitionRouter, Route, Unrouted};
+use crate::task_actor::Labels;
 use crate::transforms::{Envelope, TransformChain};
 
 /// When a transaction commits.
@@ -327,20 +328,6 @@ struct Pending {
     started: Option<Instant>,
     records: u64,
     offsets: BTreeMap<SourcePartition, SourceOffset>,
-}
-
-struct Labels {
-    connector: String,
-    task: String,
-}
-
-impl Labels {
-    fn pairs(&self) -> [(&'static str, String); 2] {
-        [
-            ("connector", self.connector.clone()),
-            ("task", self.task.clone()),
-        ]
-    }
 }
 
 async fn commit(

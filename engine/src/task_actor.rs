@@ -16,6 +16,22 @@ use tokio::sync::watch;
 pub type TaskRun =
     Arc<dyn Fn(watch::Receiver<bool>) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// The `connector` and `task` labels every task metric carries.
+pub(crate) struct Labels {
+    pub(crate) connector: String,
+    pub(crate) task: String,
+}
+
+impl Labels {
+    /// The label pairs, for the `metrics` macros.
+    pub(crate) fn pairs(&self) -> [(&'static str, String); 2] {
+        [
+            ("connector", self.connector.clone()),
+            ("task", self.task.clone()),
+        ]
+    }
+}
+
 /// What the supervisor keeps to (re)start a task.
 #[derive(Clone)]
 pub struct TaskLauncher {

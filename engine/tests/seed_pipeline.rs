@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
-use common::{worker_properties, TempDir, WorkerProcess};
+use common::{state_topics, worker_properties, TempDir, WorkerProcess};
 use elasticsearch::indices::IndicesRefreshParts;
 use elasticsearch::SearchParts;
 use serde_json::{json, Value};
@@ -29,13 +29,7 @@ async fn logger_to_opensearch_through_the_seeds_connectors() -> Result<()> {
             rest,
             &unique_name("seed"),
             &unique_name("seed-offsets"),
-            &format!(
-                "config.storage.topic={}\nconfig.storage.replication.factor=1\n\
-                 status.storage.topic={}\nstatus.storage.replication.factor=1\n\
-                 offset.flush.interval.ms=500\n",
-                unique_name("seed-configs"),
-                unique_name("seed-status")
-            ),
+            &format!("{}offset.flush.interval.ms=500\n", state_topics("seed")),
         ),
     )?;
     let mut w = WorkerProcess::distributed(&worker, rest, dir.0.join("w.log"))?;

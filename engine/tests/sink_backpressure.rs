@@ -3,25 +3,23 @@
 //! The poll thread pauses the partitions and keeps polling, so there is no rebalance
 //! (`open` is called once), and every record arrives once, in order.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actix::Actor as _;
 use anyhow::Result;
+use common::{in_process_worker, props};
 use rdkafka::producer::{BaseRecord, Producer as _};
-use sluice_engine::offset_store::{ensure_compacted_topic, OffsetStore};
 use sluice_engine::registry::{Kind, Plugin};
-use sluice_engine::router::PartitionRouter;
 use sluice_engine::supervisor::TargetState;
-use sluice_engine::worker::Worker;
-use sluice_engine::worker_config::{Mode, WorkerConfig};
 use sluice_proto::{
     BoxFuture, ConfigDef, Connector, ConnectorError, Props, SinkConnector, SinkRecord, SinkTask,
     TopicPartition, Value,
 };
-use sluice_testkit::{stack, unique_name};
+use sluice_testkit::stack;
 
 static OPENED: AtomicUsize = AtomicUsize::new(0);
 static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -100,13 +98,6 @@ const SLOW: Plugin = Plugin {
     kind: Kind::Sink(slow),
 };
 
-fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
 #[actix::test]
 async fn a_sink_slower_than_max_poll_interval_stays_in_its_group() -> Result<()> {
     let stack = stack()?;
@@ -120,23 +111,7 @@ async fn a_sink_slower_than_max_poll_interval_stays_in_its_group() -> Result<()>
     }
     producer.flush(Duration::from_secs(30))?;
 
-    let offsets_topic = unique_name("slow-offsets");
-    let config = Arc::new(WorkerConfig::parse(
-        &props(&[
-            ("bootstrap.servers", &stack.kafka_bootstrap),
-            ("group.id", &unique_name("slow")),
-            ("offset.storage.topic", &offsets_topic),
-            ("offset.flush.interval.ms", "500"),
-            ("producer.broker.address.family", "v4"),
-            ("consumer.broker.address.family", "v4"),
-            ("admin.broker.address.family", "v4"),
-        ]),
-        Mode::Standalone,
-    )?);
-    ensure_compacted_topic(&config.kafka_client_props("admin."), &offsets_topic, 1, 1).await?;
-    let offsets = OffsetStore::new(offsets_topic, 1, config.kafka_client_props("consumer."));
-    let router = PartitionRouter::new(config.kafka_client_props("producer.")).start();
-    let worker = Worker::new(config, router, offsets);
+    let worker = in_process_worker(stack, "slow", &[("offset.flush.interval.ms", "500")]).await?;
     worker.create_connector_with(
         SLOW,
         &props(&[

@@ -2,24 +2,22 @@
 //! will) returns them from `open`, and the runtime starts each partition there, whatever the
 //! consumer group has committed: in-process against the real broker.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actix::Actor as _;
 use anyhow::Result;
+use common::{in_process_worker, props};
 use rdkafka::producer::{BaseRecord, Producer as _};
-use sluice_engine::offset_store::{ensure_compacted_topic, OffsetStore};
 use sluice_engine::registry::{Kind, Plugin};
-use sluice_engine::router::PartitionRouter;
 use sluice_engine::supervisor::TargetState;
-use sluice_engine::worker::Worker;
-use sluice_engine::worker_config::{Mode, WorkerConfig};
 use sluice_proto::{
     BoxFuture, ConfigDef, Connector, ConnectorError, Props, SinkConnector, SinkRecord, SinkTask,
     TopicPartition,
 };
-use sluice_testkit::{stack, unique_name};
+use sluice_testkit::stack;
 
 /// What the sink received: (partition, offset).
 static SEEN: Mutex<Vec<(i32, i64)>> = Mutex::new(Vec::new());
@@ -101,13 +99,6 @@ const OWNED: Plugin = Plugin {
     kind: Kind::Sink(owned),
 };
 
-fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
-
 #[actix::test]
 async fn partitions_start_where_the_sinks_own_store_says() -> Result<()> {
     let stack = stack()?;
@@ -127,22 +118,7 @@ async fn partitions_start_where_the_sinks_own_store_says() -> Result<()> {
     }
     producer.flush(Duration::from_secs(30))?;
 
-    let offsets_topic = unique_name("owned-offsets-store");
-    let config = Arc::new(WorkerConfig::parse(
-        &props(&[
-            ("bootstrap.servers", &stack.kafka_bootstrap),
-            ("group.id", &unique_name("owned")),
-            ("offset.storage.topic", &offsets_topic),
-            ("producer.broker.address.family", "v4"),
-            ("consumer.broker.address.family", "v4"),
-            ("admin.broker.address.family", "v4"),
-        ]),
-        Mode::Standalone,
-    )?);
-    ensure_compacted_topic(&config.kafka_client_props("admin."), &offsets_topic, 1, 1).await?;
-    let offsets = OffsetStore::new(offsets_topic, 1, config.kafka_client_props("consumer."));
-    let router = PartitionRouter::new(config.kafka_client_props("producer.")).start();
-    let worker = Worker::new(config, router, offsets);
+    let worker = in_process_worker(stack, "owned", &[]).await?;
     worker.create_connector_with(
         OWNED,
         &props(&[

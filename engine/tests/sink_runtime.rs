@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use common::{worker_properties, TempDir, WorkerProcess};
+use common::{state_topics, worker_properties, TempDir, WorkerProcess};
 use rdkafka::consumer::Consumer as _;
 use rdkafka::producer::{BaseRecord, Producer as _};
 use sluice_testkit::{free_port, stack, unique_name, Isolation, Stack};
@@ -368,12 +368,7 @@ async fn sink_configs_are_checked_before_anything_starts() -> Result<()> {
             port,
             &unique_name("sink-config"),
             &unique_name("sink-config-offsets"),
-            &format!(
-                "config.storage.topic={}\nconfig.storage.replication.factor=1\n\
-                 status.storage.topic={}\nstatus.storage.replication.factor=1\n",
-                unique_name("sink-config-configs"),
-                unique_name("sink-config-status")
-            ),
+            &state_topics("sink-config"),
         ),
     )?;
     let mut w = WorkerProcess::distributed(&worker, port, dir.0.join("w.log"))?;
@@ -424,10 +419,8 @@ async fn a_stopped_sinks_group_offsets_can_be_read_altered_and_reset_over_rest()
             &unique_name("sink-offsets"),
             &unique_name("sink-offsets-offsets"),
             &format!(
-                "offset.flush.interval.ms=200\nconfig.storage.topic={}\nconfig.storage.replication.factor=1\n\
-                 status.storage.topic={}\nstatus.storage.replication.factor=1\n",
-                unique_name("sink-offsets-configs"),
-                unique_name("sink-offsets-status")
+                "offset.flush.interval.ms=200\n{}",
+                state_topics("sink-offsets")
             ),
         ),
     )?;
@@ -620,10 +613,8 @@ async fn tasks_added_and_removed_while_records_flow_write_each_record_once_in_or
             &unique_name("sink-tasks"),
             &unique_name("sink-tasks-offsets"),
             &format!(
-                "offset.flush.interval.ms=500\nconfig.storage.topic={}\nconfig.storage.replication.factor=1\n\
-                 status.storage.topic={}\nstatus.storage.replication.factor=1\n",
-                unique_name("sink-tasks-configs"),
-                unique_name("sink-tasks-status")
+                "offset.flush.interval.ms=500\n{}",
+                state_topics("sink-tasks")
             ),
         ),
     )?;

@@ -300,3 +300,62 @@ impl Numbers {
         }
     }
 }
+
+/// The worker keys of a REST-managed worker's own config and status topics: fresh names,
+/// replication factor 1 for the single-node broker.
+pub fn state_topics(prefix: &str) -> String {
+    format!(
+        "config.storage.topic={}\nconfig.storage.replication.factor=1\n\
+         status.storage.topic={}\nstatus.storage.replication.factor=1\n",
+        unique_name(&format!("{prefix}-configs")),
+        unique_name(&format!("{prefix}-status"))
+    )
+}
+
+/// A config map from pairs.
+pub fn props(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// An in-process standalone worker on the stack's broker, with `extra` worker keys; call it
+/// inside an actix system (`#[actix::test]`).
+pub async fn in_process_worker(
+    stack: &Stack,
+    prefix: &str,
+    extra: &[(&str, &str)],
+) -> Result<sluice_engine::worker::Worker> {
+    use actix::Actor as _;
+    let offsets_topic = unique_name(&format!("{prefix}-offsets"));
+    let group = unique_name(prefix);
+    let mut pairs = vec![
+        ("bootstrap.servers", stack.kafka_bootstrap.as_str()),
+        ("group.id", group.as_str()),
+        ("offset.storage.topic", offsets_topic.as_str()),
+        ("producer.broker.address.family", "v4"),
+        ("consumer.broker.address.family", "v4"),
+        ("admin.broker.address.family", "v4"),
+    ];
+    pairs.extend_from_slice(extra);
+    let config = std::sync::Arc::new(sluice_engine::worker_config::WorkerConfig::parse(
+        &props(&pairs),
+        sluice_engine::worker_config::Mode::Standalone,
+    )?);
+    sluice_engine::offset_store::ensure_compacted_topic(
+        &config.kafka_client_props("admin."),
+        &offsets_topic,
+        1,
+        1,
+    )
+    .await?;
+    let offsets = sluice_engine::offset_store::OffsetStore::new(
+        offsets_topic,
+        1,
+        config.kafka_client_props("consumer."),
+    );
+    let router =
+        sluice_engine::router::PartitionRouter::new(config.kafka_client_props("producer.")).start();
+    Ok(sluice_engine::worker::Worker::new(config, router, offsets))
+}
