@@ -10,11 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use common::{worker_properties, TempDir, WorkerProcess};
-use elasticsearch::indices::IndicesRefreshParts;
-use elasticsearch::CountParts;
+use common::{opensearch_count, worker_properties, TempDir, WorkerProcess};
 use rdkafka::producer::{BaseRecord, Producer as _};
-use serde_json::{json, Value};
+use serde_json::json;
 use sluice_testkit::{free_port, stack, stack_script, unique_name, Isolation, Stack};
 
 fn stack_cmd(args: &[&str]) -> Result<()> {
@@ -44,22 +42,6 @@ fn produce(stack: &Stack, topic: &str, from: usize, to: usize) -> Result<()> {
     }
     producer.flush(Duration::from_secs(30))?;
     Ok(())
-}
-
-async fn count(stack: &Stack, index: &str) -> u64 {
-    let Ok(client) = stack.opensearch() else {
-        return 0;
-    };
-    let _ = client
-        .indices()
-        .refresh(IndicesRefreshParts::Index(&[index]))
-        .send()
-        .await;
-    let Ok(response) = client.count(CountParts::Index(&[index])).send().await else {
-        return 0;
-    };
-    let body: Value = response.json().await.unwrap_or_default();
-    body["count"].as_u64().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,10 +78,15 @@ async fn every_record_is_indexed_once_across_an_opensearch_restart() -> Result<(
     let mut w = WorkerProcess::standalone(&worker, &[&sink], port, dir.0.join("w.log"))?;
     w.wait_ready(Duration::from_secs(60))?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while count(stack, &index).await < 1000 && Instant::now() < deadline {
+    while opensearch_count(stack, &index).await < 1000 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert_eq!(count(stack, &index).await, 1000, "log:\n{}", w.log_text());
+    assert_eq!(
+        opensearch_count(stack, &index).await,
+        1000,
+        "log:\n{}",
+        w.log_text()
+    );
 
     // OpenSearch goes away while records keep coming.
     stack_cmd(&["down", "opensearch"])?;
@@ -119,7 +106,7 @@ async fn every_record_is_indexed_once_across_an_opensearch_restart() -> Result<(
     producer.flush(Duration::from_secs(30))?;
 
     let deadline = Instant::now() + Duration::from_secs(120);
-    while count(stack, &index).await < 2500 && Instant::now() < deadline {
+    while opensearch_count(stack, &index).await < 2500 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let mut dead = Vec::new();
@@ -131,7 +118,7 @@ async fn every_record_is_indexed_once_across_an_opensearch_restart() -> Result<(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let total = count(stack, &index).await;
+    let total = opensearch_count(stack, &index).await;
     let (_, status) = w.get_json("/connectors/es/status")?;
     w.terminate(Duration::from_secs(30))?;
     // Exactly the 2500 good records: ids are deterministic, so replays added nothing.

@@ -359,3 +359,70 @@ pub async fn in_process_worker(
         sluice_engine::router::PartitionRouter::new(config.kafka_client_props("producer.")).start();
     Ok(sluice_engine::worker::Worker::new(config, router, offsets))
 }
+
+/// The number of documents in `index` after a refresh; 0 while OpenSearch is unreachable.
+pub async fn opensearch_count(stack: &Stack, index: &str) -> u64 {
+    use elasticsearch::indices::IndicesRefreshParts;
+    let Ok(client) = stack.opensearch() else {
+        return 0;
+    };
+    let _ = client
+        .indices()
+        .refresh(IndicesRefreshParts::Index(&[index]))
+        .send()
+        .await;
+    let Ok(response) = client
+        .count(elasticsearch::CountParts::Index(&[index]))
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    body["count"].as_u64().unwrap_or(0)
+}
+
+/// Every document of `index` (`_id` and `_source`), sorted by the numeric field `by`, read
+/// in pages with `search_after` so the 10,000-hit window does not cut it short.
+pub async fn opensearch_all(
+    stack: &Stack,
+    index: &str,
+    by: &str,
+) -> Result<Vec<(String, serde_json::Value)>> {
+    use elasticsearch::indices::IndicesRefreshParts;
+    let client = stack.opensearch()?;
+    client
+        .indices()
+        .refresh(IndicesRefreshParts::Index(&[index]))
+        .send()
+        .await?;
+    let mut out = Vec::new();
+    let mut after: Option<serde_json::Value> = None;
+    loop {
+        let mut body = serde_json::json!({"size": 5000, "sort": [{by: "asc"}, {"_id": "asc"}], "query": {"match_all": {}}});
+        if let Some(a) = &after {
+            body["search_after"] = a.clone();
+        }
+        let response = client
+            .search(elasticsearch::SearchParts::Index(&[index]))
+            .body(body)
+            .send()
+            .await?;
+        let status = response.status_code();
+        let page: serde_json::Value = response.json().await?;
+        if !status.is_success() {
+            bail!("search of {index}: {status}: {page}");
+        }
+        let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        let Some(last) = hits.last() else {
+            return Ok(out);
+        };
+        after = Some(last["sort"].clone());
+        out.extend(hits.into_iter().map(|h| {
+            (
+                h["_id"].as_str().unwrap_or_default().to_owned(),
+                h["_source"].clone(),
+            )
+        }));
+    }
+}
