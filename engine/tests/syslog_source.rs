@@ -1,7 +1,8 @@
 //! The syslog source against real clients: util-linux `logger` sends RFC 3164, RFC 5424
 //! (with structured data) and octet-counted messages over TCP, and a raw socket sends a line
 //! that is not syslog; the topic holds each, with the seed's fields, and the bad line whole
-//! with its parse error. The connector is created with the seed's class name and keys.
+//! with its parse error. Oversized, abandoned and non-UTF-8 frames end as the docs say: cut
+//! with a marker, dropped with a log line (only the partial frame), and replaced characters. The connector is created with the seed's class name and keys.
 
 mod common;
 
@@ -54,7 +55,7 @@ async fn logger_messages_arrive_with_the_seeds_fields() -> Result<()> {
             "tasks.max": "1",
             "connector.class": "io.confluent.kafka.connect.syslog.source.TCPSyslogSourceConnector",
             "kafka.topic": topic, "syslog.port": syslog, "syslog.listen.address": "127.0.0.1",
-            "syslog.reverse.dns.remote.ip": true,
+            "syslog.reverse.dns.remote.ip": true, "syslog.max.message.bytes": 2048,
             "value.converter": "org.apache.kafka.connect.json.JsonConverter",
             "value.converter.schemas.enable": "false"}})
         .to_string(),
@@ -89,10 +90,29 @@ async fn logger_messages_arrive_with_the_seeds_fields() -> Result<()> {
     let mut raw = std::net::TcpStream::connect(("127.0.0.1", syslog))?;
     raw.write_all(b"this is not syslog\n")?;
     drop(raw);
+    // Oversized: cut at syslog.max.message.bytes; the rest of that line is skipped and the
+    // next message on the connection is intact.
+    let mut long = std::net::TcpStream::connect(("127.0.0.1", syslog))?;
+    let mut text = b"<13>Nov 25 10:00:00 host app: ".to_vec();
+    text.extend(std::iter::repeat_n(b'x', 6000));
+    text.extend(b"\n<13>Nov 25 10:00:01 host app: after the long one\n");
+    long.write_all(&text)?;
+    drop(long);
+    // A whole octet-counted frame, then one the peer abandons half-way: the first is kept,
+    // the partial one is not made up into a message.
+    let mut partial = std::net::TcpStream::connect(("127.0.0.1", syslog))?;
+    partial.write_all(
+        b"36 <13>Nov 25 10:00:02 host app: whole1200 <13>Nov 25 10:00:03 host app: cut",
+    )?;
+    drop(partial);
+    // Bytes that are not UTF-8 are replaced, not dropped, and the message is kept.
+    let mut latin = std::net::TcpStream::connect(("127.0.0.1", syslog))?;
+    latin.write_all(b"<13>Nov 25 10:00:04 host app: caf\xe9 latin-1\n")?;
+    drop(latin);
 
     let mut records = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while records.len() < 4 && Instant::now() < deadline {
+    while records.len() < 8 && Instant::now() < deadline {
         records = stack
             .read_topic(&topic, Isolation::ReadCommitted, Duration::from_secs(10))
             .unwrap_or_default();
@@ -103,7 +123,7 @@ async fn logger_messages_arrive_with_the_seeds_fields() -> Result<()> {
         .iter()
         .filter_map(|r| serde_json::from_slice(r.value.as_deref()?).ok())
         .collect();
-    assert_eq!(docs.len(), 4, "{docs:?}; log:\n{}", w.log_text());
+    assert_eq!(docs.len(), 8, "{docs:?}; log:\n{}", w.log_text());
     let find = |text: &str| {
         docs.iter()
             .find(|d| d["message"].as_str().is_some_and(|m| m.contains(text)))
@@ -160,5 +180,32 @@ async fn logger_messages_arrive_with_the_seeds_fields() -> Result<()> {
             .contains("byte 0"),
         "{bad}"
     );
+
+    let cut = find("xxxx");
+    let message = cut["message"].as_str().unwrap_or_default();
+    assert!(
+        message.len() < 2048 && message.len() > 1900,
+        "{}",
+        message.len()
+    );
+    assert_eq!(cut["parse_error"], "truncated to 2048 bytes", "{cut}");
+    assert_eq!(
+        find("after the long one")["parse_error"],
+        serde_json::Value::Null
+    );
+    assert_eq!(find("whole1")["message"], "host app: whole1");
+    assert!(
+        docs.iter()
+            .all(|d| !d["message"].as_str().unwrap_or_default().contains("cut")),
+        "{docs:?}"
+    );
+    // Logged once: for the abandoned frame, not for the connections that closed cleanly.
+    assert_eq!(
+        w.log_text().matches("peer closed mid-frame").count(),
+        1,
+        "{}",
+        w.log_text()
+    );
+    assert_eq!(find("latin-1")["message"], "host app: caf\u{fffd} latin-1");
     Ok(())
 }

@@ -370,10 +370,14 @@ impl Framer {
                 }
             }
             // Blank lines between frames are noise, not messages.
-            let start = self
+            let Some(start) = self
                 .buffer
                 .iter()
-                .position(|b| !matches!(b, b'\n' | b'\r' | b'\0'))?;
+                .position(|b| !matches!(b, b'\n' | b'\r' | b'\0'))
+            else {
+                self.buffer.clear();
+                return None;
+            };
             self.buffer.drain(..start);
             let first = *self.buffer.first()?;
             if first.is_ascii_digit() {
@@ -526,6 +530,10 @@ mod tests {
         f.push(b"cde");
         assert_eq!(f.next_frame(100), Some(Frame::Message(b"abcde".to_vec())));
         assert_eq!(f.next_frame(100), None);
+        // Trailing blank lines are not a partial frame (a clean close reports nothing lost).
+        f.push(b"\r\n\n");
+        assert_eq!(f.next_frame(100), None);
+        assert_eq!(f.pending(), 0);
     }
 
     #[test]

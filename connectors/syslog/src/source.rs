@@ -276,7 +276,9 @@ async fn serve_tcp(shared: Shared, mut stream: tokio::net::TcpStream, peer: Sock
         }
     }
     // A last line without its newline is a whole message once the peer closed cleanly.
-    framer.push(b"\n");
+    if framer.pending() > 0 {
+        framer.push(b"\n");
+    }
     while let Some(Frame::Message(bytes) | Frame::Truncated(bytes)) =
         framer.next_frame(shared.limit)
     {
