@@ -80,6 +80,12 @@ fn syslog_udp() -> Box<dyn SourceConnector> {
     ))
 }
 
+fn syslog_relp() -> Box<dyn SourceConnector> {
+    Box::new(sluice_connector_syslog::SyslogSource(
+        sluice_connector_syslog::Protocol::Relp,
+    ))
+}
+
 fn elasticsearch_sink() -> Box<dyn SinkConnector> {
     Box::new(sluice_connector_elasticsearch::ElasticsearchSink)
 }
@@ -110,6 +116,11 @@ pub fn plugins() -> Vec<Plugin> {
             class: sluice_connector_syslog::UDP_ALIASES[0],
             aliases: sluice_connector_syslog::UDP_ALIASES,
             kind: Kind::Source(syslog_udp),
+        },
+        Plugin {
+            class: sluice_connector_syslog::RELP_ALIASES[0],
+            aliases: sluice_connector_syslog::RELP_ALIASES,
+            kind: Kind::Source(syslog_relp),
         },
         Plugin {
             class: sluice_connector_elasticsearch::ALIASES[0],

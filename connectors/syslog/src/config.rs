@@ -14,6 +14,8 @@ pub const REVERSE_DNS: &str = "syslog.reverse.dns.remote.ip";
 pub const MAX_MESSAGE: &str = "syslog.max.message.bytes";
 /// Most records one poll returns.
 pub const BATCH: &str = "batch.size";
+/// RELP: how many recent messages per peer a resend is recognised against (Sluice's key).
+pub const RELP_WINDOW: &str = "syslog.relp.dedupe.window";
 
 /// The keys.
 pub fn source_def() -> ConfigDef {
@@ -55,5 +57,12 @@ pub fn source_def() -> ConfigDef {
                 .importance(Importance::Low)
                 .validator(Validator::at_least(1.0))
                 .doc("The most messages one poll returns."),
+        )
+        .define(
+            ConfigKey::new(RELP_WINDOW, ConfigType::Int)
+                .default_value("512")
+                .importance(Importance::Low)
+                .validator(Validator::at_least(0.0))
+                .doc("RELP only: fingerprints of this many recent messages per peer are committed with the offsets, so a message the client resends after a crash (it had no acknowledgement yet) is recognised and not written twice. Keep it at least the sum of the peer's omrelp window sizes (128 each by default); 0 turns recognition off (resends are then written again)."),
         )
 }

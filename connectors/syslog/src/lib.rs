@@ -1,5 +1,7 @@
 //! The syslog source: listens on TCP (RFC 6587 octet counting or newline framing, detected
-//! per frame) or UDP, parses RFC 5424 and RFC 3164 messages, and writes each as a record
+//! per frame), UDP, or RELP (rsyslog's reliable protocol: a message is acknowledged only
+//! after the Kafka transaction holding it committed, and a resend after a crash is
+//! recognised, so nothing is lost or written twice), parses RFC 5424 and RFC 3164 messages, and writes each as a record
 //! with the fields Confluent's syslog connector writes (`date`, `facility`, `level`, `host`,
 //! `hostname`, `remote_address`, `charset`, `message`) plus RFC 5424's. Its configuration
 //! keys and class names are Confluent's, so the seed's REST calls work verbatim. Input that
@@ -7,6 +9,7 @@
 
 pub mod config;
 pub mod parse;
+pub mod relp;
 pub mod source;
 
 pub use source::{Protocol, SyslogSource, SyslogSourceTask};
@@ -16,6 +19,13 @@ pub const TCP_ALIASES: &[&str] = &[
     "io.confluent.kafka.connect.syslog.source.TCPSyslogSourceConnector",
     "TCPSyslogSourceConnector",
     "io.sluice.connect.syslog.TcpSyslogSourceConnector",
+];
+
+/// Class names of the RELP source.
+pub const RELP_ALIASES: &[&str] = &[
+    "io.sluice.connect.syslog.RelpSyslogSourceConnector",
+    "RelpSyslogSourceConnector",
+    "RELPSyslogSourceConnector",
 ];
 
 /// Class names of the UDP source.

@@ -7,20 +7,23 @@
 //! load by design. A TCP client that disconnects mid-frame loses only that partial frame
 //! (counted and logged); every whole frame it sent is kept.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_proto::{
-    BoxFuture, ConfigDef, Connector, ConnectorError, Props, Schema, SchemaType, SourceConnector,
-    SourceOffset, SourcePartition, SourceRecord, SourceTask, SourceTaskContext, Value,
+    BoxFuture, ConfigDef, Connector, ConnectorError, ExactlyOnceSupport, Props, Schema, SchemaType,
+    SourceConnector, SourceOffset, SourcePartition, SourceRecord, SourceTask, SourceTaskContext,
+    Value,
 };
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 
-use crate::config::{self, BATCH, LISTEN, MAX_MESSAGE, PORT, REVERSE_DNS, TOPIC};
+use crate::config::{self, BATCH, LISTEN, MAX_MESSAGE, PORT, RELP_WINDOW, REVERSE_DNS, TOPIC};
 use crate::parse::{self, Frame, Framer, Message};
+use crate::relp::{self, RecentMessages, RelpReader};
 
 /// Which transport a connector listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +32,9 @@ pub enum Protocol {
     Tcp,
     /// UDP, one message per datagram.
     Udp,
+    /// RELP (rsyslog's `omrelp`): each message acknowledged once its Kafka transaction
+    /// committed.
+    Relp,
 }
 
 impl Protocol {
@@ -36,6 +42,7 @@ impl Protocol {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
+            Protocol::Relp => "relp",
         }
     }
 }
@@ -55,6 +62,16 @@ impl Connector for SyslogSource {
 }
 
 impl SourceConnector for SyslogSource {
+    fn exactly_once_support(&self, _config: &Props) -> ExactlyOnceSupport {
+        // Only RELP lets a message be acknowledged after its transaction committed and
+        // asked again for after a crash; plain TCP and UDP lose what was in flight.
+        if self.0 == Protocol::Relp {
+            ExactlyOnceSupport::Supported
+        } else {
+            ExactlyOnceSupport::Unsupported
+        }
+    }
+
     fn task(&self) -> Box<dyn SourceTask> {
         Box::new(SyslogSourceTask::new(self.0))
     }
@@ -96,6 +113,29 @@ struct Received {
     message: Message,
     peer: SocketAddr,
     hostname: String,
+    /// Set for RELP: how to acknowledge it, and what recognises a resend of it.
+    relp: Option<RelpMeta>,
+}
+
+/// What the task needs to acknowledge a RELP message and to recognise it when resent.
+struct RelpMeta {
+    txnr: u32,
+    replies: mpsc::UnboundedSender<Reply>,
+    /// The session it came in on (a number unique within this task).
+    session: u64,
+    /// The first message of its session: resends of unacknowledged messages come first.
+    first: bool,
+    fingerprint: u64,
+}
+
+/// What a RELP session's writer sends.
+enum Reply {
+    /// `200 OK` for a syslog frame.
+    Ack(u32),
+    /// Bytes to send as they are (the reply to `open`, errors).
+    Now(Vec<u8>),
+    /// Reply to `close` once `after` messages have been acknowledged, then hang up.
+    Close { txnr: u32, after: u64 },
 }
 
 fn opt_text(v: Option<String>) -> Value {
@@ -162,7 +202,85 @@ pub struct SyslogSourceTask {
     partition: SourcePartition,
     sequence: Arc<AtomicU64>,
     schema: Arc<Schema>,
+    connector: String,
+    relp: RelpState,
 }
+
+/// The RELP source's acknowledgements and resend recognition.
+#[derive(Default)]
+struct RelpState {
+    /// How many fingerprints to keep per peer (0: resends are not recognised).
+    window: usize,
+    /// Messages returned by `poll` and not yet committed: acknowledged by `commit`.
+    unacked: Vec<(u32, mpsc::UnboundedSender<Reply>)>,
+    /// The latest messages of each peer (by IP address).
+    recent: HashMap<String, RecentMessages>,
+    /// Sessions still in their opening run of resent messages.
+    resending: HashSet<u64>,
+    /// Sequence numbers given to polled messages; those up to `committed` are in Kafka.
+    polled: u64,
+    committed: u64,
+}
+
+impl RelpState {
+    /// Takes a polled RELP message: `true` if it is to be written, `false` if it is a
+    /// resend of one already taken (acknowledged, not written again).
+    ///
+    /// A client resends the messages it has no acknowledgement for first thing in a new
+    /// session. So the opening run of a session is compared with the peer's latest
+    /// messages, and the first message that is not among them ends the run: later ones
+    /// are new even if identical to an earlier one.
+    fn take(&mut self, connector: &str, peer: &str, meta: RelpMeta) -> bool {
+        if meta.first {
+            if self.resending.len() > 10_000 {
+                // Sessions that closed inside their opening run: forget them, in bulk.
+                self.resending.clear();
+            }
+            self.resending.insert(meta.session);
+        }
+        if self.window > 0 && self.resending.contains(&meta.session) {
+            let seen = self.recent.get(peer).and_then(|r| r.find(meta.fingerprint));
+            if let Some(sequence) = seen {
+                metrics::counter!("sluice_syslog_relp_resends_skipped_total", "connector" => connector.to_owned())
+                    .increment(1);
+                tracing::debug!(
+                    connector,
+                    peer,
+                    txnr = meta.txnr,
+                    "RELP resend of a message already taken: acknowledged, not written again"
+                );
+                if sequence <= self.committed {
+                    let _ = meta.replies.send(Reply::Ack(meta.txnr));
+                } else {
+                    // Its first copy is in the open transaction: acknowledge with it.
+                    self.unacked.push((meta.txnr, meta.replies));
+                }
+                return false;
+            }
+            self.resending.remove(&meta.session);
+        }
+        self.polled += 1;
+        if self.window > 0 {
+            self.recent.entry(peer.to_owned()).or_default().push(
+                meta.fingerprint,
+                self.polled,
+                self.window,
+            );
+        }
+        self.unacked.push((meta.txnr, meta.replies));
+        true
+    }
+}
+
+fn relp_partition(peer: &str) -> SourcePartition {
+    let mut map = serde_json::Map::new();
+    map.insert("protocol".into(), "relp".into());
+    map.insert("peer".into(), peer.into());
+    SourcePartition::new(map)
+}
+
+/// The key of the RELP source offset holding the peer's recent-message fingerprints.
+const RECENT: &str = "recent";
 
 impl SyslogSourceTask {
     fn new(protocol: Protocol) -> Self {
@@ -175,6 +293,8 @@ impl SyslogSourceTask {
             partition: SourcePartition::single("protocol", protocol.name()),
             sequence: Arc::new(AtomicU64::new(0)),
             schema: Arc::new(value_schema()),
+            connector: String::new(),
+            relp: RelpState::default(),
         }
     }
 }
@@ -225,6 +345,7 @@ async fn enqueue(
     truncated: bool,
     peer: SocketAddr,
     hostname: &str,
+    relp: Option<RelpMeta>,
 ) -> bool {
     let text = String::from_utf8_lossy(bytes);
     let mut message = parse::parse(&text, this_year());
@@ -246,6 +367,7 @@ async fn enqueue(
             message,
             peer,
             hostname: hostname.to_owned(),
+            relp,
         })
         .await
         .is_ok()
@@ -270,7 +392,7 @@ async fn serve_tcp(shared: Shared, mut stream: tokio::net::TcpStream, peer: Sock
                 Frame::Message(b) => (b, false),
                 Frame::Truncated(b) => (b, true),
             };
-            if !enqueue(&shared, &bytes, truncated, peer, &hostname).await {
+            if !enqueue(&shared, &bytes, truncated, peer, &hostname, None).await {
                 return;
             }
         }
@@ -282,7 +404,7 @@ async fn serve_tcp(shared: Shared, mut stream: tokio::net::TcpStream, peer: Sock
     while let Some(Frame::Message(bytes) | Frame::Truncated(bytes)) =
         framer.next_frame(shared.limit)
     {
-        if !enqueue(&shared, &bytes, false, peer, &hostname).await {
+        if !enqueue(&shared, &bytes, false, peer, &hostname, None).await {
             return;
         }
     }
@@ -290,6 +412,130 @@ async fn serve_tcp(shared: Shared, mut stream: tokio::net::TcpStream, peer: Sock
         metrics::counter!("sluice_syslog_partial_frames_total", "connector" => shared.connector.clone())
             .increment(1);
         tracing::warn!(connector = %shared.connector, peer = %peer, bytes = framer.pending(), "peer closed mid-frame; the partial frame is dropped");
+    }
+}
+
+/// Sends a RELP session's replies in order, several per write when they queue up. A
+/// `close` is answered only after every message before it was acknowledged, so the
+/// client never closes with messages it would think lost.
+async fn write_replies(
+    mut write: tokio::net::tcp::OwnedWriteHalf,
+    mut replies: mpsc::UnboundedReceiver<Reply>,
+) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut acked = 0_u64;
+    let mut close = None;
+    let mut out = Vec::new();
+    while let Some(first) = replies.recv().await {
+        let mut next = Some(first);
+        while let Some(reply) = next.take() {
+            match reply {
+                Reply::Ack(txnr) => {
+                    out.extend(relp::reply(txnr, b"200 OK"));
+                    acked += 1;
+                }
+                Reply::Now(bytes) => out.extend(bytes),
+                Reply::Close { txnr, after } => close = Some((txnr, after)),
+            }
+            next = replies.try_recv().ok();
+        }
+        let closing = close.filter(|(_, after)| acked >= *after);
+        if let Some((txnr, _)) = closing {
+            out.extend(relp::reply(txnr, b""));
+        }
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+        if closing.is_some() {
+            let _ = write.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// One RELP session: `open` is answered at once, each `syslog` frame is queued with what
+/// acknowledges it (the task does, after the commit), `close` ends the session once
+/// everything before it was acknowledged. A framing error ends the session: the client
+/// reconnects and resends what was not acknowledged, so nothing is lost.
+async fn serve_relp(shared: Shared, stream: tokio::net::TcpStream, peer: SocketAddr, session: u64) {
+    let hostname = peer_name(&peer, shared.reverse_dns);
+    let (mut read, write) = stream.into_split();
+    let (replies, rx) = mpsc::unbounded_channel();
+    tokio::spawn(write_replies(write, rx));
+    let mut reader = RelpReader::default();
+    let mut opened = false;
+    let mut messages = 0_u64;
+    let mut buf = vec![0_u8; 64 * 1024];
+    'session: loop {
+        let n = match read.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(connector = %shared.connector, peer = %peer, error = %e, "RELP connection error");
+                break;
+            }
+        };
+        reader.push(&buf[..n]);
+        loop {
+            let frame = match reader.next_frame(shared.limit) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    metrics::counter!("sluice_syslog_relp_protocol_errors_total", "connector" => shared.connector.clone()).increment(1);
+                    tracing::warn!(connector = %shared.connector, peer = %peer, error = %e, "RELP framing error: session closed (the client resends what was not acknowledged)");
+                    break 'session;
+                }
+            };
+            match frame.command.as_str() {
+                "open" => {
+                    opened = true;
+                    let data = relp::open_reply_data();
+                    let _ = replies.send(Reply::Now(relp::reply(frame.txnr, &data)));
+                }
+                "syslog" if opened => {
+                    messages += 1;
+                    let meta = RelpMeta {
+                        txnr: frame.txnr,
+                        replies: replies.clone(),
+                        session,
+                        first: messages == 1,
+                        fingerprint: relp::fingerprint(&frame.data),
+                    };
+                    if !enqueue(
+                        &shared,
+                        &frame.data,
+                        frame.truncated,
+                        peer,
+                        &hostname,
+                        Some(meta),
+                    )
+                    .await
+                    {
+                        break 'session;
+                    }
+                }
+                "close" => {
+                    let _ = replies.send(Reply::Close {
+                        txnr: frame.txnr,
+                        after: messages,
+                    });
+                    break 'session;
+                }
+                other => {
+                    tracing::warn!(connector = %shared.connector, peer = %peer, command = other, opened, "RELP command refused");
+                    let _ = replies.send(Reply::Now(relp::reply(
+                        frame.txnr,
+                        b"500 command not supported",
+                    )));
+                }
+            }
+        }
+    }
+    if !reader.idle() {
+        metrics::counter!("sluice_syslog_partial_frames_total", "connector" => shared.connector.clone())
+            .increment(1);
+        tracing::warn!(connector = %shared.connector, peer = %peer, "RELP peer closed mid-frame; the client resends it (it was not acknowledged)");
     }
 }
 
@@ -305,6 +551,37 @@ impl SourceTask for SyslogSourceTask {
                 .map_err(|e| ConnectorError::config(e.to_string()))?;
             self.topic = parsed.string(TOPIC).unwrap_or_default().to_owned();
             self.batch = usize::try_from(parsed.long(BATCH).unwrap_or(1000)).unwrap_or(1000);
+            self.connector.clone_from(&context.connector);
+            if self.protocol == Protocol::Relp {
+                self.relp = RelpState {
+                    window: usize::try_from(parsed.long(RELP_WINDOW).unwrap_or(512)).unwrap_or(0),
+                    ..RelpState::default()
+                };
+                // What each peer sent last, as committed with it: a client resending after
+                // a crash is recognised against this.
+                for (partition, offset) in &context.committed {
+                    let map = partition.as_map();
+                    if map.get("protocol").and_then(serde_json::Value::as_str) != Some("relp") {
+                        continue;
+                    }
+                    let Some(peer) = map.get("peer").and_then(serde_json::Value::as_str) else {
+                        continue;
+                    };
+                    let text = offset
+                        .0
+                        .get(RECENT)
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("");
+                    match RecentMessages::decode(text, self.relp.window) {
+                        Ok(recent) => {
+                            self.relp.recent.insert(peer.to_owned(), recent);
+                        }
+                        Err(e) => {
+                            tracing::warn!(connector = %context.connector, task = context.task, peer, error = %e, "RELP source offset unreadable: resends from this peer may be written twice");
+                        }
+                    }
+                }
+            }
             let port = parsed.long(PORT).unwrap_or(0);
             let address = format!("{}:{port}", parsed.string(LISTEN).unwrap_or("0.0.0.0"));
             let (tx, rx) = mpsc::channel(10_000);
@@ -320,16 +597,27 @@ impl SourceTask for SyslogSourceTask {
                 ConnectorError::retriable(format!("listening on {address} ({PORT}): {e}"))
             };
             let handle = match self.protocol {
-                Protocol::Tcp => {
+                protocol @ (Protocol::Tcp | Protocol::Relp) => {
                     let listener = tokio::net::TcpListener::bind(&address)
                         .await
                         .map_err(bind_error)?;
                     tokio::spawn(async move {
+                        let mut sessions = 0_u64;
                         loop {
                             match listener.accept().await {
                                 Ok((stream, peer)) => {
                                     metrics::counter!("sluice_syslog_connections_total", "connector" => shared.connector.clone()).increment(1);
-                                    tokio::spawn(serve_tcp(shared.clone(), stream, peer));
+                                    if protocol == Protocol::Relp {
+                                        sessions += 1;
+                                        tokio::spawn(serve_relp(
+                                            shared.clone(),
+                                            stream,
+                                            peer,
+                                            sessions,
+                                        ));
+                                    } else {
+                                        tokio::spawn(serve_tcp(shared.clone(), stream, peer));
+                                    }
                                 }
                                 Err(e) => {
                                     tracing::warn!(connector = %shared.connector, error = %e, "accepting a syslog connection failed");
@@ -351,8 +639,15 @@ impl SourceTask for SyslogSourceTask {
                             };
                             let hostname = peer_name(&peer, shared.reverse_dns);
                             let cut = n.min(shared.limit);
-                            if !enqueue(&shared, &buf[..cut], n > shared.limit, peer, &hostname)
-                                .await
+                            if !enqueue(
+                                &shared,
+                                &buf[..cut],
+                                n > shared.limit,
+                                peer,
+                                &hostname,
+                                None,
+                            )
+                            .await
                             {
                                 return;
                             }
@@ -385,22 +680,56 @@ impl SourceTask for SyslogSourceTask {
                     Err(_) => break,
                 }
             }
-            Ok(received
-                .into_iter()
-                .map(|r| {
-                    let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-                    let date = r.message.date;
-                    let mut record = SourceRecord::new(
-                        self.partition.clone(),
-                        SourceOffset::single("received", sequence),
-                        self.topic.clone(),
-                        to_value(r),
-                    );
-                    record.value_schema = Some(Arc::clone(&self.schema));
-                    record.timestamp = date;
-                    record
-                })
-                .collect())
+            let mut records = Vec::with_capacity(received.len());
+            // The last record of each RELP peer in this batch: its offset carries the peer's
+            // fingerprints (the engine commits each partition's last offset).
+            let mut last_of_peer: HashMap<String, usize> = HashMap::new();
+            for mut r in received {
+                let mut partition = self.partition.clone();
+                if let Some(meta) = r.relp.take() {
+                    let peer = r.peer.ip().to_string();
+                    if !self.relp.take(&self.connector, &peer, meta) {
+                        continue;
+                    }
+                    partition = relp_partition(&peer);
+                    last_of_peer.insert(peer, records.len());
+                }
+                let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
+                let date = r.message.date;
+                let mut record = SourceRecord::new(
+                    partition,
+                    SourceOffset::single("received", sequence),
+                    self.topic.clone(),
+                    to_value(r),
+                );
+                record.value_schema = Some(Arc::clone(&self.schema));
+                record.timestamp = date;
+                records.push(record);
+            }
+            for (peer, i) in last_of_peer {
+                let recent = self.relp.recent.get(&peer).map(RecentMessages::encode);
+                if let (Some(record), Some(recent)) = (records.get_mut(i), recent) {
+                    record.source_offset = SourceOffset::single(RECENT, recent);
+                }
+            }
+            Ok(records)
+        })
+    }
+
+    fn commit(&mut self) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            // Everything polled is in Kafka now: only now may the client forget it.
+            self.relp.committed = self.relp.polled;
+            let acks = std::mem::take(&mut self.relp.unacked);
+            if !acks.is_empty() {
+                metrics::counter!("sluice_syslog_relp_acks_total", "connector" => self.connector.clone())
+                    .increment(acks.len() as u64);
+            }
+            for (txnr, replies) in acks {
+                // A session that is gone has its client resend; the copy is recognised.
+                let _ = replies.send(Reply::Ack(txnr));
+            }
+            Ok(())
         })
     }
 
