@@ -80,6 +80,12 @@ fn syslog_udp() -> Box<dyn SourceConnector> {
     ))
 }
 
+fn syslog_generic() -> Box<dyn SourceConnector> {
+    Box::new(sluice_connector_syslog::SyslogSource(
+        sluice_connector_syslog::Protocol::Listener,
+    ))
+}
+
 fn syslog_relp() -> Box<dyn SourceConnector> {
     Box::new(sluice_connector_syslog::SyslogSource(
         sluice_connector_syslog::Protocol::Relp,
@@ -116,6 +122,11 @@ pub fn plugins() -> Vec<Plugin> {
             class: sluice_connector_syslog::UDP_ALIASES[0],
             aliases: sluice_connector_syslog::UDP_ALIASES,
             kind: Kind::Source(syslog_udp),
+        },
+        Plugin {
+            class: sluice_connector_syslog::GENERIC_ALIASES[0],
+            aliases: sluice_connector_syslog::GENERIC_ALIASES,
+            kind: Kind::Source(syslog_generic),
         },
         Plugin {
             class: sluice_connector_syslog::RELP_ALIASES[0],

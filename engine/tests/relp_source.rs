@@ -278,7 +278,11 @@ async fn rsyslog_over_relp_through_sigkills_delivers_each_message_once() -> Resu
 
     let mut count: BTreeMap<usize, usize> = BTreeMap::new();
     for m in &seen {
-        let Some(n) = m.trim().strip_prefix("relp seq ").and_then(|n| n.parse().ok()) else {
+        let Some(n) = m
+            .trim()
+            .strip_prefix("relp seq ")
+            .and_then(|n| n.parse().ok())
+        else {
             bail!("unexpected message {m:?}");
         };
         *count.entry(n).or_default() += 1;

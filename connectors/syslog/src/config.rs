@@ -14,6 +14,20 @@ pub const REVERSE_DNS: &str = "syslog.reverse.dns.remote.ip";
 pub const MAX_MESSAGE: &str = "syslog.max.message.bytes";
 /// Most records one poll returns.
 pub const BATCH: &str = "batch.size";
+/// Which listener (Confluent's generic syslog class): TCP, UDP, TCPSSL, or Sluice's RELP.
+pub const LISTENER: &str = "syslog.listener";
+/// TLS: the server certificate chain, PEM.
+pub const SSL_CERT_CHAIN: &str = "syslog.ssl.cert.chain.path";
+/// TLS: the server's private key, PEM (PKCS#8 or traditional, optionally encrypted).
+pub const SSL_KEY: &str = "syslog.ssl.key.path";
+/// TLS: the private key's password, if it is encrypted.
+pub const SSL_KEY_PASSWORD: &str = "syslog.ssl.key.password";
+/// TLS: generate a self-signed certificate instead of reading one.
+pub const SSL_SELF_SIGNED: &str = "syslog.ssl.self.signed.certificate.enable";
+/// TLS: Confluent's choice of Java TLS implementation; accepted, OpenSSL is always used.
+pub const SSL_PROVIDER: &str = "syslog.ssl.provider";
+/// TLS: require client certificates signed by these CAs, PEM (Sluice's key).
+pub const SSL_CLIENT_CA: &str = "syslog.ssl.client.ca.path";
 /// RELP: how many recent messages per peer a resend is recognised against (Sluice's key).
 pub const RELP_WINDOW: &str = "syslog.relp.dedupe.window";
 
@@ -57,6 +71,50 @@ pub fn source_def() -> ConfigDef {
                 .importance(Importance::Low)
                 .validator(Validator::at_least(1.0))
                 .doc("The most messages one poll returns."),
+        )
+        .define(
+            ConfigKey::new(LISTENER, ConfigType::String)
+                .default_value("")
+                .importance(Importance::High)
+                .validator(Validator::OneOf(&["", "TCP", "UDP", "TCPSSL", "RELP"]))
+                .doc("The listener: TCP, UDP, TCPSSL (TCP with TLS) or RELP. With Confluent's generic class io.confluent.connect.syslog.SyslogSourceConnector it defaults to UDP, as there; the TCP class accepts TCPSSL; other classes fix their own."),
+        )
+        .define(
+            ConfigKey::new(SSL_CERT_CHAIN, ConfigType::String)
+                .default_value("")
+                .importance(Importance::High)
+                .doc("TCPSSL: the server's certificate chain, PEM, leaf first."),
+        )
+        .define(
+            ConfigKey::new(SSL_KEY, ConfigType::String)
+                .default_value("")
+                .importance(Importance::High)
+                .doc("TCPSSL: the server's private key, PEM (PKCS#8 or traditional; encrypted if syslog.ssl.key.password is set)."),
+        )
+        .define(
+            ConfigKey::new(SSL_KEY_PASSWORD, ConfigType::Password)
+                .default_value("")
+                .importance(Importance::High)
+                .doc("TCPSSL: the password of an encrypted private key."),
+        )
+        .define(
+            ConfigKey::new(SSL_SELF_SIGNED, ConfigType::Boolean)
+                .default_value("false")
+                .importance(Importance::Medium)
+                .doc("TCPSSL: generate a self-signed certificate at start instead of reading one (for trials: clients cannot verify it)."),
+        )
+        .define(
+            ConfigKey::new(SSL_PROVIDER, ConfigType::String)
+                .default_value("JDK")
+                .importance(Importance::Low)
+                .validator(Validator::OneOf(&["JDK", "OPENSSL", "OPENSSL_REFCNT"]))
+                .doc("Accepted for compatibility with Confluent's connector; Sluice always uses OpenSSL."),
+        )
+        .define(
+            ConfigKey::new(SSL_CLIENT_CA, ConfigType::String)
+                .default_value("")
+                .importance(Importance::Medium)
+                .doc("TCPSSL: when set, clients must present a certificate signed by one of these CAs (PEM), as RFC 5425 deployments often require."),
         )
         .define(
             ConfigKey::new(RELP_WINDOW, ConfigType::Int)

@@ -11,6 +11,7 @@ pub mod config;
 pub mod parse;
 pub mod relp;
 pub mod source;
+pub mod tls;
 
 pub use source::{Protocol, SyslogSource, SyslogSourceTask};
 
@@ -19,6 +20,14 @@ pub const TCP_ALIASES: &[&str] = &[
     "io.confluent.kafka.connect.syslog.source.TCPSyslogSourceConnector",
     "TCPSyslogSourceConnector",
     "io.sluice.connect.syslog.TcpSyslogSourceConnector",
+];
+
+/// Class names of Confluent's generic syslog source: the listener comes from
+/// `syslog.listener` (UDP unless set; TCP, TCPSSL, or Sluice's RELP).
+pub const GENERIC_ALIASES: &[&str] = &[
+    "io.confluent.connect.syslog.SyslogSourceConnector",
+    "SyslogSourceConnector",
+    "io.sluice.connect.syslog.SyslogSourceConnector",
 ];
 
 /// Class names of the RELP source.

@@ -21,7 +21,10 @@ use sluice_proto::{
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 
-use crate::config::{self, BATCH, LISTEN, MAX_MESSAGE, PORT, RELP_WINDOW, REVERSE_DNS, TOPIC};
+use crate::config::{
+    self, BATCH, LISTEN, LISTENER, MAX_MESSAGE, PORT, RELP_WINDOW, REVERSE_DNS, SSL_CERT_CHAIN,
+    SSL_CLIENT_CA, SSL_KEY, SSL_KEY_PASSWORD, SSL_SELF_SIGNED, TOPIC,
+};
 use crate::parse::{self, Frame, Framer, Message};
 use crate::relp::{self, RecentMessages, RelpReader};
 
@@ -35,6 +38,10 @@ pub enum Protocol {
     /// RELP (rsyslog's `omrelp`): each message acknowledged once its Kafka transaction
     /// committed.
     Relp,
+    /// TCP with TLS (RFC 5425), framed as TCP.
+    Tls,
+    /// Chosen by `syslog.listener` (Confluent's generic class; UDP unless set).
+    Listener,
 }
 
 impl Protocol {
@@ -43,7 +50,43 @@ impl Protocol {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
             Protocol::Relp => "relp",
+            Protocol::Tls => "tcpssl",
+            Protocol::Listener => "listener",
         }
+    }
+
+    /// The listener a task of this class runs, given `syslog.listener`: the generic class
+    /// takes it as it is, the TCP class can be switched to TLS, any other mismatch is a
+    /// configuration error naming the key.
+    pub fn resolve(self, listener: &str) -> Result<Protocol, String> {
+        let chosen = match listener.to_ascii_uppercase().as_str() {
+            "" => None,
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "TCPSSL" => Some(Protocol::Tls),
+            "RELP" => Some(Protocol::Relp),
+            other => {
+                return Err(format!(
+                    "{LISTENER}: {other:?} is not one of TCP, UDP, TCPSSL, RELP"
+                ))
+            }
+        };
+        match (self, chosen) {
+            (Protocol::Listener, None) => Ok(Protocol::Udp),
+            (Protocol::Listener, Some(p)) | (Protocol::Tcp, Some(p @ Protocol::Tls)) => Ok(p),
+            (class, None) => Ok(class),
+            (class, Some(p)) if class == p => Ok(p),
+            (class, Some(_)) => Err(format!(
+                "{LISTENER}={listener}: this connector class listens on {}; \
+                 io.confluent.connect.syslog.SyslogSourceConnector takes any listener",
+                class.name()
+            )),
+        }
+    }
+
+    fn of(self, config: &Props) -> Result<Protocol, ConnectorError> {
+        self.resolve(config.get(LISTENER).map_or("", String::as_str))
+            .map_err(ConnectorError::config)
     }
 }
 
@@ -57,15 +100,16 @@ impl Connector for SyslogSource {
     }
 
     fn task_configs(&self, config: &Props, _max_tasks: u32) -> Result<Vec<Props>, ConnectorError> {
+        self.0.of(config)?;
         Ok(vec![config.clone()])
     }
 }
 
 impl SourceConnector for SyslogSource {
-    fn exactly_once_support(&self, _config: &Props) -> ExactlyOnceSupport {
+    fn exactly_once_support(&self, config: &Props) -> ExactlyOnceSupport {
         // Only RELP lets a message be acknowledged after its transaction committed and
-        // asked again for after a crash; plain TCP and UDP lose what was in flight.
-        if self.0 == Protocol::Relp {
+        // asked again for after a crash; plain TCP, TLS and UDP lose what was in flight.
+        if self.0.of(config).ok() == Some(Protocol::Relp) {
             ExactlyOnceSupport::Supported
         } else {
             ExactlyOnceSupport::Unsupported
@@ -373,7 +417,41 @@ async fn enqueue(
         .is_ok()
 }
 
-async fn serve_tcp(shared: Shared, mut stream: tokio::net::TcpStream, peer: SocketAddr) {
+/// A TLS connection: the handshake (bounded, so a silent client cannot hold a task), then
+/// the same framing as plain TCP.
+async fn serve_tls(
+    shared: Shared,
+    acceptor: Arc<openssl::ssl::SslAcceptor>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let handshake = async {
+        let ssl = openssl::ssl::Ssl::new(acceptor.context()).map_err(|e| e.to_string())?;
+        let mut tls = tokio_openssl::SslStream::new(ssl, stream).map_err(|e| e.to_string())?;
+        std::pin::Pin::new(&mut tls)
+            .accept()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(tls)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+        Ok(Ok(tls)) => serve_tcp(shared, tls, peer).await,
+        outcome => {
+            let error = match outcome {
+                Ok(Err(e)) => e,
+                _ => "no handshake within 10 s".to_owned(),
+            };
+            metrics::counter!("sluice_syslog_tls_handshake_failures_total", "connector" => shared.connector.clone())
+                .increment(1);
+            tracing::warn!(connector = %shared.connector, peer = %peer, %error, "TLS handshake failed: connection closed");
+        }
+    }
+}
+
+async fn serve_tcp<S>(shared: Shared, mut stream: S, peer: SocketAddr)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
     let hostname = peer_name(&peer, shared.reverse_dns);
     let mut framer = Framer::default();
     let mut buf = vec![0_u8; 64 * 1024];
@@ -552,6 +630,25 @@ impl SourceTask for SyslogSourceTask {
             self.topic = parsed.string(TOPIC).unwrap_or_default().to_owned();
             self.batch = usize::try_from(parsed.long(BATCH).unwrap_or(1000)).unwrap_or(1000);
             self.connector.clone_from(&context.connector);
+            self.protocol = self.protocol.of(config)?;
+            self.partition = SourcePartition::single("protocol", self.protocol.name());
+            let acceptor = if self.protocol == Protocol::Tls {
+                let settings = crate::tls::TlsSettings {
+                    cert_chain: parsed.string(SSL_CERT_CHAIN).unwrap_or_default().to_owned(),
+                    key: parsed.string(SSL_KEY).unwrap_or_default().to_owned(),
+                    key_password: parsed
+                        .password(SSL_KEY_PASSWORD)
+                        .map(|p| p.expose().to_owned())
+                        .unwrap_or_default(),
+                    self_signed: parsed.boolean(SSL_SELF_SIGNED).unwrap_or(false),
+                    client_ca: parsed.string(SSL_CLIENT_CA).unwrap_or_default().to_owned(),
+                };
+                Some(Arc::new(
+                    crate::tls::acceptor(&settings).map_err(ConnectorError::config)?,
+                ))
+            } else {
+                None
+            };
             if self.protocol == Protocol::Relp {
                 self.relp = RelpState {
                     window: usize::try_from(parsed.long(RELP_WINDOW).unwrap_or(512)).unwrap_or(0),
@@ -597,7 +694,7 @@ impl SourceTask for SyslogSourceTask {
                 ConnectorError::retriable(format!("listening on {address} ({PORT}): {e}"))
             };
             let handle = match self.protocol {
-                protocol @ (Protocol::Tcp | Protocol::Relp) => {
+                protocol @ (Protocol::Tcp | Protocol::Relp | Protocol::Tls) => {
                     let listener = tokio::net::TcpListener::bind(&address)
                         .await
                         .map_err(bind_error)?;
@@ -607,16 +704,27 @@ impl SourceTask for SyslogSourceTask {
                             match listener.accept().await {
                                 Ok((stream, peer)) => {
                                     metrics::counter!("sluice_syslog_connections_total", "connector" => shared.connector.clone()).increment(1);
-                                    if protocol == Protocol::Relp {
-                                        sessions += 1;
-                                        tokio::spawn(serve_relp(
-                                            shared.clone(),
-                                            stream,
-                                            peer,
-                                            sessions,
-                                        ));
-                                    } else {
-                                        tokio::spawn(serve_tcp(shared.clone(), stream, peer));
+                                    sessions += 1;
+                                    match (protocol, &acceptor) {
+                                        (Protocol::Relp, _) => {
+                                            tokio::spawn(serve_relp(
+                                                shared.clone(),
+                                                stream,
+                                                peer,
+                                                sessions,
+                                            ));
+                                        }
+                                        (Protocol::Tls, Some(acceptor)) => {
+                                            tokio::spawn(serve_tls(
+                                                shared.clone(),
+                                                Arc::clone(acceptor),
+                                                stream,
+                                                peer,
+                                            ));
+                                        }
+                                        _ => {
+                                            tokio::spawn(serve_tcp(shared.clone(), stream, peer));
+                                        }
                                     }
                                 }
                                 Err(e) => {
@@ -627,7 +735,7 @@ impl SourceTask for SyslogSourceTask {
                         }
                     })
                 }
-                Protocol::Udp => {
+                Protocol::Udp | Protocol::Listener => {
                     let socket = tokio::net::UdpSocket::bind(&address)
                         .await
                         .map_err(bind_error)?;
@@ -741,5 +849,27 @@ impl SourceTask for SyslogSourceTask {
             }
             self.queue = None;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listener_comes_from_the_class_or_syslog_listener() {
+        assert_eq!(Protocol::Listener.resolve(""), Ok(Protocol::Udp));
+        assert_eq!(Protocol::Listener.resolve("tcpssl"), Ok(Protocol::Tls));
+        assert_eq!(Protocol::Listener.resolve("RELP"), Ok(Protocol::Relp));
+        assert_eq!(Protocol::Tcp.resolve(""), Ok(Protocol::Tcp));
+        assert_eq!(Protocol::Tcp.resolve("TCPSSL"), Ok(Protocol::Tls));
+        assert_eq!(Protocol::Udp.resolve("udp"), Ok(Protocol::Udp));
+        let e = Protocol::Udp.resolve("TCP").err().unwrap_or_default();
+        assert!(
+            e.starts_with("syslog.listener=TCP: this connector class listens on udp"),
+            "{e}"
+        );
+        let e = Protocol::Listener.resolve("SCTP").err().unwrap_or_default();
+        assert!(e.contains("\"SCTP\" is not one of"), "{e}");
     }
 }
