@@ -256,14 +256,18 @@ impl Handler<TaskExited> for ConnectorSupervisor {
             Err(_) if stopping || parked.is_some() => {
                 slot.status.state = parked.unwrap_or(TaskState::Unassigned);
             }
-            Err(trace) => {
+            Err(failure) => {
+                let trace = failure.trace;
                 if slot.started_at.elapsed() >= policy.healthy_after {
                     slot.status.attempts = 0;
                 }
                 slot.status.attempts += 1;
                 slot.status.trace = Some(trace.clone());
                 metrics::counter!("sluice_task_failures_total", &labels).increment(1);
-                if slot.status.attempts > policy.max_attempts {
+                if failure.permanent {
+                    slot.status.state = TaskState::Failed;
+                    tracing::error!(connector = %name, task = msg.task, trace = %trace, "task FAILED: its configuration is wrong, a restart would not help");
+                } else if slot.status.attempts > policy.max_attempts {
                     slot.status.state = TaskState::Failed;
                     tracing::error!(connector = %name, task = msg.task, attempts = slot.status.attempts - 1, trace = %trace, "task FAILED: restart limit reached");
                 } else {

@@ -14,7 +14,27 @@ use tokio::sync::watch;
 /// One life of a task: runs until `stop` turns true (then commits and returns `Ok`) or
 /// fails (`Err` carries the trace for the status API).
 pub type TaskRun =
-    Arc<dyn Fn(watch::Receiver<bool>) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+    Arc<dyn Fn(watch::Receiver<bool>) -> BoxFuture<'static, Result<(), TaskFailure>> + Send + Sync>;
+
+/// How a task life failed.
+#[derive(Debug, Clone)]
+pub struct TaskFailure {
+    /// The error and its causes, for the status API.
+    pub trace: String,
+    /// A restart cannot help (the configuration is wrong): the task is FAILED at once, as
+    /// Kafka Connect does, instead of being restarted with backoff.
+    pub permanent: bool,
+}
+
+impl TaskFailure {
+    /// A failure a restart may cure.
+    pub fn transient(trace: String) -> Self {
+        TaskFailure {
+            trace,
+            permanent: false,
+        }
+    }
+}
 
 /// The `connector` and `task` labels every task metric carries.
 pub(crate) struct Labels {
@@ -58,7 +78,7 @@ pub struct TaskExited {
     /// Which start of the task this was.
     pub generation: u64,
     /// `Err` carries the trace for the status API.
-    pub outcome: Result<(), String>,
+    pub outcome: Result<(), TaskFailure>,
 }
 
 /// Asks a task to stop after committing what it has.
@@ -104,11 +124,13 @@ impl Actor for TaskActor {
         let watcher = async move {
             match handle.await {
                 Ok(outcome) => outcome,
-                Err(join) if join.is_panic() => Err(format!(
+                Err(join) if join.is_panic() => Err(TaskFailure::transient(format!(
                     "task panicked: {}",
                     panic_message(join.into_panic().as_ref())
-                )),
-                Err(join) => Err(format!("task was cancelled: {join}")),
+                ))),
+                Err(join) => Err(TaskFailure::transient(format!(
+                    "task was cancelled: {join}"
+                ))),
             }
         };
         ctx.spawn(watcher.into_actor(self).map(|outcome, actor, ctx| {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
-use sluice_proto::{ConfigDef, ExactlyOnceSupport, ParsedConfig};
+use sluice_proto::{ConfigDef, ErrorKind, ExactlyOnceSupport, ParsedConfig};
 
 use crate::config_store::ConfigStore;
 use crate::connector_config::common_def;
@@ -18,13 +18,13 @@ use crate::offset_store::OffsetStore;
 use crate::registry;
 use crate::router::PartitionRouter;
 use crate::sink_task;
-use crate::source_task::{Boundary, SourceTaskSpec, TaskFactory};
+use crate::source_task::{Boundary, SourceTaskSpec, TaskError, TaskFactory};
 use crate::status_store::StatusStore;
 use crate::supervisor::{
     ConnectorSupervisor, GetStatus, RestartPolicy, RestartTask, SetTarget, StopConnector,
     TargetState, TaskState, TaskStatus,
 };
-use crate::task_actor::{trace, TaskLauncher};
+use crate::task_actor::{trace, TaskFailure, TaskLauncher};
 use crate::transforms::TransformChain;
 use crate::worker_config::WorkerConfig;
 
@@ -169,7 +169,10 @@ fn source_launcher(spec: Arc<SourceTaskSpec>) -> TaskLauncher {
             Box::pin(async move {
                 crate::source_task::run_source_task(spec, stop)
                     .await
-                    .map_err(|e| trace(&e))
+                    .map_err(|e| TaskFailure {
+                        trace: trace(&e),
+                        permanent: matches!(&e, TaskError::Connector(c) if c.kind == ErrorKind::Config),
+                    })
             })
         }),
     }
@@ -183,7 +186,10 @@ fn sink_launcher(spec: Arc<sink_task::SinkTaskSpec>) -> TaskLauncher {
             Box::pin(async move {
                 sink_task::run_sink_task(spec, stop)
                     .await
-                    .map_err(|e| trace(&e))
+                    .map_err(|e| TaskFailure {
+                        trace: trace(&e),
+                        permanent: matches!(&e, sink_task::SinkError::Connector(c) if c.kind == ErrorKind::Config),
+                    })
             })
         }),
     }

@@ -13,39 +13,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context as _, Result};
-use common::{state_topics, worker_properties, TempDir, WorkerProcess};
+use anyhow::{ensure, Result};
+use common::{state_topics, tls_certificates, worker_properties, TempDir, WorkerProcess};
 use serde_json::json;
 use sluice_testkit::{free_port, stack, unique_name, Isolation};
-
-fn sh(dir: &Path, script: &str) -> Result<()> {
-    let out = Command::new("bash")
-        .args(["-euc", script])
-        .current_dir(dir)
-        .output()
-        .context("running openssl")?;
-    ensure!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// A CA, a server certificate for 127.0.0.1 with its key encrypted under `secret`, and a
-/// client certificate, all signed by the CA.
-fn certificates(dir: &Path) -> Result<()> {
-    sh(
-        dir,
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca 2>/dev/null
-         for who in server client; do
-           openssl req -newkey rsa:2048 -nodes -keyout $who.key -out $who.csr -subj /CN=$who 2>/dev/null
-           printf 'subjectAltName=IP:127.0.0.1\\n' > $who.ext
-           openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem -days 2 -extfile $who.ext 2>/dev/null
-         done
-         openssl pkey -in server.key -aes256 -passout pass:secret -out server.enc.key",
-    )
-}
 
 /// Sends `lines` with `openssl s_client` (verifying the server against the CA), with the
 /// client certificate or without; returns whether the client exited successfully.
@@ -86,7 +57,7 @@ async fn tls_clients_with_certificates_get_through_and_others_are_refused() -> R
     let stack = stack()?;
     let topic = stack.create_topic("syslog-tls", 1).await?;
     let dir = TempDir::new("syslog-tls")?;
-    certificates(&dir.0)?;
+    tls_certificates(&dir.0)?;
     let (rest, port) = (free_port()?, free_port()?);
     let worker = dir.write(
         "w.properties",

@@ -1,5 +1,7 @@
-//! The sink task: each `put` is written with the bulk API before it returns, so `pre_commit`
-//! has nothing left to flush and the runtime commits offsets only after a bulk succeeded.
+//! The sink task: each `put` is written with the bulk API before it returns (split into
+//! requests of `batch.size`, up to `max.in.flight.requests` at a time, all within
+//! `flush.timeout.ms`), so `pre_commit` has nothing left to flush and the runtime commits
+//! offsets only after the bulks succeeded.
 //!
 //! Effectively-once: with `key.ignore=true` the document id is `topic+partition+offset`;
 //! otherwise the record key, with the offset as an external version, so a replay after a
@@ -17,6 +19,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::request::JsonBody;
 use elasticsearch::http::transport::{
     MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder,
@@ -25,8 +28,8 @@ use elasticsearch::http::Url;
 use elasticsearch::{BulkParts, Elasticsearch};
 use serde_json::{json, Map, Value as Json};
 use sluice_proto::{
-    BoxFuture, ConfigDef, Connector, ConnectorError, Props, SinkConnector, SinkRecord, SinkTask,
-    TopicPartition, Value,
+    BoxFuture, ConfigDef, Connector, ConnectorError, ErrorKind, ParsedConfig, Props, SinkConnector,
+    SinkRecord, SinkTask, TopicPartition, Value,
 };
 
 use crate::config::{self, *};
@@ -70,10 +73,20 @@ enum OnMalformed {
 /// Writes batches with the bulk API.
 #[derive(Default)]
 pub struct ElasticsearchSinkTask {
-    client: Option<Elasticsearch>,
+    writer: Option<Writer>,
     key_ignore: bool,
     upsert: bool,
     on_null: OnNull,
+    batch_size: usize,
+    in_flight: usize,
+    flush_timeout: Duration,
+    connector: String,
+}
+
+/// What one bulk request needs; cloned into each concurrent request of a put.
+#[derive(Clone)]
+struct Writer {
+    client: Elasticsearch,
     on_malformed: OnMalformed,
     max_retries: u32,
     backoff: Duration,
@@ -193,11 +206,12 @@ impl ElasticsearchSinkTask {
             at: coordinates(r),
         }))
     }
+}
 
+impl Writer {
     /// Sends `items`; returns the ones to retry (429/5xx) and the rejected ones.
     async fn bulk(
         &self,
-        client: &Elasticsearch,
         items: Vec<Item>,
     ) -> Result<(Vec<Item>, Vec<(Item, String)>), ConnectorError> {
         let mut body: Vec<JsonBody<Json>> = Vec::with_capacity(items.len() * 2);
@@ -207,12 +221,16 @@ impl ElasticsearchSinkTask {
                 body.push(d.clone().into());
             }
         }
-        let response = client
+        let started = std::time::Instant::now();
+        let response = self
+            .client
             .bulk(BulkParts::None)
             .body(body)
             .send()
             .await
             .map_err(|e| ConnectorError::retriable(format!("bulk request: {e}")))?;
+        metrics::histogram!("sluice_elasticsearch_bulk_seconds", "connector" => self.connector.clone())
+            .record(started.elapsed().as_secs_f64());
         let status = response.status_code().as_u16();
         if status == 429 || status >= 500 {
             return Ok((items, Vec::new()));
@@ -251,6 +269,116 @@ impl ElasticsearchSinkTask {
             }
         }
         Ok((retry, rejected))
+    }
+
+    /// Writes one chunk: items refused for now (429/5xx) are retried alone with jittered
+    /// backoff; rejected ones follow `behavior.on.malformed.documents`.
+    async fn write(self, mut items: Vec<Item>) -> Result<(), ConnectorError> {
+        let mut attempt = 0;
+        while !items.is_empty() {
+            let (retry, rejected) = self.bulk(items).await?;
+            for (item, error) in rejected {
+                metrics::counter!("sluice_elasticsearch_rejected_total", "connector" => self.connector.clone()).increment(1);
+                match self.on_malformed {
+                    OnMalformed::Ignore => {}
+                    OnMalformed::Warn => {
+                        tracing::warn!(connector = %self.connector, record = %item.at, error = %error, "document rejected; skipped (behavior.on.malformed.documents=warn)");
+                    }
+                    OnMalformed::Fail => {
+                        return Err(ConnectorError::data(format!(
+                            "{}: document rejected: {error}",
+                            item.at
+                        )));
+                    }
+                }
+            }
+            if retry.is_empty() {
+                break;
+            }
+            attempt += 1;
+            if attempt > self.max_retries {
+                return Err(ConnectorError::retriable(format!(
+                    "{} documents still refused (429/5xx) after {} retries",
+                    retry.len(),
+                    self.max_retries
+                )));
+            }
+            let wait = self
+                .backoff
+                .saturating_mul(2_u32.saturating_pow(attempt - 1));
+            let wait = wait + jitter(wait);
+            metrics::counter!("sluice_elasticsearch_retries_total", "connector" => self.connector.clone()).increment(1);
+            tracing::warn!(connector = %self.connector, items = retry.len(), attempt, backoff_ms = wait.as_millis() as u64, "bulk items refused for now; retrying them alone");
+            tokio::time::sleep(wait).await;
+            items = retry;
+        }
+        Ok(())
+    }
+}
+
+/// Applies the `elastic.https.*` keys: a PEM truststore, host name checking, and
+/// `elastic.security.protocol` checked against the URLs' schemes.
+fn tls(
+    parsed: &ParsedConfig,
+    urls: &[Url],
+    builder: TransportBuilder,
+) -> Result<TransportBuilder, ConnectorError> {
+    let https = urls.iter().filter(|u| u.scheme() == "https").count();
+    let ssl = parsed
+        .string(SECURITY_PROTOCOL)
+        .is_some_and(|p| p.eq_ignore_ascii_case("SSL"));
+    if ssl && https < urls.len() {
+        return Err(ConnectorError::config(format!(
+            "{SECURITY_PROTOCOL}=SSL but {URL} has http URLs"
+        )));
+    }
+    let location = parsed.string(TRUSTSTORE).unwrap_or_default();
+    if location.is_empty() {
+        return Ok(builder);
+    }
+    if !parsed
+        .string(TRUSTSTORE_TYPE)
+        .is_some_and(|t| t.eq_ignore_ascii_case("PEM"))
+    {
+        return Err(ConnectorError::config(format!(
+            "{TRUSTSTORE_TYPE}: only PEM truststores are read; set it to PEM (keytool or openssl can export JKS/PKCS12 certificates as PEM)"
+        )));
+    }
+    let pem = std::fs::read(location)
+        .map_err(|e| ConnectorError::config(format!("{TRUSTSTORE}: reading {location}: {e}")))?;
+    let certificate = Certificate::from_pem(&pem).map_err(|e| {
+        ConnectorError::config(format!(
+            "{TRUSTSTORE}: {location} is not PEM certificates: {e}"
+        ))
+    })?;
+    let check_host = !parsed
+        .string(ENDPOINT_IDENTIFICATION)
+        .unwrap_or("https")
+        .is_empty();
+    Ok(builder.cert_validation(if check_host {
+        CertificateValidation::Full(certificate)
+    } else {
+        CertificateValidation::Certificate(certificate)
+    }))
+}
+
+/// Keeps the error that matters most from a finished request: a data error (the runtime
+/// isolates the record at fault) before any other, else the first.
+fn note(
+    failure: &mut Option<ConnectorError>,
+    done: Option<Result<Result<(), ConnectorError>, tokio::task::JoinError>>,
+) {
+    let error = match done {
+        None | Some(Ok(Ok(()))) => return,
+        Some(Ok(Err(e))) => e,
+        Some(Err(e)) => ConnectorError::internal(format!("bulk request task: {e}")),
+    };
+    let replace = match failure {
+        None => true,
+        Some(current) => current.kind != ErrorKind::Data && error.kind == ErrorKind::Data,
+    };
+    if replace {
+        *failure = Some(error);
     }
 }
 
@@ -295,13 +423,14 @@ impl SinkTask for ElasticsearchSinkTask {
                     .unwrap_or_default();
                 builder = builder.auth(Credentials::Basic(user.to_owned(), password));
             }
+            builder = tls(&parsed, &urls, builder)?;
             let transport = builder
                 .build()
                 .map_err(|e| ConnectorError::config(format!("{URL}: {e}")))?;
             if parsed.string(TYPE_NAME).is_some() {
                 tracing::warn!(connector = %self.connector, "type.name is ignored: Elasticsearch 7+ and OpenSearch have no mapping types");
             }
-            self.client = Some(Elasticsearch::new(transport));
+            let long = |key: &str, default: i64| parsed.long(key).unwrap_or(default);
             self.key_ignore = parsed.boolean(KEY_IGNORE).unwrap_or(false);
             self.upsert = parsed.string(WRITE_METHOD) == Some("upsert");
             self.on_null = match parsed.string(NULL_VALUES) {
@@ -309,15 +438,31 @@ impl SinkTask for ElasticsearchSinkTask {
                 Some("delete") => OnNull::Delete,
                 _ => OnNull::Fail,
             };
-            self.on_malformed = match parsed.string(MALFORMED) {
-                Some("ignore") => OnMalformed::Ignore,
-                Some("warn") => OnMalformed::Warn,
-                _ => OnMalformed::Fail,
+            self.batch_size = usize::try_from(long(BATCH_SIZE, 2000))
+                .unwrap_or(2000)
+                .max(1);
+            // Updates carry no version: only one request at a time keeps them in order.
+            self.in_flight = if self.upsert {
+                1
+            } else {
+                usize::try_from(long(IN_FLIGHT, 5)).unwrap_or(5).max(1)
             };
-            self.max_retries = u32::try_from(parsed.long(MAX_RETRIES).unwrap_or(5)).unwrap_or(5);
-            self.backoff = Duration::from_millis(
-                u64::try_from(parsed.long(RETRY_BACKOFF).unwrap_or(100)).unwrap_or(100),
+            self.flush_timeout = Duration::from_millis(
+                u64::try_from(long(FLUSH_TIMEOUT, 180_000)).unwrap_or(180_000),
             );
+            self.writer = Some(Writer {
+                client: Elasticsearch::new(transport),
+                on_malformed: match parsed.string(MALFORMED) {
+                    Some("ignore") => OnMalformed::Ignore,
+                    Some("warn") => OnMalformed::Warn,
+                    _ => OnMalformed::Fail,
+                },
+                max_retries: u32::try_from(long(MAX_RETRIES, 5)).unwrap_or(5),
+                backoff: Duration::from_millis(
+                    u64::try_from(long(RETRY_BACKOFF, 100)).unwrap_or(100),
+                ),
+                connector: self.connector.clone(),
+            });
             tracing::info!(connector = %self.connector, nodes = urls.len(), key_ignore = self.key_ignore, "elasticsearch sink started");
             Ok(())
         })
@@ -325,51 +470,41 @@ impl SinkTask for ElasticsearchSinkTask {
 
     fn put(&mut self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), ConnectorError>> {
         Box::pin(async move {
-            let client = self
-                .client
+            let writer = self
+                .writer
                 .clone()
                 .ok_or_else(|| ConnectorError::internal("elasticsearch sink used before start"))?;
             let mut items = Vec::with_capacity(records.len());
             for r in &records {
                 items.extend(self.item(r)?);
             }
-            let mut attempt = 0;
-            while !items.is_empty() {
-                let (retry, rejected) = self.bulk(&client, items).await?;
-                for (item, error) in rejected {
-                    metrics::counter!("sluice_elasticsearch_rejected_total", "connector" => self.connector.clone()).increment(1);
-                    match self.on_malformed {
-                        OnMalformed::Ignore => {}
-                        OnMalformed::Warn => {
-                            tracing::warn!(connector = %self.connector, record = %item.at, error = %error, "document rejected; skipped (behavior.on.malformed.documents=warn)");
-                        }
-                        OnMalformed::Fail => {
-                            return Err(ConnectorError::data(format!(
-                                "{}: document rejected: {error}",
-                                item.at
-                            )));
-                        }
+            let (batch_size, in_flight) = (self.batch_size, self.in_flight);
+            let work = async move {
+                let mut requests = tokio::task::JoinSet::new();
+                let mut failure: Option<ConnectorError> = None;
+                let mut items = items.into_iter().peekable();
+                while items.peek().is_some() && failure.is_none() {
+                    while requests.len() >= in_flight {
+                        note(&mut failure, requests.join_next().await);
                     }
+                    let chunk: Vec<Item> = items.by_ref().take(batch_size).collect();
+                    requests.spawn(writer.clone().write(chunk));
                 }
-                if retry.is_empty() {
-                    break;
+                while let Some(done) = requests.join_next().await {
+                    note(&mut failure, Some(done));
                 }
-                attempt += 1;
-                if attempt > self.max_retries {
+                failure.map_or(Ok(()), Err)
+            };
+            // Dropping `work` on timeout aborts its requests (a JoinSet aborts on drop).
+            match tokio::time::timeout(self.flush_timeout, work).await {
+                Ok(result) => result?,
+                Err(_) => {
                     return Err(ConnectorError::retriable(format!(
-                        "{} documents still refused (429/5xx) after {} retries",
-                        retry.len(),
-                        self.max_retries
-                    )));
+                        "{} records not written within {FLUSH_TIMEOUT}={} ms",
+                        records.len(),
+                        self.flush_timeout.as_millis()
+                    )))
                 }
-                let wait = self
-                    .backoff
-                    .saturating_mul(2_u32.saturating_pow(attempt - 1));
-                let wait = wait + jitter(wait);
-                metrics::counter!("sluice_elasticsearch_retries_total", "connector" => self.connector.clone()).increment(1);
-                tracing::warn!(connector = %self.connector, items = retry.len(), attempt, backoff_ms = wait.as_millis() as u64, "bulk items refused for now; retrying them alone");
-                tokio::time::sleep(wait).await;
-                items = retry;
             }
             metrics::counter!("sluice_elasticsearch_documents_total", "connector" => self.connector.clone()).increment(records.len() as u64);
             Ok(())
@@ -386,7 +521,7 @@ impl SinkTask for ElasticsearchSinkTask {
 
     fn stop(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            self.client = None;
+            self.writer = None;
         })
     }
 }

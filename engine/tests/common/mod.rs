@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use sluice_testkit::{http_get, unique_name, Stack};
 
 /// A temporary directory removed on drop.
@@ -425,4 +425,34 @@ pub async fn opensearch_all(
             )
         }));
     }
+}
+
+fn sh(dir: &Path, script: &str) -> Result<()> {
+    let out = Command::new("bash")
+        .args(["-euc", script])
+        .current_dir(dir)
+        .output()
+        .context("running openssl")?;
+    ensure!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// With the `openssl` command, in `dir`: a CA (`ca.pem`, `ca.key`); a server certificate
+/// for 127.0.0.1 (`server.pem`, `server.key`, and the key encrypted under `secret` in
+/// `server.enc.key`); a client certificate (`client.pem`, `client.key`); all signed by the CA.
+pub fn tls_certificates(dir: &Path) -> Result<()> {
+    sh(
+        dir,
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca 2>/dev/null
+         for who in server client; do
+           openssl req -newkey rsa:2048 -nodes -keyout $who.key -out $who.csr -subj /CN=$who 2>/dev/null
+           printf 'subjectAltName=IP:127.0.0.1\\n' > $who.ext
+           openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem -days 2 -extfile $who.ext 2>/dev/null
+         done
+         openssl pkey -in server.key -aes256 -passout pass:secret -out server.enc.key",
+    )
 }
