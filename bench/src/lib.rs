@@ -1,7 +1,69 @@
 //! Shared pieces of Sluice's benchmarks: CPU time and peak memory of a process, read from
-//! `/proc`, so every benchmark reports the same figures the same way.
+//! `/proc`, so every benchmark reports the same figures the same way; and the worker each
+//! benchmark starts (a release `sluice standalone`) with its configuration and metrics.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context as _, Result};
+use sluice_testkit::{http_get, repo_root, unique_name, Stack};
+
+/// Command-line argument `n` as a number, or `default` when absent.
+pub fn arg(n: usize, default: u64) -> Result<u64> {
+    match std::env::args().nth(n) {
+        Some(v) => v
+            .parse()
+            .with_context(|| format!("argument {n}: {v:?} is not a number")),
+        None => Ok(default),
+    }
+}
+
+/// A metric of the worker on `port`, summed over its series, from `GET /metrics`
+/// (0 while the worker does not answer).
+pub fn metric(port: u16, name: &str) -> u64 {
+    let Ok((200, body)) = http_get(port, "/metrics") else {
+        return 0;
+    };
+    let prefix = format!("{name}{{");
+    body.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A benchmark worker's config: the stack's broker, fresh group and offsets topic, REST on
+/// `port`, then `extra` lines.
+pub fn worker_properties(stack: &Stack, port: u16, extra: &str) -> String {
+    format!(
+        "bootstrap.servers={}\ngroup.id={}\noffset.storage.topic={}\noffset.storage.partitions=1\n\
+         offset.storage.replication.factor=1\nlisteners=http://127.0.0.1:{port}\n\
+         producer.linger.ms=5\nproducer.broker.address.family=v4\n\
+         consumer.broker.address.family=v4\nadmin.broker.address.family=v4\n{extra}",
+        stack.kafka_bootstrap,
+        unique_name("bench"),
+        unique_name("bench-offsets")
+    )
+}
+
+/// Starts `sluice standalone worker connectors...` from `target/release/sluice` (or
+/// `SLUICE_BIN`), logging warnings only.
+pub fn spawn_worker(worker: &Path, connectors: &[&Path]) -> Result<Child> {
+    let bin = std::env::var("SLUICE_BIN")
+        .map_or_else(|_| repo_root().join("target/release/sluice"), PathBuf::from);
+    Command::new(&bin)
+        .arg("standalone")
+        .arg(worker)
+        .args(connectors)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (build it with cargo build --release -p sluice-engine)",
+                bin.display()
+            )
+        })
+}
 
 /// User + system CPU seconds of process `pid` ("self" for this one), from `/proc/<pid>/stat`
 /// (clock ticks of 100 Hz).

@@ -11,38 +11,15 @@
 //!  cargo run --release -p sluice-bench --bin sink -- file|replicator [records] [bytes]`
 //! (defaults: file 1000000 100). The worker binary is `target/release/sluice`, or `SLUICE_BIN`.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{BaseRecord, Producer as _};
-use sluice_bench::{cpu_seconds, peak_rss_mib};
-use sluice_testkit::{free_port, http_get, repo_root, stack, unique_name, Isolation, Stack};
+use sluice_bench::{arg, cpu_seconds, metric, peak_rss_mib, spawn_worker, worker_properties};
+use sluice_testkit::{free_port, stack, unique_name, Isolation, Stack};
 
 const PARTITIONS: i32 = 6;
-
-fn arg(n: usize, default: u64) -> Result<u64> {
-    match std::env::args().nth(n) {
-        Some(v) => v
-            .parse()
-            .with_context(|| format!("argument {n}: {v:?} is not a number")),
-        None => Ok(default),
-    }
-}
-
-/// A metric summed over its series, from `GET /metrics`.
-fn metric(port: u16, name: &str) -> u64 {
-    let Ok((200, body)) = http_get(port, "/metrics") else {
-        return 0;
-    };
-    let prefix = format!("{name}{{");
-    body.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
 
 /// Fills `topic` with `records` values of `size` bytes, spread over its partitions.
 fn fill(stack: &Stack, topic: &str, records: u64, size: usize) -> Result<f64> {
@@ -109,15 +86,7 @@ fn main() -> Result<()> {
     let worker = dir.join("worker.properties");
     std::fs::write(
         &worker,
-        format!(
-            "bootstrap.servers={}\ngroup.id={}\noffset.storage.topic={}\noffset.storage.partitions=1\n\
-             offset.storage.replication.factor=1\nlisteners=http://127.0.0.1:{port}\n\
-             offset.flush.interval.ms=1000\nproducer.linger.ms=5\nproducer.broker.address.family=v4\n\
-             consumer.broker.address.family=v4\nadmin.broker.address.family=v4\n",
-            stack.kafka_bootstrap,
-            unique_name("bench"),
-            unique_name("bench-offsets")
-        ),
+        worker_properties(stack, port, "offset.flush.interval.ms=1000\n"),
     )?;
     let name = unique_name("bench-sink");
     let out = dir.join("out.txt");
@@ -142,22 +111,8 @@ fn main() -> Result<()> {
         .set("enable.auto.commit", "false")
         .create()?;
 
-    let bin = std::env::var("SLUICE_BIN")
-        .map_or_else(|_| repo_root().join("target/release/sluice"), PathBuf::from);
     let started = Instant::now();
-    let mut child = Command::new(&bin)
-        .arg("standalone")
-        .arg(&worker)
-        .arg(&connector)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (build it with cargo build --release -p sluice-engine)",
-                bin.display()
-            )
-        })?;
+    let mut child = spawn_worker(&worker, &[&connector])?;
     let pid = child.id().to_string();
     let mut first_record: Option<Instant> = None;
     let deadline = Instant::now() + Duration::from_secs(1800);

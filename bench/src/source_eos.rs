@@ -8,33 +8,11 @@
 //! (defaults: 1000000 100). The worker binary is `target/release/sluice`, or `SLUICE_BIN`.
 
 use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
-use sluice_bench::{cpu_seconds, peak_rss_mib};
-use sluice_testkit::{free_port, http_get, repo_root, stack, unique_name, Isolation};
-
-fn arg(n: usize, default: u64) -> Result<u64> {
-    match std::env::args().nth(n) {
-        Some(v) => v
-            .parse()
-            .with_context(|| format!("argument {n}: {v:?} is not a number")),
-        None => Ok(default),
-    }
-}
-
-/// `sluice_source_records_written_total` for the bench connector, from `GET /metrics`.
-fn written(port: u16) -> u64 {
-    let Ok((200, body)) = http_get(port, "/metrics") else {
-        return 0;
-    };
-    body.lines()
-        .filter(|l| l.starts_with("sluice_source_records_written_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
+use anyhow::{bail, Result};
+use sluice_bench::{arg, cpu_seconds, metric, peak_rss_mib, spawn_worker, worker_properties};
+use sluice_testkit::{free_port, stack, unique_name, Isolation};
 
 fn main() -> Result<()> {
     let records = arg(1, 1_000_000)?;
@@ -59,15 +37,7 @@ fn main() -> Result<()> {
     let worker = dir.join("worker.properties");
     std::fs::write(
         &worker,
-        format!(
-            "bootstrap.servers={}\ngroup.id={}\noffset.storage.topic={}\noffset.storage.partitions=1\n\
-             offset.storage.replication.factor=1\nexactly.once.source.support=enabled\n\
-             listeners=http://127.0.0.1:{port}\nproducer.linger.ms=5\nproducer.broker.address.family=v4\n\
-             consumer.broker.address.family=v4\nadmin.broker.address.family=v4\n",
-            stack.kafka_bootstrap,
-            unique_name("bench"),
-            unique_name("bench-offsets")
-        ),
+        worker_properties(stack, port, "exactly.once.source.support=enabled\n"),
     )?;
     let connector = dir.join("source.properties");
     std::fs::write(
@@ -78,22 +48,8 @@ fn main() -> Result<()> {
             input.display()
         ),
     )?;
-    let bin = std::env::var("SLUICE_BIN")
-        .map_or_else(|_| repo_root().join("target/release/sluice"), PathBuf::from);
     let started = Instant::now();
-    let mut child = Command::new(&bin)
-        .arg("standalone")
-        .arg(&worker)
-        .arg(&connector)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "starting {} (build it with cargo build --release -p sluice-engine)",
-                bin.display()
-            )
-        })?;
+    let mut child = spawn_worker(&worker, &[&connector])?;
     let pid = child.id().to_string();
     let mut first_record: Option<Instant> = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
@@ -101,7 +57,7 @@ fn main() -> Result<()> {
         if let Some(status) = child.try_wait()? {
             bail!("worker exited early: {status}");
         }
-        let n = written(port);
+        let n = metric(port, "sluice_source_records_written_total");
         if n > 0 && first_record.is_none() {
             first_record = Some(Instant::now());
         }
