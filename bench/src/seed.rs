@@ -208,7 +208,7 @@ fn relp(stack: &Stack, rt: &tokio::runtime::Runtime, messages: u64, window: u64)
     let mut out = std::io::BufWriter::new(stream.try_clone()?);
     let mut replies = BufReader::new(stream);
     let offers = "relp_version=0\nrelp_software=sluice-bench\ncommands=syslog";
-    write!(out, "1 open {} {offers}\n", offers.len())?;
+    writeln!(out, "1 open {} {offers}", offers.len())?;
     out.flush()?;
     // The open reply spans lines: read until its data length is consumed.
     let mut line = Vec::new();
@@ -226,7 +226,7 @@ fn relp(stack: &Stack, rt: &tokio::runtime::Runtime, messages: u64, window: u64)
         while sent < messages && sent - acked < window {
             let data = syslog_line(sent);
             let data = data.trim_end();
-            write!(out, "{} syslog {} {data}\n", sent + 2, data.len())?;
+            writeln!(out, "{} syslog {} {data}", sent + 2, data.len())?;
             sent += 1;
         }
         out.flush()?;

@@ -7,9 +7,27 @@
 //! stage, the error and where the record came from; with `none`, the task fails with the
 //! record's coordinates and commits nothing past it.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_proto::{ConfigDef, ConfigKey, ConfigType, Importance, ParsedConfig, Validator};
+
+use crate::task_actor::Labels;
+
+/// Sets `sluice_task_last_error_timestamp_seconds` of a task to now.
+pub(crate) fn note_error_time(labels: &[(&'static str, String)]) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics::gauge!("sluice_task_last_error_timestamp_seconds", labels).set(now);
+}
+
+/// Counts a record that failed `stage` and is tolerated (`errors.tolerance=all`): an
+/// error, a skipped record, and the time of the task's last error.
+pub(crate) fn count_tolerated(labels: &Labels, stage: &str) {
+    metrics::counter!("sluice_task_record_errors_total", "connector" => labels.connector.clone(), "task" => labels.task.clone(), "stage" => stage.to_owned()).increment(1);
+    metrics::counter!("sluice_task_records_skipped_total", &labels.pairs()).increment(1);
+    note_error_time(&labels.pairs());
+}
 
 /// Header names, Kafka Connect's where it has them.
 pub mod headers {

@@ -114,7 +114,7 @@ async fn shutdown_signal() -> Result<&'static str> {
 
 fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
     let config = Arc::new(load_worker_config(path, mode)?);
-    telemetry::init_logging();
+    let loggers = telemetry::Loggers::install(config.log_format);
     let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
     for key in &config.unknown_keys {
         tracing::warn!(key = %key, file = %path.display(), "unknown worker config key, ignored");
@@ -137,39 +137,9 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
             }
         });
 
-        let mut worker = start_worker(Arc::clone(&config), connectors).await?;
-        if mode == Mode::Distributed {
-            let topic = config.parsed.string("config.storage.topic").unwrap_or_default().to_owned();
-            let replication = i16::try_from(config.parsed.long("config.storage.replication.factor").unwrap_or(3))?;
-            let store = ConfigStore::open(
-                topic,
-                &config.kafka_client_props("admin."),
-                replication,
-                config.kafka_client_props("producer."),
-                config.kafka_client_props("consumer."),
-            )
-            .await
-            .context("config.storage.topic")?;
-            let status = StatusStore::open(
-                config.parsed.string("status.storage.topic").unwrap_or_default().to_owned(),
-                i32::try_from(config.parsed.long("status.storage.partitions").unwrap_or(5))?,
-                i16::try_from(config.parsed.long("status.storage.replication.factor").unwrap_or(3))?,
-                &config.kafka_client_props("admin."),
-                config.kafka_client_props("producer."),
-                worker.worker_id.clone(),
-            )
-            .await
-            .context("status.storage.topic")?;
-            worker = worker.with_store(store).with_status(status);
-            let restored = worker.restore().await.context("reading config.storage.topic")?;
-            tracing::info!(connectors = restored, "connectors restored from config.storage.topic");
-        }
-        let worker = Some(worker);
-        let state = RestState {
-            info: ServerInfo::new(cluster_id),
-            metrics,
-            worker: worker.clone(),
-        };
+        // The REST API answers from the start: /health says 503 until the worker runs.
+        let state = RestState::new(ServerInfo::new(cluster_id), metrics, None, loggers);
+        let slot = Arc::clone(&state.worker);
         let mut server = actix_web::HttpServer::new(move || {
             actix_web::App::new().configure(rest::configure(state.clone()))
         })
@@ -183,7 +153,18 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
         }
         let server = server.run();
         let handle = server.handle();
-        tracing::info!(listeners = ?config.listeners, "REST API up");
+        let served = actix_web::rt::spawn(server);
+        tracing::info!(listeners = ?config.listeners, "REST API up; worker starting");
+
+        let worker = match start(Arc::clone(&config), mode, connectors).await {
+            Ok(worker) => worker,
+            Err(e) => {
+                handle.stop(false).await;
+                return Err(e);
+            }
+        };
+        let _ = slot.set(worker.clone());
+        tracing::info!("worker started");
         let grace = Duration::from_millis(
             config
                 .parsed
@@ -192,16 +173,71 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
                 .unwrap_or(5000),
         );
         tokio::select! {
-            served = server => served.context("REST server")?,
+            served = served => served.context("REST server")?.context("REST server")?,
             signal = shutdown_signal() => {
                 tracing::info!(signal = signal?, "stopping: connectors commit what they have");
-                if let Some(worker) = &worker {
-                    worker.stop_all(grace).await;
-                }
+                worker.stop_all(grace).await;
                 handle.stop(true).await;
             }
         }
         tracing::info!("worker stopped");
         Ok(())
     })
+}
+
+/// Starts the worker: offsets, router, connectors; in distributed mode also the config
+/// and status topics, and the connectors stored there.
+async fn start(config: Arc<WorkerConfig>, mode: Mode, connectors: &[PathBuf]) -> Result<Worker> {
+    let mut worker = start_worker(Arc::clone(&config), connectors).await?;
+    if mode == Mode::Distributed {
+        let topic = config
+            .parsed
+            .string("config.storage.topic")
+            .unwrap_or_default()
+            .to_owned();
+        let replication = i16::try_from(
+            config
+                .parsed
+                .long("config.storage.replication.factor")
+                .unwrap_or(3),
+        )?;
+        let store = ConfigStore::open(
+            topic,
+            &config.kafka_client_props("admin."),
+            replication,
+            config.kafka_client_props("producer."),
+            config.kafka_client_props("consumer."),
+        )
+        .await
+        .context("config.storage.topic")?;
+        let status = StatusStore::open(
+            config
+                .parsed
+                .string("status.storage.topic")
+                .unwrap_or_default()
+                .to_owned(),
+            i32::try_from(config.parsed.long("status.storage.partitions").unwrap_or(5))?,
+            i16::try_from(
+                config
+                    .parsed
+                    .long("status.storage.replication.factor")
+                    .unwrap_or(3),
+            )?,
+            &config.kafka_client_props("admin."),
+            config.kafka_client_props("producer."),
+            worker.worker_id.clone(),
+        )
+        .await
+        .context("status.storage.topic")?;
+        worker = worker.with_store(store).with_status(status);
+        let restored = worker
+            .restore()
+            .await
+            .context("reading config.storage.topic")?;
+        tracing::info!(
+            connectors = restored,
+            "connectors restored from config.storage.topic"
+        );
+    }
+    Ok(worker)
 }

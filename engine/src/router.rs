@@ -49,6 +49,17 @@ impl Message for Route {
     type Result = Result<Vec<OutRecord>, RouteError>;
 }
 
+/// Answers at once: `/health` checks the router's mailbox is served.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
+impl Handler<Ping> for PartitionRouter {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Ping, _ctx: &mut Self::Context) {}
+}
+
 /// Forget a topic's partition count (after a produce error that hints it changed).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]

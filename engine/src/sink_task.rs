@@ -277,7 +277,23 @@ struct SinkContext {
     flush_timeout: Duration,
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`, on the poller thread):
+    /// the lag of each partition this consumer fetches.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let task = self.task.to_string();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's unassigned-partition bucket; a negative lag is unknown.
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!("sluice_sink_consumer_lag_records", "connector" => self.connector.clone(), "task" => task.clone(), "topic" => topic.clone(), "partition" => partition.to_string())
+                    .set(p.consumer_lag as f64);
+            }
+        }
+    }
+}
 
 impl SinkContext {
     fn labels(&self) -> [(&'static str, String); 2] {
@@ -329,6 +345,13 @@ impl ConsumerContext for SinkContext {
                 if let Err(e) = consumer.assign(&assign) {
                     tracing::error!(connector = %self.connector, task = self.task, error = %e, "assigning partitions failed");
                 }
+                crate::telemetry::live().assigned(
+                    &self.connector,
+                    self.task,
+                    partitions
+                        .iter()
+                        .map(|tp| (tp.topic.as_str(), tp.partition)),
+                );
                 if let Some(group) = consumer.group_metadata() {
                     let _ = self.events.blocking_send(Event::Group(group));
                 }
@@ -347,12 +370,23 @@ impl ConsumerContext for SinkContext {
                 if let Err(e) = consumer.unassign() {
                     tracing::warn!(connector = %self.connector, task = self.task, error = %e, "unassigning partitions failed");
                 }
+                crate::telemetry::live().revoked(
+                    &self.connector,
+                    self.task,
+                    Some(
+                        partitions
+                            .iter()
+                            .map(|tp| (tp.topic.as_str(), tp.partition))
+                            .collect(),
+                    ),
+                );
                 tracing::info!(connector = %self.connector, task = self.task, partitions = partitions.len(), generation, "partitions revoked");
             }
             other => {
                 tracing::error!(connector = %self.connector, task = self.task, error = ?other, "rebalance error; giving up the assignment");
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 let _ = consumer.unassign();
+                crate::telemetry::live().revoked(&self.connector, self.task, None);
             }
         }
     }
@@ -577,7 +611,7 @@ fn tolerate(
     stage: &str,
     error: &dyn std::fmt::Display,
 ) -> Option<OutRecord> {
-    metrics::counter!("sluice_task_record_errors_total", "connector" => labels.connector.clone(), "task" => labels.task.clone(), "stage" => stage.to_owned()).increment(1);
+    crate::errors::count_tolerated(labels, stage);
     if spec.errors.log {
         if spec.errors.log_messages {
             tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, record = ?r, "bad record tolerated");
@@ -736,8 +770,20 @@ impl Life<'_> {
                 if !dead.is_empty() {
                     if let Some(dlq) = &self.dlq {
                         // Durable before the bad records' offsets can be committed.
-                        dlq.send(dead).await?;
-                        dlq.commit().await?;
+                        let letters = dead.len() as u64;
+                        let written = async {
+                            dlq.send(dead).await?;
+                            dlq.commit().await
+                        }
+                        .await;
+                        if written.is_err() {
+                            metrics::counter!(
+                                "sluice_dlq_produce_failures_total",
+                                &self.labels.pairs()
+                            )
+                            .increment(letters);
+                        }
+                        written?;
                     }
                 }
             }
@@ -1063,6 +1109,10 @@ fn consumer_config(spec: &SinkTaskSpec) -> BTreeMap<String, String> {
     props
         .entry("fetch.queue.backoff.ms".into())
         .or_insert_with(|| "20".into());
+    // Consumer lag comes from librdkafka's statistics.
+    props
+        .entry("statistics.interval.ms".into())
+        .or_insert_with(|| "5000".into());
     // The rebalance callback hands over whole assignments (eager protocol).
     let strategy = props
         .entry("partition.assignment.strategy".into())
@@ -1086,24 +1136,30 @@ pub async fn run_sink_task(
     let writer = match &spec.output {
         Output::Task(factory) => {
             let mut task = factory();
-            task.start(&spec.config).await?;
+            let started = task.start(&spec.config).await;
+            labels.count_startup(started.is_ok());
+            started?;
             Writer::Task(task)
         }
         Output::Kafka {
             transactional_id, ..
-        } => Writer::Kafka {
+        } => {
             // init_transactions fences any earlier life of this task.
-            producer: TaskProducer::create(
+            let producer = TaskProducer::create(
                 spec.producer_props.clone(),
                 Some(transactional_id.clone()),
                 spec.kafka_timeout,
             )
-            .await?,
-            group: None,
-            open: false,
-            opened_at: None,
-            records: 0,
-        },
+            .await;
+            labels.count_startup(producer.is_ok());
+            Writer::Kafka {
+                producer: producer?,
+                group: None,
+                open: false,
+                opened_at: None,
+                records: 0,
+            }
+        }
     };
     let dlq = match (&spec.errors.dlq_topic, &spec.output) {
         (Some(topic), Output::Task(_)) => {
@@ -1222,6 +1278,7 @@ pub async fn run_sink_task(
         }
     }
     metrics::gauge!("sluice_sink_partition_count", "connector" => spec.connector.clone(), "task" => spec.task.to_string()).set(0.0);
+    crate::telemetry::live().revoked(&spec.connector, spec.task, None);
     match &result {
         Ok(()) => {
             tracing::info!(connector = %spec.connector, task = spec.task, "sink task stopped");

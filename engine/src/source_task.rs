@@ -155,7 +155,7 @@ fn tolerate(
     stage: &str,
     labels: &Labels,
 ) -> Option<Unrouted> {
-    metrics::counter!("sluice_task_record_errors_total", "connector" => labels.connector.clone(), "task" => labels.task.clone(), "stage" => stage.to_owned()).increment(1);
+    crate::errors::count_tolerated(labels, stage);
     if spec.errors.log {
         if spec.errors.log_messages {
             tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, record = ?r, "bad record tolerated");
@@ -327,6 +327,8 @@ struct Pending {
     open: bool,
     started: Option<Instant>,
     records: u64,
+    /// Dead letters in the open transaction.
+    dead: u64,
     offsets: BTreeMap<SourcePartition, SourceOffset>,
 }
 
@@ -387,8 +389,8 @@ async fn poll_loop(
     task: &mut dyn SourceTask,
     stop: &mut watch::Receiver<bool>,
     labels: &Labels,
+    pending: &mut Pending,
 ) -> Result<(), TaskError> {
-    let mut pending = Pending::default();
     loop {
         if *stop.borrow() {
             break;
@@ -410,7 +412,10 @@ async fn poll_loop(
                 let converted = match convert(spec, r) {
                     Err(e) if spec.errors.tolerate_all => match e.record_stage() {
                         Some(stage) => {
-                            batch.extend(tolerate(spec, r, &e, stage, labels));
+                            if let Some(letter) = tolerate(spec, r, &e, stage, labels) {
+                                pending.dead += 1;
+                                batch.push(letter);
+                            }
                             continue;
                         }
                         None => return Err(e),
@@ -447,12 +452,12 @@ async fn poll_loop(
             Boundary::Interval(every) => pending.started.is_some_and(|s| s.elapsed() >= every),
         };
         if due {
-            commit(spec, producer, task, &mut pending, labels).await?;
+            commit(spec, producer, task, pending, labels).await?;
             metrics::gauge!("sluice_source_records_active", &labels.pairs()).set(0.0);
         }
     }
     // Stopping: what was sent is committed with its offsets, so nothing is read twice.
-    commit(spec, producer, task, &mut pending, labels).await
+    commit(spec, producer, task, pending, labels).await
 }
 
 /// Runs one life of a task: producer, offsets, start, loop, stop.
@@ -499,12 +504,30 @@ pub async fn run_source_task(
         task: spec.task,
         committed,
     };
-    let result = match task.start(&spec.config, context).await {
-        Ok(()) => poll_loop(&spec, &producer, task.as_mut(), &mut stop, &labels).await,
+    let started = task.start(&spec.config, context).await;
+    labels.count_startup(started.is_ok());
+    let mut pending = Pending::default();
+    let result = match started {
+        Ok(()) => {
+            poll_loop(
+                &spec,
+                &producer,
+                task.as_mut(),
+                &mut stop,
+                &labels,
+                &mut pending,
+            )
+            .await
+        }
         Err(e) => Err(e.into()),
     };
     task.stop().await;
     if let Err(e) = &result {
+        if pending.dead > 0 {
+            // They were in the transaction that did not commit.
+            metrics::counter!("sluice_dlq_produce_failures_total", &labels.pairs())
+                .increment(pending.dead);
+        }
         if producer.is_transactional() {
             metrics::counter!("sluice_source_transactions_aborted_total", &labels.pairs())
                 .increment(1);

@@ -63,6 +63,28 @@ pub enum TaskState {
     Paused,
 }
 
+impl TaskState {
+    /// Every state, for the per-state status gauge.
+    pub const ALL: [TaskState; 5] = [
+        TaskState::Running,
+        TaskState::Restarting,
+        TaskState::Failed,
+        TaskState::Unassigned,
+        TaskState::Paused,
+    ];
+
+    /// Kafka Connect's name of the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Running => "RUNNING",
+            TaskState::Restarting => "RESTARTING",
+            TaskState::Failed => "FAILED",
+            TaskState::Unassigned => "UNASSIGNED",
+            TaskState::Paused => "PAUSED",
+        }
+    }
+}
+
 /// What the user wants the connector to do (Kafka Connect's target state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -176,18 +198,23 @@ impl ConnectorSupervisor {
         self.report(index);
     }
 
-    /// Writes a task's state to the status topic, off the actor's path.
+    /// Publishes a task's state: `sluice_task_status`, and the status topic (written off
+    /// the actor's path).
     fn report(&self, index: usize) {
-        let (Some(store), Some(slot)) = (self.status.clone(), self.slots.get(index)) else {
+        let Some(slot) = self.slots.get(index) else {
+            return;
+        };
+        let id = slot.status.id;
+        for state in TaskState::ALL {
+            metrics::gauge!("sluice_task_status", "connector" => self.name.clone(), "task" => id.to_string(), "state" => state.name().to_ascii_lowercase())
+                .set(if state == slot.status.state { 1.0 } else { 0.0 });
+        }
+        let Some(store) = self.status.clone() else {
             return;
         };
         let name = self.name.clone();
-        let id = slot.status.id;
         let generation = slot.generation;
-        let state = serde_json::to_value(slot.status.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let state = slot.status.state.name().to_owned();
         let trace = slot.status.trace.clone();
         actix::spawn(async move {
             store
@@ -264,6 +291,7 @@ impl Handler<TaskExited> for ConnectorSupervisor {
                 slot.status.attempts += 1;
                 slot.status.trace = Some(trace.clone());
                 metrics::counter!("sluice_task_failures_total", &labels).increment(1);
+                crate::errors::note_error_time(&labels);
                 if failure.permanent {
                     slot.status.state = TaskState::Failed;
                     tracing::error!(connector = %name, task = msg.task, trace = %trace, "task FAILED: its configuration is wrong, a restart would not help");

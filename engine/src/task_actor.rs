@@ -50,6 +50,13 @@ impl Labels {
             ("task", self.task.clone()),
         ]
     }
+
+    /// Counts a start of the connector's task in `sluice_task_startup_total`.
+    pub(crate) fn count_startup(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        metrics::counter!("sluice_task_startup_total", "connector" => self.connector.clone(), "task" => self.task.clone(), "result" => result)
+            .increment(1);
+    }
 }
 
 /// What the supervisor keeps to (re)start a task.

@@ -101,6 +101,15 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+/// Counts a connector creation in `sluice_connector_startup_total`.
+fn count_startup(
+    result: Result<ConnectorEntry, WorkerError>,
+) -> Result<ConnectorEntry, WorkerError> {
+    let outcome = if result.is_ok() { "success" } else { "failure" };
+    metrics::counter!("sluice_connector_startup_total", "result" => outcome).increment(1);
+    result
+}
+
 fn key_error(key: &str, message: impl std::fmt::Display) -> WorkerError {
     WorkerError::BadConfig(format!("{key}: {message}"))
 }
@@ -230,15 +239,19 @@ impl Worker {
     }
 
     fn report_connector(&self, name: &str, target: TargetState) {
-        let Some(status) = self.status.clone() else {
-            return;
-        };
-        let name = name.to_owned();
         let state = match target {
             TargetState::Started => "RUNNING",
             TargetState::Paused => "PAUSED",
             TargetState::Stopped => "STOPPED",
         };
+        for s in ["RUNNING", "PAUSED", "STOPPED"] {
+            metrics::gauge!("sluice_connector_status", "connector" => name.to_owned(), "state" => s.to_ascii_lowercase())
+                .set(if s == state { 1.0 } else { 0.0 });
+        }
+        let Some(status) = self.status.clone() else {
+            return;
+        };
+        let name = name.to_owned();
         actix::spawn(async move { status.put_connector(&name, state).await });
     }
 
@@ -403,24 +416,35 @@ impl Worker {
     ) -> Result<ConnectorEntry, WorkerError> {
         let common = common_def()
             .parse(props)
-            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
-        let class = common.string("connector.class").unwrap_or_default();
-        let plugin = registry::lookup(class).ok_or_else(|| {
-            let known: Vec<&str> = registry::plugins().iter().map(|p| p.class).collect();
-            key_error(
-                "connector.class",
-                format!(
-                    "unknown connector class {class:?} (known: {})",
-                    known.join(", ")
-                ),
-            )
-        })?;
-        self.create_connector_with(plugin, props, target)
+            .map_err(|e| WorkerError::BadConfig(e.to_string()));
+        let plugin = common.and_then(|common| {
+            let class = common.string("connector.class").unwrap_or_default();
+            registry::lookup(class).ok_or_else(|| {
+                let known: Vec<&str> = registry::plugins().iter().map(|p| p.class).collect();
+                key_error(
+                    "connector.class",
+                    format!(
+                        "unknown connector class {class:?} (known: {})",
+                        known.join(", ")
+                    ),
+                )
+            })
+        });
+        count_startup(plugin.and_then(|plugin| self.start_connector(plugin, props, target)))
     }
 
     /// Like [`Worker::create_connector`], with the plugin given rather than looked up
     /// (for connectors outside the built-in registry, e.g. in tests).
     pub fn create_connector_with(
+        &self,
+        plugin: registry::Plugin,
+        props: &BTreeMap<String, String>,
+        target: TargetState,
+    ) -> Result<ConnectorEntry, WorkerError> {
+        count_startup(self.start_connector(plugin, props, target))
+    }
+
+    fn start_connector(
         &self,
         plugin: registry::Plugin,
         props: &BTreeMap<String, String>,
@@ -609,9 +633,49 @@ impl Worker {
             .write()
             .map_err(|_| WorkerError::Internal("connector table poisoned".into()))?
             .insert(name.clone(), entry.clone());
+        crate::telemetry::live().connector_up(&name, tasks);
         tracing::info!(connector = %name, class = plugin.class, kind = plugin.type_name(), tasks, exactly_once, "connector created");
-        metrics::gauge!("sluice_connectors").set(self.read_connectors().len() as f64);
+        self.count_connectors();
         Ok(entry)
+    }
+
+    /// `sluice_connectors` and `sluice_tasks`.
+    fn count_connectors(&self) {
+        let table = self.read_connectors();
+        metrics::gauge!("sluice_connectors").set(table.len() as f64);
+        metrics::gauge!("sluice_tasks")
+            .set(table.values().map(|e| f64::from(e.tasks)).sum::<f64>());
+    }
+
+    /// Answers `Ok` when the partition router and every connector's supervisor serve
+    /// their mailboxes within `timeout` (all together), else says which did not.
+    pub async fn health(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        match tokio::time::timeout_at(deadline, self.router.send(crate::router::Ping)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("the partition router is gone: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "the partition router did not answer within {} ms",
+                    timeout.as_millis()
+                ))
+            }
+        }
+        for (name, entry) in self.read_connectors() {
+            match tokio::time::timeout_at(deadline, entry.supervisor.send(GetStatus)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Err(format!("the supervisor of connector {name} is gone: {e}"))
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "the supervisor of connector {name} did not answer within {} ms",
+                        timeout.as_millis()
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn read_connectors(&self) -> BTreeMap<String, ConnectorEntry> {
@@ -706,7 +770,8 @@ impl Worker {
             .write()
             .map_err(|_| WorkerError::Internal("connector table poisoned".into()))?
             .remove(name);
-        metrics::gauge!("sluice_connectors").set(self.read_connectors().len() as f64);
+        crate::telemetry::live().connector_down(name);
+        self.count_connectors();
         tracing::info!(connector = %name, "connector deleted");
         Ok(())
     }

@@ -37,6 +37,13 @@ pub fn config_def() -> ConfigDef {
                 .importance(High)
                 .doc("The Connect cluster this worker belongs to; required in distributed mode."),
         )
+        .define(
+            ConfigKey::new("log.format", ConfigType::String)
+                .default_value("text")
+                .validator(sluice_proto::Validator::OneOf(&["text", "json"]))
+                .importance(Low)
+                .doc("Log lines on stderr: text, or one JSON object per line (fields such as connector and task at the top level)."),
+        )
         .define(storage_topic("offset.storage.topic", "Topic holding source offsets."))
         .define(storage_topic("config.storage.topic", "Topic holding connector and task configs."))
         .define(storage_topic("status.storage.topic", "Topic holding connector and task status."))
@@ -228,6 +235,8 @@ pub struct WorkerConfig {
     pub group_id: Option<String>,
     /// REST listener addresses.
     pub listeners: Vec<SocketAddr>,
+    /// `log.format`.
+    pub log_format: crate::telemetry::LogFormat,
     /// Keys neither defined nor passed through: warned about at start.
     pub unknown_keys: Vec<String>,
     /// The whole parsed config, for the keys later parts of the engine read.
@@ -276,6 +285,10 @@ impl WorkerConfig {
                 .join(","),
             group_id: parsed.string("group.id").map(str::to_owned),
             listeners,
+            log_format: match parsed.string("log.format") {
+                Some("json") => crate::telemetry::LogFormat::Json,
+                _ => crate::telemetry::LogFormat::Text,
+            },
             unknown_keys: parsed.unknown_keys().to_vec(),
             parsed,
         })

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use sluice_engine::offset_store::{ensure_compacted_topic, OffsetStore};
 use sluice_engine::rest::{self, RestState, ServerInfo};
 use sluice_engine::router::PartitionRouter;
+use sluice_engine::telemetry::Loggers;
 use sluice_engine::worker::Worker;
 use sluice_engine::worker_config::{Mode, WorkerConfig};
 use sluice_testkit::{stack, unique_name, Stack};
@@ -52,11 +53,12 @@ async fn worker(stack: &Stack) -> Result<Worker> {
 }
 
 fn state(worker: Option<Worker>) -> RestState {
-    RestState {
-        info: ServerInfo::new("test-cluster".into()),
-        metrics: metrics(),
+    RestState::new(
+        ServerInfo::new("test-cluster".into()),
+        metrics(),
         worker,
-    }
+        Arc::new(Loggers::new("info", Box::new(|_| Ok(())))),
+    )
 }
 
 /// Sends a request to the in-process app and returns (status, JSON body or text or null).
@@ -125,7 +127,8 @@ async fn openapi_document_and_routes_agree() -> Result<()> {
         let uri = path
             .replace("{connector}", "nope")
             .replace("{task}", "0")
-            .replace("{plugin}", "FileStreamSource");
+            .replace("{plugin}", "FileStreamSource")
+            .replace("{logger}", "root");
         let request = match method.as_str() {
             "GET" => test::TestRequest::get(),
             "POST" => test::TestRequest::post(),

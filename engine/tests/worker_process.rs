@@ -48,7 +48,7 @@ fn wait_for_http(port: u16, worker: &mut Worker) -> Result<()> {
             }
             bail!("worker exited early: {status}\n{log}");
         }
-        if http_get(port, "/health").is_ok() {
+        if matches!(http_get(port, "/health"), Ok((200, _))) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -102,6 +102,12 @@ fn worker_reports_the_real_cluster_and_serves_health_and_metrics() -> Result<()>
     let info: serde_json::Value = serde_json::from_str(&body)?;
     assert_eq!(info["kafka_cluster_id"], serde_json::json!(cluster_id));
     assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+
+    let (status, body) = http_get(port, "/health")?;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(health["status"], "healthy");
+    assert!(health["message"].is_string(), "{body}");
 
     let (status, body) = http_get(port, "/connectors/nope/status/x")?;
     assert_eq!(status, 404);

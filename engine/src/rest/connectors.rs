@@ -52,10 +52,10 @@ fn bad_request(message: impl Into<String>) -> RestError {
 }
 
 fn worker(state: &RestState) -> Result<&Worker, RestError> {
-    state.worker.as_ref().ok_or_else(|| {
+    state.worker.get().ok_or_else(|| {
         RestError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "this worker does not run connectors",
+            "Request cannot be completed because the worker is still starting up.",
         )
     })
 }
@@ -151,11 +151,7 @@ async fn status(worker: &Worker, name: &str) -> Result<Value, RestError> {
 }
 
 async fn list(state: web::Data<RestState>, req: HttpRequest) -> Result<HttpResponse, RestError> {
-    let names = state
-        .worker
-        .as_ref()
-        .map(Worker::connector_names)
-        .unwrap_or_default();
+    let names = worker(&state)?.connector_names();
     let expand: Vec<String> = query(&req)
         .into_iter()
         .filter(|(k, _)| k == "expand")

@@ -1,10 +1,12 @@
 //! The REST API, in Kafka Connect's dialect: same paths, bodies, status codes and error
 //! shape (`{"error_code":N,"message":"..."}`), so existing tools and scripts work
 //! unchanged: the worker's identity (`GET /`), its health (`GET /health`, KIP-1017),
-//! Prometheus metrics (`GET /metrics`), connectors (`/connectors/...`) and plugins
-//! (`/connector-plugins/...`). `openapi.json` beside this crate documents every route.
+//! Prometheus metrics (`GET /metrics`), connectors (`/connectors/...`), plugins
+//! (`/connector-plugins/...`) and log levels (`/admin/loggers`). `openapi.json` beside
+//! this crate documents every route.
 
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -14,11 +16,14 @@ use actix_web::{web, HttpResponse, ResponseError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
+use crate::telemetry::Loggers;
 use crate::worker::Worker;
 
+mod admin;
 mod connectors;
 mod plugins;
 
+pub use admin::ROUTES as ADMIN_ROUTES;
 pub use connectors::ROUTES as CONNECTOR_ROUTES;
 pub use plugins::ROUTES as PLUGIN_ROUTES;
 
@@ -28,6 +33,7 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
     let mut all = vec![("GET", "/"), ("GET", "/health"), ("GET", "/metrics")];
     all.extend_from_slice(CONNECTOR_ROUTES);
     all.extend_from_slice(PLUGIN_ROUTES);
+    all.extend_from_slice(ADMIN_ROUTES);
     all
 }
 
@@ -60,9 +66,36 @@ pub struct RestState {
     pub info: ServerInfo,
     /// Renders `GET /metrics`.
     pub metrics: PrometheusHandle,
-    /// The worker, once it runs connectors.
-    pub worker: Option<Worker>,
+    /// The worker, set once it has started (until then `/health` answers 503 and the
+    /// connector routes 503 too).
+    pub worker: Arc<OnceLock<Worker>>,
+    /// Log levels, for `/admin/loggers`.
+    pub loggers: Arc<Loggers>,
 }
+
+impl RestState {
+    /// State for a worker that is already running (or, with `None`, still starting).
+    pub fn new(
+        info: ServerInfo,
+        metrics: PrometheusHandle,
+        worker: Option<Worker>,
+        loggers: Arc<Loggers>,
+    ) -> Self {
+        let slot = Arc::new(OnceLock::new());
+        if let Some(worker) = worker {
+            let _ = slot.set(worker);
+        }
+        RestState {
+            info,
+            metrics,
+            worker: slot,
+            loggers,
+        }
+    }
+}
+
+/// How long `/health` waits for the worker's actors to answer before it says unhealthy.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An error in Kafka Connect's shape.
 #[derive(Debug, Clone, Serialize, thiserror::Error)]
@@ -98,17 +131,34 @@ async fn root(state: web::Data<RestState>) -> HttpResponse {
     HttpResponse::Ok().json(&state.info)
 }
 
-async fn health() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({
-        "status": "healthy",
-        "message": "Worker has completed startup and is ready to handle requests."
-    }))
+/// KIP-1017: 503 while starting, 200 when every actor the worker relies on answers,
+/// 500 (naming the one that did not) otherwise.
+async fn health(state: web::Data<RestState>) -> HttpResponse {
+    let Some(worker) = state.worker.get() else {
+        return HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "status": "starting",
+            "message": "Worker is still starting up."
+        }));
+    };
+    match worker.health(HEALTH_TIMEOUT).await {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({
+            "status": "healthy",
+            "message": "Worker has completed startup and is ready to handle requests."
+        })),
+        Err(problem) => {
+            tracing::warn!(problem = %problem, "health check failed");
+            HttpResponse::InternalServerError().json(serde_json::json!({
+                "status": "unhealthy",
+                "message": problem
+            }))
+        }
+    }
 }
 
 async fn metrics(state: web::Data<RestState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
+        .body(crate::telemetry::render(&state.metrics))
 }
 
 pub(crate) async fn not_found() -> Result<HttpResponse, RestError> {
@@ -168,6 +218,7 @@ pub fn configure(state: RestState) -> impl FnOnce(&mut web::ServiceConfig) {
                 )
                 .configure(connectors::routes)
                 .configure(plugins::routes)
+                .configure(admin::routes)
                 .default_service(web::to(not_found)),
         );
     }
@@ -187,11 +238,12 @@ mod tests {
     }
 
     fn state() -> RestState {
-        RestState {
-            info: ServerInfo::new("abc123".into()),
-            metrics: handle(),
-            worker: None,
-        }
+        RestState::new(
+            ServerInfo::new("abc123".into()),
+            handle(),
+            None,
+            Arc::new(Loggers::new("info", Box::new(|_| Ok(())))),
+        )
     }
 
     #[actix_web::test]
@@ -206,13 +258,87 @@ mod tests {
     }
 
     #[actix_web::test]
-    async fn health_is_kip_1017_shaped() {
+    async fn health_says_starting_until_the_worker_is_there() {
         let app = test::init_service(App::new().configure(configure(state()))).await;
         let response =
             test::call_service(&app, test::TestRequest::get().uri("/health").to_request()).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body: serde_json::Value = test::read_body_json(response).await;
+        assert_eq!(body["status"], "starting");
+        assert!(body["message"].is_string());
+    }
+
+    #[actix_web::test]
+    async fn loggers_are_listed_read_and_set() {
+        let app = test::init_service(App::new().configure(configure(state()))).await;
+        let put = |uri: &str, body: &str| {
+            test::TestRequest::put()
+                .uri(uri)
+                .insert_header(("Content-Type", "application/json"))
+                .set_payload(body.to_owned())
+                .to_request()
+        };
+        let response = test::call_service(
+            &app,
+            put(
+                "/admin/loggers/sluice_engine::sink_task",
+                r#"{"level":"debug"}"#,
+            ),
+        )
+        .await;
         assert_eq!(response.status(), StatusCode::OK);
         let body: serde_json::Value = test::read_body_json(response).await;
-        assert_eq!(body["status"], "healthy");
+        assert_eq!(body, serde_json::json!(["sluice_engine::sink_task"]));
+
+        let all: serde_json::Value = test::call_and_read_body_json(
+            &app,
+            test::TestRequest::get().uri("/admin/loggers").to_request(),
+        )
+        .await;
+        assert_eq!(all["root"]["level"], "INFO");
+        assert_eq!(all["root"]["last_modified"], serde_json::Value::Null);
+        assert_eq!(all["sluice_engine::sink_task"]["level"], "DEBUG");
+        assert!(all["sluice_engine::sink_task"]["last_modified"].is_u64());
+
+        let one: serde_json::Value = test::call_and_read_body_json(
+            &app,
+            test::TestRequest::get()
+                .uri("/admin/loggers/sluice_engine::sink_task::inner")
+                .to_request(),
+        )
+        .await;
+        assert_eq!(one["level"], "DEBUG");
+
+        let cluster = test::call_service(
+            &app,
+            put("/admin/loggers/root?scope=cluster", r#"{"level":"WARN"}"#),
+        )
+        .await;
+        assert_eq!(cluster.status(), StatusCode::NO_CONTENT);
+
+        for (uri, body, fault) in [
+            ("/admin/loggers/x", r#"{"level":"LOUD"}"#, "LOUD"),
+            ("/admin/loggers/x", r#"{}"#, "level"),
+            ("/admin/loggers/x", r#"not json"#, "JSON"),
+            ("/admin/loggers/a=b", r#"{"level":"INFO"}"#, "a=b"),
+        ] {
+            let response = test::call_service(&app, put(uri, body)).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{uri} {body}");
+            let error: serde_json::Value = test::read_body_json(response).await;
+            assert_eq!(error["error_code"], 400);
+            assert!(
+                error["message"].as_str().unwrap_or("").contains(fault),
+                "{error}"
+            );
+        }
+        // Nothing changed by the refusals.
+        let all: serde_json::Value = test::call_and_read_body_json(
+            &app,
+            test::TestRequest::get().uri("/admin/loggers").to_request(),
+        )
+        .await;
+        assert_eq!(all.as_object().map(|o| o.len()), Some(2));
+        assert_eq!(all["root"]["level"], "WARN");
     }
 
     #[actix_web::test]
@@ -247,7 +373,7 @@ mod tests {
         let text = String::from_utf8(test::read_body(response).await.to_vec()).unwrap();
         assert!(
             text.contains(
-                r#"sluice_rest_requests_total{method="GET",route="/health",status="200"}"#
+                r#"sluice_rest_requests_total{method="GET",route="/health",status="503"}"#
             ),
             "{text}"
         );

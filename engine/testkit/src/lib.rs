@@ -44,6 +44,10 @@ pub struct Stack {
     pub postgres_port: u16,
     /// Base URL of Prometheus.
     pub prometheus_url: String,
+    /// Port of Prometheus on 127.0.0.1.
+    pub prometheus_port: u16,
+    /// The stack's state directory (`SLUICE_STACK_DIR`, else `deploy/local/.state`).
+    pub state_dir: PathBuf,
 }
 
 fn env_port(var: &str, default: u16) -> Result<u16> {
@@ -106,7 +110,37 @@ fn ensure_up() -> Result<Stack> {
         opensearch_url: format!("http://127.0.0.1:{opensearch}"),
         postgres_port: postgres,
         prometheus_url: format!("http://127.0.0.1:{prometheus}"),
+        prometheus_port: prometheus,
+        state_dir: std::env::var_os("SLUICE_STACK_DIR")
+            .map_or_else(|| repo_root().join("deploy/local/.state"), PathBuf::from),
     })
+}
+
+/// A worker the stack's Prometheus scrapes every second (job `sluice-tests`, label
+/// `test=<name>`) until this is dropped.
+#[derive(Debug)]
+pub struct ScrapeTarget {
+    file: PathBuf,
+    /// The `test` label of the target's series.
+    pub name: String,
+}
+
+impl Drop for ScrapeTarget {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// `s` percent-encoded for a URL query value.
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A name no other test (in this or any other process) uses: `<prefix>-<pid>-<micros>-<n>`,
@@ -162,6 +196,39 @@ pub struct Consumed {
 }
 
 impl Stack {
+    /// Has the stack's Prometheus scrape the worker whose REST API is on `port`, through
+    /// a file-based service-discovery target (see `deploy/local/prometheus/prometheus.yml`).
+    pub fn scrape(&self, port: u16) -> Result<ScrapeTarget> {
+        let dir = self.state_dir.join("prometheus/targets");
+        std::fs::create_dir_all(&dir)?;
+        let name = unique_name("scrape");
+        let file = dir.join(format!("{name}.json"));
+        let body = serde_json::json!([{
+            "targets": [format!("127.0.0.1:{port}")],
+            "labels": {"test": name}
+        }]);
+        // Written whole, then renamed: Prometheus never reads half a file.
+        let partial = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&partial, body.to_string())?;
+        std::fs::rename(&partial, &file)?;
+        Ok(ScrapeTarget { file, name })
+    }
+
+    /// A PromQL instant query through Prometheus's HTTP API: the `data.result` array.
+    pub fn promql(&self, query: &str) -> Result<Vec<serde_json::Value>> {
+        let path = format!("/api/v1/query?query={}", query_escape(query));
+        let (status, body) = http_get(self.prometheus_port, &path)?;
+        let json: serde_json::Value =
+            serde_json::from_str(&body).with_context(|| format!("Prometheus answered {body}"))?;
+        if status != 200 || json["status"] != "success" {
+            bail!("PromQL {query:?}: HTTP {status}: {body}");
+        }
+        Ok(json["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
     /// A client config pointing at the broker, IPv4 only (librdkafka tries `::1` first otherwise).
     pub fn kafka_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();

@@ -105,7 +105,8 @@ impl WorkerProcess {
             if let Some(status) = self.child.try_wait()? {
                 bail!("worker exited early ({status}); log:\n{}", self.log_text());
             }
-            if http_get(self.port, "/health").is_ok() {
+            // 503 while the worker starts; 200 once it takes requests.
+            if matches!(http_get(self.port, "/health"), Ok((200, _))) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));

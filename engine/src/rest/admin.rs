@@ -1,0 +1,99 @@
+//! `/admin/loggers` (KIP-495, KIP-976): log levels read and changed at runtime.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::{method_not_allowed, RestError, RestState};
+use crate::telemetry::LoggersError;
+
+/// The routes this module serves, for the OpenAPI check.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/admin/loggers"),
+    ("GET", "/admin/loggers/{logger}"),
+    ("PUT", "/admin/loggers/{logger}"),
+];
+
+fn loggers_error(e: LoggersError) -> RestError {
+    let status = match e {
+        LoggersError::Apply(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        LoggersError::BadLevel(_) | LoggersError::BadName(_) => StatusCode::BAD_REQUEST,
+    };
+    RestError::new(status, e.to_string())
+}
+
+async fn list(state: web::Data<RestState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.loggers.all())
+}
+
+async fn get(
+    state: web::Data<RestState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, RestError> {
+    let level = state.loggers.get(&path).map_err(loggers_error)?;
+    Ok(HttpResponse::Ok().json(level))
+}
+
+#[derive(Deserialize)]
+struct LevelBody {
+    level: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ScopeQuery {
+    scope: Option<String>,
+}
+
+async fn put(
+    state: web::Data<RestState>,
+    path: web::Path<String>,
+    query: web::Query<ScopeQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, RestError> {
+    let body: LevelBody = serde_json::from_slice(&body).map_err(|e| {
+        RestError::new(
+            StatusCode::BAD_REQUEST,
+            format!("request body is not a JSON object with a level: {e}"),
+        )
+    })?;
+    let level = body.level.ok_or_else(|| {
+        RestError::new(
+            StatusCode::BAD_REQUEST,
+            "Desired 'level' parameter was not specified in request.",
+        )
+    })?;
+    let changed = state.loggers.set(&path, &level).map_err(loggers_error)?;
+    // One worker per cluster for now: the cluster scope is this worker; Kafka Connect
+    // answers it with 204 and no body.
+    match query
+        .scope
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("cluster") => Ok(HttpResponse::NoContent().finish()),
+        Some("worker") | None => Ok(HttpResponse::Ok().json(changed)),
+        Some(other) => {
+            tracing::warn!(
+                scope = other,
+                "unknown /admin/loggers scope; applied to this worker"
+            );
+            Ok(HttpResponse::Ok().json(changed))
+        }
+    }
+}
+
+/// Mounts the routes.
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/admin/loggers")
+            .route(web::get().to(list))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/admin/loggers/{logger}")
+            .route(web::get().to(get))
+            .route(web::put().to(put))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
