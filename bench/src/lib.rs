@@ -65,6 +65,16 @@ pub fn spawn_worker(worker: &Path, connectors: &[&Path]) -> Result<Child> {
         })
 }
 
+/// The `q` quantile (0..=1) of `values` (sorted in place), nearest rank; NaN if empty.
+pub fn percentile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let at = ((values.len() as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize;
+    values[at.min(values.len() - 1)]
+}
+
 /// User + system CPU seconds of process `pid` ("self" for this one), from `/proc/<pid>/stat`
 /// (clock ticks of 100 Hz).
 pub fn cpu_seconds(pid: &str) -> Result<f64> {
@@ -97,6 +107,15 @@ pub fn peak_rss_mib(pid: &str) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut v = vec![5.0, 1.0, 3.0, 2.0, 4.0];
+        assert_eq!(percentile(&mut v, 0.5), 3.0);
+        assert_eq!(percentile(&mut v, 0.99), 5.0);
+        assert_eq!(percentile(&mut v, 0.0), 1.0);
+        assert!(percentile(&mut [], 0.5).is_nan());
+    }
 
     #[test]
     fn this_process_has_cpu_time_and_memory() {

@@ -31,7 +31,9 @@ use elasticsearch::{CountParts, SearchParts};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::producer::{BaseRecord, Producer as _};
 use serde_json::{json, Value};
-use sluice_bench::{arg, cpu_seconds, metric, peak_rss_mib, spawn_worker, worker_properties};
+use sluice_bench::{
+    arg, cpu_seconds, metric, peak_rss_mib, percentile, spawn_worker, worker_properties,
+};
 use sluice_testkit::{free_port, stack, unique_name, Isolation, Stack};
 
 /// A worker with one connector, in a fresh directory; killed on drop.
@@ -470,14 +472,13 @@ fn latency(stack: &Stack, rt: &tokio::runtime::Runtime, messages: u64, rate: u64
         "only {} of {messages} messages became searchable",
         delays.len()
     );
-    delays.sort_by(f64::total_cmp);
-    let pick = |q: f64| delays[((delays.len() as f64 - 1.0) * q).round() as usize];
+    let (p50, p99) = (percentile(&mut delays, 0.5), percentile(&mut delays, 0.99));
     println!(
         "seed latency (TCP syslog -> Kafka -> OpenSearch, searchable): {messages} messages at {rate}/s: \
          p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms (OpenSearch refresh interval 1 s; search polled every 20 ms); \
          worker {:.2} CPU-s, peak RSS {:.0} MiB",
-        pick(0.5),
-        pick(0.99),
+        p50,
+        p99,
         delays.last().copied().unwrap_or(0.0),
         cpu,
         rss
