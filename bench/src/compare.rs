@@ -482,7 +482,7 @@ impl Env {
             .set("fetch.wait.max.ms", "10")
             .create()?;
         consumer.subscribe(&[&topic])?;
-        let writer_input = input.clone();
+        let writer_input = input;
         let writer = std::thread::spawn(move || -> Result<()> {
             let mut file = std::fs::OpenOptions::new()
                 .append(true)
