@@ -57,6 +57,7 @@ struct Key {
 
 struct Env {
     stack: &'static Stack,
+    rt: tokio::runtime::Runtime,
     dir: PathBuf,
     java: String,
     kc_classpath: String,
@@ -235,6 +236,11 @@ impl Env {
         Ok(())
     }
 
+    /// A fresh one-partition topic, so both contenders write to the same layout.
+    fn topic(&self, prefix: &str) -> Result<String> {
+        self.rt.block_on(self.stack.create_topic(prefix, 1))
+    }
+
     /// Counts `topic`'s committed records until `records`; returns (first, last) arrival.
     fn count(&self, topic: &str, w: &mut Watched) -> Result<(Instant, Instant)> {
         let consumer: BaseConsumer = self
@@ -276,8 +282,8 @@ impl Env {
         input: &Path,
         size: usize,
     ) -> Result<(Sample, String)> {
+        let topic = self.topic("cmp-src")?;
         let (mut w, port, ready) = self.worker(tool, exactly_once, &unique_name("source"))?;
-        let topic = unique_name("cmp-src");
         self.create(
             port,
             &serde_json::json!({"name": unique_name("src"), "config": {
@@ -464,8 +470,8 @@ impl Env {
     fn latency(&self, tool: Tool, lines: u64, per_second: u64) -> Result<(f64, f64)> {
         let input = self.dir.join(unique_name("latency-in"));
         std::fs::write(&input, "")?;
+        let topic = self.topic("cmp-lat")?;
         let (mut w, port, _) = self.worker(tool, true, &unique_name("latency"))?;
-        let topic = unique_name("cmp-lat");
         self.create(
             port,
             &serde_json::json!({"name": unique_name("lat"), "config": {
@@ -577,13 +583,21 @@ fn cell(s: Option<(f64, f64, f64)>, decimals: usize) -> String {
     )
 }
 
+/// What a command prints (stdout, else stderr: `java -version` writes there).
 fn command_output(program: &str, args: &[&str]) -> String {
     Command::new(program)
         .args(args)
-        .stderr(Stdio::null())
+        .stdin(Stdio::null())
         .output()
         .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .map(|o| {
+            let out = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+            if out.is_empty() {
+                String::from_utf8_lossy(&o.stderr).trim().to_owned()
+            } else {
+                out
+            }
+        })
         .unwrap_or_default()
 }
 
@@ -737,6 +751,7 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let env = Env {
         stack,
+        rt: tokio::runtime::Runtime::new()?,
         dir: dir.clone(),
         java: env_or("JAVA", "java"),
         kc_classpath: std::env::var("KC_CLASSPATH").context("KC_CLASSPATH (run bench/run)")?,
