@@ -353,10 +353,11 @@ async fn commit(
         producer.send(offset_records).await?;
         producer.commit().await?;
     } else {
-        // At-least-once: records must be durable before their offsets are written.
+        // At-least-once: records must be durable before their offsets are written. The
+        // offsets need no flush of their own: the next batch's flush (or the one when the
+        // task stops) carries them, and a crash before it only means reading again.
         producer.commit().await?;
         producer.send(offset_records).await?;
-        producer.commit().await?;
     }
     let elapsed = started.elapsed();
     metrics::histogram!("sluice_source_transaction_commit_seconds", &labels.pairs())
@@ -457,7 +458,12 @@ async fn poll_loop(
         }
     }
     // Stopping: what was sent is committed with its offsets, so nothing is read twice.
-    commit(spec, producer, task, pending, labels).await
+    commit(spec, producer, task, pending, labels).await?;
+    if !producer.is_transactional() {
+        // The last offsets written at-least-once are still queued.
+        producer.commit().await?;
+    }
+    Ok(())
 }
 
 /// Runs one life of a task: producer, offsets, start, loop, stop.
