@@ -10,7 +10,7 @@ use sluice_proto::{Schema, SchemaType, Value};
 use super::{ConvertError, Converter, Part};
 
 /// The last schema an envelope was written with, and its JSON.
-type SchemaCache = Arc<Mutex<Option<(Schema, Arc<Vec<u8>>)>>>;
+type SchemaCache = Arc<Mutex<Option<(Schema, Arc<[u8]>)>>>;
 
 /// The JSON converter.
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ impl JsonConverter {
     }
 
     /// `schema` in Kafka Connect's JSON notation, from the cache when it is the last one.
-    fn schema_json(&self, schema: &Schema) -> Result<Arc<Vec<u8>>, serde_json::Error> {
+    fn schema_json(&self, schema: &Schema) -> Result<Arc<[u8]>, serde_json::Error> {
         if let Ok(cache) = self.schema_cache.lock() {
             if let Some((cached, json)) = cache.as_ref() {
                 if cached == schema {
@@ -42,7 +42,7 @@ impl JsonConverter {
                 }
             }
         }
-        let json = Arc::new(serde_json::to_vec(&schema_to_json(schema))?);
+        let json: Arc<[u8]> = serde_json::to_vec(&schema_to_json(schema))?.into();
         if let Ok(mut cache) = self.schema_cache.lock() {
             *cache = Some((schema.clone(), Arc::clone(&json)));
         }
