@@ -8,6 +8,27 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context as _, Result};
 use sluice_testkit::{http_get, repo_root, unique_name, Stack};
 
+/// The sum of a consumer group's committed offsets over `topic`'s first `partitions`
+/// partitions (0 while it has none), read through `consumer`, a member of that group.
+pub fn committed(consumer: &rdkafka::consumer::BaseConsumer, topic: &str, partitions: i32) -> u64 {
+    use rdkafka::consumer::Consumer as _;
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    consumer
+        .committed_offsets(list, std::time::Duration::from_secs(5))
+        .map_or(0, |l| {
+            l.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(o) => u64::try_from(o).ok(),
+                    _ => None,
+                })
+                .sum()
+        })
+}
+
 /// Command-line argument `n` as a number, or `default` when absent.
 pub fn arg(n: usize, default: u64) -> Result<u64> {
     match std::env::args().nth(n) {

@@ -28,11 +28,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, ensure, Context as _, Result};
 use elasticsearch::indices::IndicesRefreshParts;
 use elasticsearch::{CountParts, SearchParts};
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{BaseRecord, Producer as _};
 use serde_json::{json, Value};
 use sluice_bench::{
-    arg, cpu_seconds, metric, peak_rss_mib, percentile, spawn_worker, worker_properties,
+    arg, committed, cpu_seconds, metric, peak_rss_mib, percentile, spawn_worker, worker_properties,
 };
 use sluice_testkit::{free_port, stack, unique_name, Isolation, Stack};
 
@@ -275,24 +275,6 @@ fn fill(stack: &Stack, topic: &str, documents: u64) -> Result<()> {
     }
     producer.flush(Duration::from_secs(120))?;
     Ok(())
-}
-
-fn committed(consumer: &BaseConsumer, topic: &str, partitions: i32) -> u64 {
-    let mut list = rdkafka::TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition(topic, p);
-    }
-    consumer
-        .committed_offsets(list, Duration::from_secs(5))
-        .map_or(0, |l| {
-            l.elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    rdkafka::Offset::Offset(o) => u64::try_from(o).ok(),
-                    _ => None,
-                })
-                .sum()
-        })
 }
 
 fn index(stack: &Stack, rt: &tokio::runtime::Runtime, documents: u64, tasks: u64) -> Result<()> {

@@ -14,9 +14,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{BaseRecord, Producer as _};
-use sluice_bench::{arg, cpu_seconds, metric, peak_rss_mib, spawn_worker, worker_properties};
+use sluice_bench::{
+    arg, committed, cpu_seconds, metric, peak_rss_mib, spawn_worker, worker_properties,
+};
 use sluice_testkit::{free_port, stack, unique_name, Isolation, Stack};
 
 const PARTITIONS: i32 = 6;
@@ -47,25 +49,6 @@ fn fill(stack: &Stack, topic: &str, records: u64, size: usize) -> Result<f64> {
     }
     producer.flush(Duration::from_secs(120))?;
     Ok(started.elapsed().as_secs_f64())
-}
-
-/// The sum of the group's committed offsets over the topic's partitions.
-fn committed(consumer: &BaseConsumer, topic: &str) -> u64 {
-    let mut list = rdkafka::TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        list.add_partition(topic, p);
-    }
-    consumer
-        .committed_offsets(list, Duration::from_secs(5))
-        .map_or(0, |l| {
-            l.elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    rdkafka::Offset::Offset(o) => u64::try_from(o).ok(),
-                    _ => None,
-                })
-                .sum()
-        })
 }
 
 fn main() -> Result<()> {
@@ -123,7 +106,7 @@ fn main() -> Result<()> {
         if first_record.is_none() && metric(port, "sluice_sink_records_read_total") > 0 {
             first_record = Some(Instant::now());
         }
-        let done = committed(&group, &topic);
+        let done = committed(&group, &topic, PARTITIONS);
         if done >= records {
             break;
         }
