@@ -241,18 +241,33 @@ impl Env {
         self.rt.block_on(self.stack.create_topic(prefix, 1))
     }
 
-    /// Counts `topic`'s committed records until `records`; returns (first, last) arrival.
-    fn count(&self, topic: &str, w: &mut Watched) -> Result<(Instant, Instant)> {
+    /// A read_committed consumer of `topic` from its start, in a group of its own, with
+    /// one fetch setting of the caller's.
+    fn committed_reader(&self, topic: &str, (key, value): (&str, &str)) -> Result<BaseConsumer> {
         let consumer: BaseConsumer = self
             .stack
             .kafka_config()
-            .set("group.id", unique_name("cmp-count"))
+            .set("group.id", unique_name("cmp-reader"))
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
-            .set("fetch.max.bytes", "52428800")
+            .set(key, value)
             .create()?;
         consumer.subscribe(&[topic])?;
+        Ok(consumer)
+    }
+
+    /// The connector JSON both contenders get: one FileStreamSource task.
+    fn file_source(input: &Path, topic: &str) -> serde_json::Value {
+        serde_json::json!({"name": unique_name("src"), "config": {
+            "connector.class": "FileStreamSource", "tasks.max": "1",
+            "file": input, "topic": topic}})
+    }
+
+    /// Counts `topic`'s committed records until `records`; returns (first, last) arrival.
+    fn count(&self, topic: &str, w: &mut Watched) -> Result<(Instant, Instant)> {
+        // Large fetches: counting must not be what limits the contender.
+        let consumer = self.committed_reader(topic, ("fetch.max.bytes", "52428800"))?;
         let (mut n, mut first) = (0_u64, None);
         let deadline = Instant::now() + Duration::from_secs(600);
         while n < self.records {
@@ -287,9 +302,7 @@ impl Env {
     ) -> Result<(Sample, String)> {
         let topic = self.topic("cmp-src")?;
         let (mut w, port, ready) = self.worker(tool, exactly_once, &unique_name("source"))?;
-        let mut body = serde_json::json!({"name": unique_name("src"), "config": {
-            "connector.class": "FileStreamSource", "tasks.max": "1",
-            "file": input, "topic": topic}});
+        let mut body = Self::file_source(input, &topic);
         if let Some(ms) = interval_ms {
             body["config"]["transaction.boundary"] = "interval".into();
             body["config"]["transaction.boundary.interval.ms"] = ms.to_string().into();
@@ -477,22 +490,9 @@ impl Env {
         std::fs::write(&input, "")?;
         let topic = self.topic("cmp-lat")?;
         let (mut w, port, _) = self.worker(tool, true, &unique_name("latency"))?;
-        self.create(
-            port,
-            &serde_json::json!({"name": unique_name("lat"), "config": {
-                "connector.class": "FileStreamSource", "tasks.max": "1",
-                "file": input, "topic": topic}}),
-        )?;
-        let consumer: BaseConsumer = self
-            .stack
-            .kafka_config()
-            .set("group.id", unique_name("cmp-lat"))
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "10")
-            .create()?;
-        consumer.subscribe(&[&topic])?;
+        self.create(port, &Self::file_source(&input, &topic))?;
+        // Short fetch waits: the broker must not hold back what is there.
+        let consumer = self.committed_reader(&topic, ("fetch.wait.max.ms", "10"))?;
         let writer_input = input;
         let writer = std::thread::spawn(move || -> Result<()> {
             let mut file = std::fs::OpenOptions::new()
