@@ -424,6 +424,58 @@ fn commit_offsets(
     }
 }
 
+/// What the poller reads records from: the task's consumer (a fake in unit tests).
+trait RecordSource {
+    /// The next record, waiting up to `timeout`; serves rebalances on the way.
+    fn next(&self, timeout: Duration) -> Option<Result<Raw, KafkaError>>;
+    /// The assignment generation, moved on by every rebalance.
+    fn generation(&self) -> u64;
+}
+
+impl RecordSource for BaseConsumer<SinkContext> {
+    fn next(&self, timeout: Duration) -> Option<Result<Raw, KafkaError>> {
+        self.poll(timeout).map(|r| r.map(|m| owned(&m)))
+    }
+
+    fn generation(&self) -> u64 {
+        self.context().generation.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads up to `max_batch` records (waiting `wait` for the first) and says which
+/// assignment generation they belong to. `Err` carries a fatal consumer error.
+fn gather(
+    source: &impl RecordSource,
+    wait: Duration,
+    max_batch: usize,
+    connector: &str,
+    task: u32,
+) -> Result<(u64, Vec<Raw>), String> {
+    let mut polled = Vec::new();
+    let mut next = source.next(wait);
+    while let Some(result) = next {
+        match result {
+            Ok(m) => polled.push(m),
+            Err(KafkaError::PartitionEOF(_)) => {}
+            Err(e) => {
+                let fatal = matches!(&e, KafkaError::MessageConsumptionFatal(_));
+                metrics::counter!("sluice_sink_consumer_errors_total", "connector" => connector.to_owned(), "task" => task.to_string()).increment(1);
+                tracing::warn!(connector = %connector, task, error = %e, fatal, "consumer error");
+                if fatal {
+                    return Err(e.to_string());
+                }
+                break;
+            }
+        }
+        if polled.len() >= max_batch {
+            break;
+        }
+        next = source.next(Duration::ZERO);
+    }
+    // Read after poll: a rebalance inside poll already moved the generation on.
+    Ok((source.generation(), polled))
+}
+
 /// How long a full task may keep the poller waiting before its partitions are paused.
 const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
@@ -523,33 +575,16 @@ fn poll_thread(
         } else {
             Duration::from_millis(100)
         };
-        let mut polled = Vec::new();
-        let mut next = consumer.poll(wait);
-        while let Some(result) = next {
-            match result {
-                Ok(m) => polled.push(owned(&m)),
-                Err(KafkaError::PartitionEOF(_)) => {}
-                Err(e) => {
-                    let fatal = matches!(&e, KafkaError::MessageConsumptionFatal(_));
-                    metrics::counter!("sluice_sink_consumer_errors_total", "connector" => connector.clone(), "task" => task.to_string()).increment(1);
-                    tracing::warn!(connector = %connector, task, error = %e, fatal, "consumer error");
-                    if fatal {
-                        let _ = events.blocking_send(Event::Fatal(e.to_string()));
-                        return;
-                    }
-                    break;
-                }
+        let (generation, polled) = match gather(&consumer, wait, max_batch, &connector, task) {
+            Ok(gathered) => gathered,
+            Err(fatal) => {
+                let _ = events.blocking_send(Event::Fatal(fatal));
+                return;
             }
-            if polled.len() >= max_batch {
-                break;
-            }
-            next = consumer.poll(Duration::ZERO);
-        }
+        };
         if polled.is_empty() {
             continue;
         }
-        // Read after poll: a rebalance inside poll already moved the generation on.
-        let generation = ctx.generation.load(Ordering::SeqCst);
         held = match held.take() {
             // Fetched before the pause took effect: same stream, keep the order.
             Some((g, mut records)) if g == generation => {
