@@ -96,6 +96,9 @@ pub fn kind_def(plugin: &crate::registry::Plugin) -> ConfigDef {
         )
 }
 
+/// The longest connector name, in bytes, that every REST path can still carry.
+pub const MAX_NAME_BYTES: usize = 1000;
+
 /// Kafka Connect refuses names with ISO control characters; an empty name cannot be
 /// stored; a `/` would break every REST path.
 fn validate_name(value: &sluice_proto::ConfigValue) -> Result<(), String> {
@@ -113,6 +116,19 @@ fn validate_name(value: &sluice_proto::ConfigValue) -> Result<(), String> {
     }
     if name.contains('/') {
         return Err("must not contain '/'".into());
+    }
+    // Clients normalise `.` and `..` away from a URL path, so such a connector could not
+    // be read or deleted.
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} cannot be a path segment of the REST API"));
+    }
+    // A longer name would not fit a request line (actix reads at most 32 KiB of head,
+    // and a name may grow threefold when percent-encoded).
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "is {} bytes long; at most {MAX_NAME_BYTES} bytes",
+            name.len()
+        ));
     }
     Ok(())
 }
@@ -195,6 +211,11 @@ mod tests {
             ("", false),
             ("a/b", false),
             ("tab\there", false),
+            (".", false),
+            ("..", false),
+            ("...", true),
+            (&"n".repeat(MAX_NAME_BYTES), true),
+            (&"n".repeat(MAX_NAME_BYTES + 1), false),
         ] {
             let props = BTreeMap::from([
                 ("name".to_owned(), name.to_owned()),

@@ -62,24 +62,29 @@ async fn put(
             "Desired 'level' parameter was not specified in request.",
         )
     })?;
-    let changed = state.loggers.set(&path, &level).map_err(loggers_error)?;
-    // One worker per cluster for now: the cluster scope is this worker; Kafka Connect
-    // answers it with 204 and no body.
-    match query
+    // The scope first: a refused request changes no level.
+    let cluster = match query
         .scope
         .as_deref()
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
-        Some("cluster") => Ok(HttpResponse::NoContent().finish()),
-        Some("worker") | None => Ok(HttpResponse::Ok().json(changed)),
+        Some("cluster") => true,
+        Some("worker") | None => false,
         Some(other) => {
-            tracing::warn!(
-                scope = other,
-                "unknown /admin/loggers scope; applied to this worker"
-            );
-            Ok(HttpResponse::Ok().json(changed))
+            return Err(RestError::new(
+                StatusCode::BAD_REQUEST,
+                format!("scope: invalid value {other:?}; must be 'worker' or 'cluster'"),
+            ))
         }
+    };
+    let changed = state.loggers.set(&path, &level).map_err(loggers_error)?;
+    // One worker per cluster for now: the cluster scope is this worker; Kafka Connect
+    // answers it with 204 and no body.
+    if cluster {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Ok(HttpResponse::Ok().json(changed))
     }
 }
 
