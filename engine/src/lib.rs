@@ -10,6 +10,7 @@ pub mod connector_config;
 pub mod convert;
 pub mod errors;
 pub mod kafka;
+mod offset_reader;
 pub mod offset_store;
 pub mod partitioner;
 pub mod producer;

@@ -1,9 +1,11 @@
 //! Source offsets in Kafka, in Kafka Connect's format (see `sluice_proto::offsets`).
-//! Reading uses read_committed up to the end of every partition, so offsets written in an
-//! aborted or still-open transaction are never resumed from. Writing happens inside the
+//! Reading goes through one tailing reader per worker (see `offset_reader`), with
+//! read_committed up to the end of every partition, so offsets written in an aborted or
+//! still-open transaction are never resumed from. Writing happens inside the
 //! task's transaction, as ordinary records of the offsets topic.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -14,10 +16,11 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_proto::config::redact;
-use sluice_proto::offsets::{decode_offset, encode_offset, OffsetKey};
+use sluice_proto::offsets::{encode_offset, OffsetKey};
 use sluice_proto::{SourceOffset, SourcePartition};
 
 use crate::kafka::client_config;
+use crate::offset_reader::OffsetReader;
 use crate::partitioner::partition_for_key;
 use crate::producer::OutRecord;
 
@@ -63,6 +66,8 @@ pub struct OffsetStore {
     /// Its partition count (offset records are keyed like Kafka Connect's).
     pub partitions: i32,
     consumer_props: BTreeMap<String, String>,
+    /// The worker's tailing reader, shared by every clone.
+    reader: Arc<Mutex<Option<Arc<OffsetReader>>>>,
 }
 
 impl OffsetStore {
@@ -72,6 +77,7 @@ impl OffsetStore {
             topic,
             partitions,
             consumer_props,
+            reader: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -98,57 +104,42 @@ impl OffsetStore {
         }
     }
 
-    /// Every committed offset of `connector`, read with read_committed to the end.
+    /// Every committed offset of `connector`, as of the topic's end now (read_committed),
+    /// from the worker's one tailing reader (started on the first read; every clone of
+    /// this store shares it).
     pub async fn read(
         &self,
         connector: &str,
         timeout: Duration,
     ) -> Result<BTreeMap<SourcePartition, SourceOffset>, OffsetStoreError> {
-        let store = self.clone();
-        let connector = connector.to_owned();
-        let topic = self.topic.clone();
-        let handle = tokio::task::spawn_blocking(move || store.read_blocking(&connector, timeout));
-        match tokio::time::timeout(timeout + Duration::from_secs(5), handle).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(OffsetStoreError::Kafka {
-                topic,
-                message: format!("reader thread failed: {e}"),
-            }),
-            Err(_) => Err(OffsetStoreError::Timeout { topic, timeout }),
+        let reader = self.reader()?;
+        let result = reader.read(&self.topic, connector, timeout).await;
+        if result.is_err() {
+            // A reader whose thread ended is replaced on the next read.
+            if let Ok(mut slot) = self.reader.lock() {
+                if slot.as_ref().is_some_and(|r| Arc::ptr_eq(r, &reader)) {
+                    *slot = None;
+                }
+            }
         }
+        result
     }
 
-    fn read_blocking(
-        &self,
-        connector: &str,
-        timeout: Duration,
-    ) -> Result<BTreeMap<SourcePartition, SourceOffset>, OffsetStoreError> {
-        let mut offsets = BTreeMap::new();
-        let group = format!("sluice-offset-reader-{connector}");
-        read_to_end(
-            &self.consumer_props,
-            &group,
+    fn reader(&self) -> Result<Arc<OffsetReader>, OffsetStoreError> {
+        let mut slot = self.reader.lock().map_err(|_| OffsetStoreError::Kafka {
+            topic: self.topic.clone(),
+            message: "offsets reader lock poisoned".into(),
+        })?;
+        if let Some(reader) = slot.as_ref() {
+            return Ok(Arc::clone(reader));
+        }
+        let reader = Arc::new(OffsetReader::start(
             &self.topic,
             self.partitions,
-            timeout,
-            |partition, offset, key, value| {
-                let format = |source| OffsetStoreError::Format {
-                    topic: self.topic.clone(),
-                    partition,
-                    offset,
-                    source,
-                };
-                let decoded = OffsetKey::decode(key).map_err(format)?;
-                if decoded.connector == connector {
-                    match decode_offset(value).map_err(format)? {
-                        Some(v) => offsets.insert(decoded.partition, v),
-                        None => offsets.remove(&decoded.partition),
-                    };
-                }
-                Ok(())
-            },
-        )?;
-        Ok(offsets)
+            &self.consumer_props,
+        )?);
+        *slot = Some(Arc::clone(&reader));
+        Ok(reader)
     }
 }
 

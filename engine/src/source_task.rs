@@ -73,6 +73,8 @@ pub struct SourceTaskSpec {
     pub transforms: Arc<TransformChain>,
     /// What to do with bad records and retriable failures.
     pub errors: ErrorPolicy,
+    /// The worker's state topics, by the worker key naming each: no record may go there.
+    pub state_topics: Arc<BTreeMap<String, &'static str>>,
 }
 
 impl std::fmt::Debug for SourceTaskSpec {
@@ -130,6 +132,18 @@ pub enum TaskError {
     /// The router is gone (worker shutting down).
     #[error("partition router unavailable: {0}")]
     Mailbox(#[from] MailboxError),
+    /// A record (after its transforms) is addressed to one of the worker's state topics.
+    #[error("the record from source partition {partition} at offset {offset} is addressed to topic {topic}, the worker's {key}; connectors may not write there")]
+    StateTopic {
+        /// The topic.
+        topic: String,
+        /// The worker key naming it (`offset.storage.topic`, ...).
+        key: &'static str,
+        /// Source partition, as JSON.
+        partition: String,
+        /// Source offset, as JSON.
+        offset: String,
+    },
 }
 
 impl TaskError {
@@ -140,6 +154,7 @@ impl TaskError {
             TaskError::Transform { .. } => Some("TRANSFORMATION"),
             TaskError::Convert { part: "key", .. } => Some("KEY_CONVERTER"),
             TaskError::Convert { .. } => Some("VALUE_CONVERTER"),
+            TaskError::StateTopic { .. } => Some("KAFKA_PRODUCE"),
             _ => None,
         }
     }
@@ -173,6 +188,7 @@ fn tolerate(
     let text = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
     let error_class = match error {
         TaskError::Transform { .. } => "TransformError",
+        TaskError::StateTopic { .. } => "InvalidTopicError",
         _ => "ConvertError",
     };
     let failing = match error {
@@ -271,6 +287,17 @@ fn convert(spec: &SourceTaskSpec, r: &SourceRecord) -> Result<Option<Unrouted>, 
             }
         }
     };
+    if let Some(key) = spec.state_topics.get(&envelope.topic) {
+        metrics::counter!("sluice_records_refused_state_topic_total", "connector" => spec.connector.clone(), "task" => spec.task.to_string())
+            .increment(1);
+        let (partition, offset) = coordinates(r);
+        return Err(TaskError::StateTopic {
+            topic: envelope.topic,
+            key,
+            partition,
+            offset,
+        });
+    }
     let fail = |part, source| {
         let (partition, offset) = coordinates(r);
         TaskError::Convert {

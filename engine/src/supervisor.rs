@@ -22,8 +22,12 @@ pub struct RestartPolicy {
     pub initial_backoff: Duration,
     /// Backoff ceiling.
     pub max_backoff: Duration,
-    /// A task that ran this long without failing starts counting attempts afresh.
+    /// Failures are counted within this window: a task is FAILED when more than
+    /// `max_attempts` of its lives failed within it, however long each life ran.
     pub healthy_after: Duration,
+    /// How long a manual restart waits for the running life to end (committing what it
+    /// has) before the next life starts anyway (`task.shutdown.graceful.timeout.ms`).
+    pub stop_grace: Duration,
 }
 
 impl Default for RestartPolicy {
@@ -33,6 +37,7 @@ impl Default for RestartPolicy {
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
             healthy_after: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(5),
         }
     }
 }
@@ -107,7 +112,7 @@ pub struct TaskStatus {
     /// The last failure's trace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
-    /// Restarts since the task was last healthy.
+    /// Failures within the policy's window (`healthy_after`).
     #[serde(skip)]
     pub attempts: u32,
 }
@@ -117,7 +122,10 @@ struct Slot {
     arbiter: Arbiter,
     addr: Option<Addr<TaskActor>>,
     generation: u64,
-    started_at: Instant,
+    /// When recent lives failed, oldest first (those within the policy's window).
+    failures: std::collections::VecDeque<Instant>,
+    /// A manual restart waits for the running life to exit before the next one starts.
+    restart_pending: bool,
     status: TaskStatus,
 }
 
@@ -154,7 +162,8 @@ impl ConnectorSupervisor {
                 arbiter: Arbiter::new(),
                 addr: None,
                 generation: 0,
-                started_at: Instant::now(),
+                failures: std::collections::VecDeque::new(),
+                restart_pending: false,
             })
             .collect();
         let initial = match target {
@@ -185,8 +194,11 @@ impl ConnectorSupervisor {
             return;
         };
         slot.generation += 1;
-        slot.started_at = Instant::now();
+        slot.restart_pending = false;
         slot.status.state = TaskState::Running;
+        // A running task shows no trace (as in Kafka Connect); the failure that led here
+        // is in the log and in sluice_task_last_error_timestamp_seconds.
+        slot.status.trace = None;
         let launcher = slot.launcher.clone();
         let generation = slot.generation;
         slot.addr = Some(TaskActor::start_in_arbiter(
@@ -275,6 +287,20 @@ impl Handler<TaskExited> for ConnectorSupervisor {
         slot.addr = None;
         let labels = [("connector", name.clone()), ("task", msg.task.to_string())];
         metrics::gauge!("sluice_task_running", &labels).set(0.0);
+        if slot.restart_pending {
+            // A manual restart: this life was asked to end; whatever it reports, the next
+            // one starts now that it has released what it held (ports, producers).
+            tracing::info!(connector = %name, task = msg.task, "task life ended; restarting it as asked");
+            if !stopping && self.target == TargetState::Started {
+                self.start_task(index, ctx);
+            } else {
+                self.slots[index].restart_pending = false;
+                self.slots[index].status.state = parked.unwrap_or(TaskState::Unassigned);
+                self.report(index);
+            }
+            self.notify_if_stopped();
+            return;
+        }
         match msg.outcome {
             Ok(()) => {
                 slot.status.state = parked.unwrap_or(TaskState::Unassigned);
@@ -285,10 +311,16 @@ impl Handler<TaskExited> for ConnectorSupervisor {
             }
             Err(failure) => {
                 let trace = failure.trace;
-                if slot.started_at.elapsed() >= policy.healthy_after {
-                    slot.status.attempts = 0;
+                let now = Instant::now();
+                slot.failures.push_back(now);
+                while slot
+                    .failures
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > policy.healthy_after)
+                {
+                    slot.failures.pop_front();
                 }
-                slot.status.attempts += 1;
+                slot.status.attempts = u32::try_from(slot.failures.len()).unwrap_or(u32::MAX);
                 slot.status.trace = Some(trace.clone());
                 metrics::counter!("sluice_task_failures_total", &labels).increment(1);
                 crate::errors::note_error_time(&labels);
@@ -332,14 +364,37 @@ impl Handler<RestartTask> for ConnectorSupervisor {
         let Some(index) = self.slots.iter().position(|s| s.status.id == msg.0) else {
             return false;
         };
+        let grace = self.policy.stop_grace;
         let slot = &mut self.slots[index];
         slot.status.attempts = 0;
+        slot.failures.clear();
         slot.status.trace = None;
-        if let Some(addr) = slot.addr.take() {
-            // The running life ends; its late report is ignored by generation.
-            addr.do_send(StopTask);
+        let Some(addr) = &slot.addr else {
+            self.start_task(index, ctx);
+            return true;
+        };
+        if slot.restart_pending {
+            return true; // already on its way
         }
-        self.start_task(index, ctx);
+        // The next life starts when this one has exited (it commits what it has and
+        // releases its port and producer); if it does not within the grace period, the
+        // next starts anyway and this life's late report is ignored by generation.
+        addr.do_send(StopTask);
+        slot.restart_pending = true;
+        slot.status.state = TaskState::Restarting;
+        let generation = slot.generation;
+        tracing::info!(connector = %self.name, task = msg.0, "manual restart: stopping the running life first");
+        ctx.run_later(grace, move |act, ctx| {
+            let overdue = act
+                .slots
+                .get(index)
+                .is_some_and(|s| s.generation == generation && s.restart_pending);
+            if overdue && !act.stopping && act.target == TargetState::Started {
+                tracing::warn!(connector = %act.name, task = msg.0, grace_ms = grace.as_millis() as u64, "the running life did not end within the grace period; starting the next one anyway");
+                act.start_task(index, ctx);
+            }
+        });
+        self.report(index);
         true
     }
 }
@@ -428,6 +483,7 @@ mod tests {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(1000),
             healthy_after: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(5),
         };
         let waits: Vec<u64> = (1..=6).map(|a| p.backoff(a).as_millis() as u64).collect();
         assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);

@@ -79,6 +79,36 @@ pub struct ConnectorEntry {
     pub subscription: Option<sink_task::Subscription>,
 }
 
+/// A connector checked and ready to start: what [`Worker::plan`] hands [`Worker::launch`].
+struct Planned {
+    name: String,
+    class: &'static str,
+    kind: &'static str,
+    config: BTreeMap<String, String>,
+    masked_config: BTreeMap<String, String>,
+    masked_tasks: Vec<BTreeMap<String, String>>,
+    raw_tasks: Vec<BTreeMap<String, String>>,
+    specs: Vec<TaskLauncher>,
+    topics: Arc<Mutex<BTreeSet<String>>>,
+    subscription: Option<sink_task::Subscription>,
+    exactly_once: bool,
+}
+
+/// Puts the stored value back where an update gives a secret as the mask `GET` shows:
+/// only for keys that were masked (secrets), so no other value can be taken for one.
+fn keep_masked_secrets(props: &mut BTreeMap<String, String>, existing: &ConnectorEntry) {
+    for (key, value) in props.iter_mut() {
+        if value == sluice_proto::config::HIDDEN
+            && existing.masked_config.get(key).map(String::as_str)
+                == Some(sluice_proto::config::HIDDEN)
+        {
+            if let Some(stored) = existing.config.get(key) {
+                value.clone_from(stored);
+            }
+        }
+    }
+}
+
 /// The worker.
 #[derive(Clone)]
 pub struct Worker {
@@ -307,13 +337,51 @@ impl Worker {
         props: &BTreeMap<String, String>,
         target: TargetState,
     ) -> Result<ConnectorEntry, WorkerError> {
-        let entry = self.create_connector(props, target)?;
+        let plugin = match Self::plugin_of(props) {
+            Ok(plugin) => plugin,
+            Err(e) => return count_startup(Err(e)),
+        };
+        self.create_connector_stored_with(plugin, props, target)
+            .await
+    }
+
+    /// Like [`Worker::create_connector_stored`], with the plugin given (for connectors
+    /// outside the built-in registry, e.g. in tests).
+    pub async fn create_connector_stored_with(
+        &self,
+        plugin: registry::Plugin,
+        props: &BTreeMap<String, String>,
+        target: TargetState,
+    ) -> Result<ConnectorEntry, WorkerError> {
         let name = props.get("name").cloned().unwrap_or_default();
+        if self.read_connectors().contains_key(&name) {
+            return count_startup(Err(WorkerError::Exists(name)));
+        }
+        let planned = match self.plan_off_thread(plugin, props).await {
+            Ok(planned) => planned,
+            Err(e) => return count_startup(Err(e)),
+        };
+        let entry = count_startup(self.launch(planned, target))?;
         if let Err(e) = self.persist(&name).await {
             let _ = self.forget(&name).await;
             return Err(e);
         }
         Ok(entry)
+    }
+
+    /// [`Worker::plan`] on the blocking pool: it runs the connector's own `task_configs`,
+    /// which may be slow (a connector asking its outside system how to split the work), and
+    /// nothing slow may run on the REST or an actor thread.
+    async fn plan_off_thread(
+        &self,
+        plugin: registry::Plugin,
+        props: &BTreeMap<String, String>,
+    ) -> Result<Planned, WorkerError> {
+        let worker = self.clone();
+        let props = props.clone();
+        tokio::task::spawn_blocking(move || worker.plan(plugin, &props))
+            .await
+            .map_err(|e| WorkerError::Internal(format!("planning the connector failed: {e}")))?
     }
 
     fn policy(&self) -> RestartPolicy {
@@ -336,6 +404,7 @@ impl Worker {
             initial_backoff: ms("task.restart.backoff.initial.ms", 1000),
             max_backoff: ms("task.restart.backoff.max.ms", 60_000),
             healthy_after: Duration::from_secs(60),
+            stop_grace: ms("task.shutdown.graceful.timeout.ms", 5000),
         }
     }
 
@@ -414,23 +483,9 @@ impl Worker {
         props: &BTreeMap<String, String>,
         target: TargetState,
     ) -> Result<ConnectorEntry, WorkerError> {
-        let common = common_def()
-            .parse(props)
-            .map_err(|e| WorkerError::BadConfig(e.to_string()));
-        let plugin = common.and_then(|common| {
-            let class = common.string("connector.class").unwrap_or_default();
-            registry::lookup(class).ok_or_else(|| {
-                let known: Vec<&str> = registry::plugins().iter().map(|p| p.class).collect();
-                key_error(
-                    "connector.class",
-                    format!(
-                        "unknown connector class {class:?} (known: {})",
-                        known.join(", ")
-                    ),
-                )
-            })
-        });
-        count_startup(plugin.and_then(|plugin| self.start_connector(plugin, props, target)))
+        count_startup(
+            Self::plugin_of(props).and_then(|plugin| self.start_connector(plugin, props, target)),
+        )
     }
 
     /// Like [`Worker::create_connector`], with the plugin given rather than looked up
@@ -457,6 +512,40 @@ impl Worker {
         if self.read_connectors().contains_key(&name) {
             return Err(WorkerError::Exists(name));
         }
+        let planned = self.plan(plugin, props)?;
+        self.launch(planned, target)
+    }
+
+    /// Looks `props`' connector class up in the registry.
+    fn plugin_of(props: &BTreeMap<String, String>) -> Result<registry::Plugin, WorkerError> {
+        let common = common_def()
+            .parse(props)
+            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+        let class = common.string("connector.class").unwrap_or_default();
+        registry::lookup(class).ok_or_else(|| {
+            let known: Vec<&str> = registry::plugins().iter().map(|p| p.class).collect();
+            key_error(
+                "connector.class",
+                format!(
+                    "unknown connector class {class:?} (known: {})",
+                    known.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// Everything a connector needs to start, checked: its config, converters, transforms,
+    /// exactly-once settings and the connector's own task configs. Starts and stores
+    /// nothing, so a refused config changes nothing.
+    fn plan(
+        &self,
+        plugin: registry::Plugin,
+        props: &BTreeMap<String, String>,
+    ) -> Result<Planned, WorkerError> {
+        let common = common_def()
+            .parse(props)
+            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+        let name = common.string("name").unwrap_or_default().to_owned();
         let connector = plugin.connector();
         let def: ConfigDef = common_def()
             .merge(&kind_def(&plugin))
@@ -502,6 +591,7 @@ impl Worker {
         let exactly_once;
         let specs: Vec<TaskLauncher> = match (plugin.kind, subscription) {
             (registry::Kind::Source(ctor), _) => {
+                let state_topics = Arc::new(self.state_topics());
                 let source = ctor();
                 exactly_once =
                     self.source_exactly_once(&plugin, source.as_ref(), &parsed, props)?;
@@ -528,6 +618,7 @@ impl Worker {
                             topics: Arc::clone(&topics),
                             transforms: Arc::clone(&common.transforms),
                             errors: common.errors.clone(),
+                            state_topics: Arc::clone(&state_topics),
                         });
                         source_launcher(spec)
                     })
@@ -606,37 +697,88 @@ impl Worker {
             }
             (_, None) => return Err(WorkerError::Internal("sink without subscription".into())),
         };
-        let tasks = u32::try_from(specs.len()).unwrap_or(u32::MAX);
-        let supervisor = ConnectorSupervisor::new(
-            name.clone(),
-            specs,
-            self.policy(),
-            target,
-            self.status.clone(),
-        )
-        .start();
-        self.report_connector(&name, target);
-        let entry = ConnectorEntry {
-            supervisor,
+        Ok(Planned {
+            name,
             class: plugin.class,
+            kind: plugin.type_name(),
             config: props.clone(),
             masked_config: def.mask(props),
-            task_configs: masked_tasks,
-            raw_task_configs: raw_tasks,
-            tasks,
-            target,
+            masked_tasks,
+            raw_tasks,
+            specs,
             topics,
-            kind: plugin.type_name(),
             subscription: entry_subscription,
-        };
-        self.connectors
-            .write()
-            .map_err(|_| WorkerError::Internal("connector table poisoned".into()))?
-            .insert(name.clone(), entry.clone());
+            exactly_once,
+        })
+    }
+
+    /// Starts a planned connector's supervisor and enters it in the connector table.
+    fn launch(&self, planned: Planned, target: TargetState) -> Result<ConnectorEntry, WorkerError> {
+        let Planned {
+            name,
+            class,
+            kind,
+            config,
+            masked_config,
+            masked_tasks,
+            raw_tasks,
+            specs,
+            topics,
+            subscription,
+            exactly_once,
+        } = planned;
+        let tasks = u32::try_from(specs.len()).unwrap_or(u32::MAX);
+        {
+            // Checked and entered under one lock: of two concurrent creations of a name,
+            // exactly one starts.
+            let mut table = self
+                .connectors
+                .write()
+                .map_err(|_| WorkerError::Internal("connector table poisoned".into()))?;
+            if table.contains_key(&name) {
+                return Err(WorkerError::Exists(name));
+            }
+            let supervisor = ConnectorSupervisor::new(
+                name.clone(),
+                specs,
+                self.policy(),
+                target,
+                self.status.clone(),
+            )
+            .start();
+            let entry = ConnectorEntry {
+                supervisor,
+                class,
+                config,
+                masked_config,
+                task_configs: masked_tasks,
+                raw_task_configs: raw_tasks,
+                tasks,
+                target,
+                topics,
+                kind,
+                subscription,
+            };
+            table.insert(name.clone(), entry);
+        }
+        self.report_connector(&name, target);
+        let entry = self.connector(&name)?;
         crate::telemetry::live().connector_up(&name, tasks);
-        tracing::info!(connector = %name, class = plugin.class, kind = plugin.type_name(), tasks, exactly_once, "connector created");
+        tracing::info!(connector = %name, class, kind, tasks, exactly_once, "connector created");
         self.count_connectors();
         Ok(entry)
+    }
+
+    /// The worker's state topics, each with the worker key that names it.
+    fn state_topics(&self) -> BTreeMap<String, &'static str> {
+        let mut topics = BTreeMap::new();
+        topics.insert(self.offsets.topic.clone(), "offset.storage.topic");
+        for key in ["config.storage.topic", "status.storage.topic"] {
+            if let Some(topic) = self.config.parsed.string(key) {
+                topics.insert(topic.to_owned(), key);
+            }
+        }
+        topics
     }
 
     /// `sluice_connectors` and `sluice_tasks`.
@@ -777,6 +919,10 @@ impl Worker {
     }
 
     /// Replaces a connector's config (restarting it), or creates it; `true` if created.
+    /// The new config is checked in full (converters, transforms, exactly-once, the
+    /// connector's task configs) before the running connector is touched, so a refused
+    /// update changes nothing. A secret given as the mask (`[hidden]`, as `GET` shows it)
+    /// keeps its stored value, so a GET-then-PUT round trip never replaces a secret.
     pub async fn put_config(
         &self,
         name: &str,
@@ -794,41 +940,27 @@ impl Worker {
                 props.insert("name".into(), name.to_owned());
             }
         }
-        // Validate before touching the running connector: a bad config changes nothing.
-        self.validate_props(&props)?;
         let existing = self.connector(name).ok();
+        if let Some(existing) = &existing {
+            keep_masked_secrets(&mut props, existing);
+        }
+        let planned = self
+            .plan_off_thread(Self::plugin_of(&props)?, &props)
+            .await?;
         let target = existing.as_ref().map_or(TargetState::Started, |e| e.target);
+        if let Some(store) = &self.store {
+            store
+                .put(name, &planned.config, &planned.raw_tasks, target)
+                .await
+                .map_err(|e| {
+                    WorkerError::Internal(format!("could not store connector {name}: {e}"))
+                })?;
+        }
         if existing.is_some() {
             self.forget(name).await?;
         }
-        self.create_connector(&props, target)?;
-        self.persist(name).await?;
+        count_startup(self.launch(planned, target))?;
         Ok(existing.is_none())
-    }
-
-    /// Checks a config as `create_connector` would, without starting anything.
-    fn validate_props(&self, props: &BTreeMap<String, String>) -> Result<(), WorkerError> {
-        let common = common_def()
-            .parse(props)
-            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
-        let class = common.string("connector.class").unwrap_or_default();
-        let plugin = registry::lookup(class).ok_or_else(|| {
-            key_error(
-                "connector.class",
-                format!("unknown connector class {class:?}"),
-            )
-        })?;
-        let parsed = common_def()
-            .merge(&kind_def(&plugin))
-            .merge(&plugin.connector().config_def())
-            .parse(props)
-            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
-        if plugin.is_sink() {
-            sink_subscription(&parsed)?;
-        }
-        TransformChain::from_config(props)
-            .map(|_| ())
-            .map_err(|e| WorkerError::BadConfig(e.to_string()))
     }
 
     /// Pauses, resumes or stops a connector, and stores the new target.
@@ -1027,7 +1159,8 @@ impl Worker {
         Ok(())
     }
 
-    /// Stops every connector, each task committing what it has, within `timeout`.
+    /// Stops every connector, each task committing what it has, within `timeout` (the
+    /// connectors stop concurrently).
     pub async fn stop_all(&self, timeout: Duration) {
         let entries = self.read_connectors();
         let stops = entries.iter().map(|(name, entry)| {
@@ -1041,8 +1174,11 @@ impl Worker {
                 }
             }
         });
+        // All at once: shutdown takes one grace period, not one per connector.
+        let mut all = tokio::task::JoinSet::new();
         for stop in stops {
-            stop.await;
+            all.spawn(stop);
         }
+        while all.join_next().await.is_some() {}
     }
 }

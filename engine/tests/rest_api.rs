@@ -423,3 +423,125 @@ async fn plugins_are_listed_described_and_validate_configs() -> Result<()> {
     assert_error(s, &b, 400, "connector.class");
     Ok(())
 }
+
+/// A refused config update changes nothing (the running connector stays, with its old
+/// config and state), and a GET-then-PUT round trip keeps every secret.
+#[actix_web::test]
+async fn refused_updates_change_nothing_and_secrets_survive_a_round_trip() -> Result<()> {
+    let stack = stack()?;
+    let worker = worker(stack).await?;
+    let app =
+        test::init_service(App::new().configure(rest::configure(state(Some(worker.clone())))))
+            .await;
+    let dir = common::TempDir::new("rest-update")?;
+    let input = dir.write("input.txt", "one\n")?;
+    let topic = stack.create_topic("rest-update", 1).await?;
+    let config = json!({
+        "connector.class": "FileStreamSource",
+        "file": input.display().to_string(),
+        "topic": topic,
+        "producer.override.ssl.key.password": "s3cret"
+    });
+    let (s, b) = call!(
+        app,
+        post,
+        "/connectors",
+        json!({"name": "upd", "config": config})
+    );
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let b = wait_status!(app, "/connectors/upd/status", "RUNNING");
+    assert_eq!(b["tasks"][0]["state"], "RUNNING", "{b}");
+
+    // Each of these passes the connector's own checks and fails later ones.
+    for (key, value, fault) in [
+        ("value.converter", "com.nope.Converter", "value.converter"),
+        ("key.converter", "com.nope.Converter", "key.converter"),
+    ] {
+        let mut bad = config.clone();
+        bad[key] = json!(value);
+        let (s, b) = call!(app, put, "/connectors/upd/config", bad);
+        assert_error(s, &b, 400, fault);
+        let (s, b) = call!(app, get, "/connectors");
+        assert_eq!(
+            (s, b.clone()),
+            (StatusCode::OK, json!(["upd"])),
+            "a refused PUT ({key}) removed the connector"
+        );
+        let (_, b) = call!(app, get, "/connectors/upd/config");
+        assert_eq!(
+            b["topic"],
+            json!(topic),
+            "a refused PUT ({key}) changed the config"
+        );
+        let (_, b) = call!(app, get, "/connectors/upd/status");
+        assert_eq!(b["connector"]["state"], "RUNNING", "{b}");
+    }
+
+    // GET then PUT of what GET gave: the secret stays what it was.
+    let (_, shown) = call!(app, get, "/connectors/upd/config");
+    assert_eq!(shown["producer.override.ssl.key.password"], "[hidden]");
+    let (s, b) = call!(app, put, "/connectors/upd/config", shown);
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let stored = worker.connector("upd")?;
+    assert_eq!(
+        stored
+            .config
+            .get("producer.override.ssl.key.password")
+            .map(String::as_str),
+        Some("s3cret"),
+        "a GET-then-PUT replaced the secret with the mask"
+    );
+    assert_eq!(
+        stored.raw_task_configs[0]
+            .get("producer.override.ssl.key.password")
+            .map(String::as_str),
+        Some("s3cret"),
+        "the task config holds the mask"
+    );
+    // The same through PATCH, and a new secret still replaces the old one.
+    let (s, b) = call!(
+        app,
+        patch,
+        "/connectors/upd/config",
+        json!({"producer.override.ssl.key.password": "[hidden]", "batch.size": "7"})
+    );
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        worker.connector("upd")?.config["producer.override.ssl.key.password"],
+        "s3cret"
+    );
+    let (s, b) = call!(
+        app,
+        patch,
+        "/connectors/upd/config",
+        json!({"producer.override.ssl.key.password": "n3w"})
+    );
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        worker.connector("upd")?.config["producer.override.ssl.key.password"],
+        "n3w"
+    );
+    let (s, _) = call!(app, delete, "/connectors/upd");
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    Ok(())
+}
+
+/// Names that no URL can reach afterwards are refused at creation.
+#[actix_web::test]
+async fn names_no_url_can_carry_are_refused() -> Result<()> {
+    let stack = stack()?;
+    let worker = worker(stack).await?;
+    let app =
+        test::init_service(App::new().configure(rest::configure(state(Some(worker.clone())))))
+            .await;
+    let long = "n".repeat(100_000);
+    for name in [".", "..", long.as_str()] {
+        let body = json!({"name": name, "config": {
+            "connector.class": "FileStreamSource", "file": "/etc/hostname", "topic": "t"}});
+        let (s, b) = call!(app, post, "/connectors", body);
+        assert_error(s, &b, 400, "name");
+    }
+    let (_, b) = call!(app, get, "/connectors");
+    assert_eq!(b, json!([]));
+    Ok(())
+}

@@ -272,3 +272,275 @@ async fn failing_tasks_restart_with_backoff_then_fail_and_others_keep_flowing() 
     worker.stop_all(Duration::from_secs(3)).await;
     Ok(())
 }
+
+/// When each slow task's `stop` began and ended.
+static STOPS: std::sync::Mutex<Vec<(Instant, Instant)>> = std::sync::Mutex::new(Vec::new());
+
+struct SlowStop;
+
+impl Connector for SlowStop {
+    fn config_def(&self) -> ConfigDef {
+        ConfigDef::new()
+    }
+
+    fn task_configs(&self, config: &Props, _max: u32) -> Result<Vec<Props>, ConnectorError> {
+        Ok(vec![config.clone()])
+    }
+}
+
+impl SourceConnector for SlowStop {
+    fn task(&self) -> Box<dyn SourceTask> {
+        Box::new(SlowStopTask)
+    }
+}
+
+struct SlowStopTask;
+
+impl SourceTask for SlowStopTask {
+    fn start<'a>(
+        &'a mut self,
+        _config: &'a Props,
+        _context: SourceTaskContext,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn poll(&mut self) -> BoxFuture<'_, Result<Vec<SourceRecord>, ConnectorError>> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(Vec::new())
+        })
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {
+            let began = Instant::now();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            if let Ok(mut stops) = STOPS.lock() {
+                stops.push((began, Instant::now()));
+            }
+        })
+    }
+}
+
+fn slow_stop() -> Box<dyn SourceConnector> {
+    Box::new(SlowStop)
+}
+
+/// Shutdown stops connectors concurrently: every slow `stop` begins before any ends, so
+/// shutting down takes one grace period, not one per connector.
+#[actix::test]
+async fn stop_all_stops_connectors_concurrently() -> Result<()> {
+    let stack = stack()?;
+    let worker = worker(stack).await?;
+    let plugin = Plugin {
+        class: "test.SlowStop",
+        aliases: &[],
+        kind: Kind::Source(slow_stop),
+    };
+    for i in 0..4 {
+        let name = format!("slow{i}");
+        worker.create_connector_with(
+            plugin,
+            &props(&[("name", &name), ("connector.class", "test.SlowStop")]),
+            TargetState::Started,
+        )?;
+        wait_for(&worker, &name, TaskState::Running, Duration::from_secs(30)).await?;
+    }
+    worker.stop_all(Duration::from_secs(30)).await;
+    let stops = STOPS.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(stops.len(), 4, "{stops:?}");
+    let last_begin = stops.iter().map(|s| s.0).max();
+    let first_end = stops.iter().map(|s| s.1).min();
+    assert!(
+        last_begin < first_end,
+        "one connector's stop waited for another's: {stops:?}"
+    );
+    Ok(())
+}
+
+struct SlowPlan;
+
+impl Connector for SlowPlan {
+    fn config_def(&self) -> ConfigDef {
+        ConfigDef::new()
+    }
+
+    /// A connector asking its outside system how to split the work, synchronously.
+    fn task_configs(&self, config: &Props, _max: u32) -> Result<Vec<Props>, ConnectorError> {
+        std::thread::sleep(Duration::from_millis(1500));
+        Ok(vec![config.clone()])
+    }
+}
+
+impl SourceConnector for SlowPlan {
+    fn task(&self) -> Box<dyn SourceTask> {
+        Box::new(IdleTask)
+    }
+}
+
+/// Polls nothing, stops at once.
+struct IdleTask;
+
+impl SourceTask for IdleTask {
+    fn start<'a>(
+        &'a mut self,
+        _config: &'a Props,
+        _context: SourceTaskContext,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn poll(&mut self) -> BoxFuture<'_, Result<Vec<SourceRecord>, ConnectorError>> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(Vec::new())
+        })
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+fn slow_plan() -> Box<dyn SourceConnector> {
+    Box::new(SlowPlan)
+}
+
+/// A connector's slow `task_configs` does not hold the thread that asked for the connector
+/// (the REST worker's): other work on that thread keeps running meanwhile.
+#[actix::test]
+async fn a_slow_task_configs_does_not_block_the_calling_thread() -> Result<()> {
+    let stack = stack()?;
+    let worker = worker(stack).await?;
+    let plugin = Plugin {
+        class: "test.SlowPlan",
+        aliases: &[],
+        kind: Kind::Source(slow_plan),
+    };
+    let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = Arc::clone(&ticks);
+    // On this (single-threaded) runtime, like the REST handlers.
+    let ticker = actix::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = ticks.load(Ordering::SeqCst);
+    worker
+        .create_connector_stored_with(
+            plugin,
+            &props(&[("name", "slowplan"), ("connector.class", "test.SlowPlan")]),
+            TargetState::Started,
+        )
+        .await?;
+    let during = ticks.load(Ordering::SeqCst) - before;
+    ticker.abort();
+    assert!(
+        during >= 10,
+        "the thread was held while task_configs ran: {during} ticks of 20 ms in 1.5 s"
+    );
+    worker.stop_all(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+/// Held by the one life of the exclusive task that runs (as a listening port is).
+static HELD: AtomicBool = AtomicBool::new(false);
+
+struct Exclusive;
+
+impl Connector for Exclusive {
+    fn config_def(&self) -> ConfigDef {
+        ConfigDef::new()
+    }
+
+    fn task_configs(&self, config: &Props, _max: u32) -> Result<Vec<Props>, ConnectorError> {
+        Ok(vec![config.clone()])
+    }
+}
+
+impl SourceConnector for Exclusive {
+    fn task(&self) -> Box<dyn SourceTask> {
+        Box::new(ExclusiveTask)
+    }
+}
+
+struct ExclusiveTask;
+
+impl SourceTask for ExclusiveTask {
+    fn start<'a>(
+        &'a mut self,
+        _config: &'a Props,
+        _context: SourceTaskContext,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(async {
+            if HELD.swap(true, Ordering::SeqCst) {
+                return Err(ConnectorError::external(
+                    "resource busy: another life of this task holds it",
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn poll(&mut self) -> BoxFuture<'_, Result<Vec<SourceRecord>, ConnectorError>> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(Vec::new())
+        })
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {
+            // Releasing takes a while (closing connections, a last commit).
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            HELD.store(false, Ordering::SeqCst);
+        })
+    }
+}
+
+fn exclusive() -> Box<dyn SourceConnector> {
+    Box::new(Exclusive)
+}
+
+/// A manual restart waits for the running life to end before the next starts: the next
+/// life finds the resource free, and the restart is not a failure.
+#[actix::test]
+async fn a_manual_restart_waits_for_the_running_life_to_end() -> Result<()> {
+    let stack = stack()?;
+    let worker = worker(stack).await?;
+    let plugin = Plugin {
+        class: "test.Exclusive",
+        aliases: &[],
+        kind: Kind::Source(exclusive),
+    };
+    worker.create_connector_with(
+        plugin,
+        &props(&[("name", "exclusive"), ("connector.class", "test.Exclusive")]),
+        TargetState::Started,
+    )?;
+    wait_for(
+        &worker,
+        "exclusive",
+        TaskState::Running,
+        Duration::from_secs(30),
+    )
+    .await?;
+    // Let the first life get through its start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..2 {
+        worker.restart_task("exclusive", 0).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let status = worker.task_statuses("exclusive").await?.remove(0);
+        assert_eq!(status.state, TaskState::Running, "{status:?}");
+        assert!(status.trace.is_none(), "{status:?}");
+        assert_eq!(
+            status.attempts, 0,
+            "the restart counted as a failure: {status:?}"
+        );
+    }
+    worker.stop_all(Duration::from_secs(10)).await;
+    Ok(())
+}
