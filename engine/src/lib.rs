@@ -19,6 +19,7 @@ pub mod registry;
 pub mod replicator;
 pub mod rest;
 pub mod router;
+mod sink_commits;
 pub mod sink_task;
 pub mod source_task;
 pub mod status_store;

@@ -214,7 +214,7 @@ fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> Raw {
     }
 }
 
-type Offsets = BTreeMap<TopicPartition, i64>;
+use crate::sink_commits::{CommitBook, Offsets};
 
 /// What the poller tells the task's loop, in order.
 enum Event {
@@ -635,8 +635,8 @@ struct Life<'a> {
     /// Next offset per partition, of everything delivered (written, filtered or sent to
     /// the dead-letter queue).
     consumed: Offsets,
-    /// What was last committed (or asked to be), per partition.
-    committed: Offsets,
+    /// What was committed, per partition.
+    commits: CommitBook,
     dlq: Option<TaskProducer>,
 }
 
@@ -891,27 +891,14 @@ impl Life<'_> {
     /// for yet: a commit asked for earlier may still be queued, and the poller drops it
     /// once the assignment changes.
     async fn flush(&mut self, all: bool) -> Result<Offsets, SinkError> {
-        let pending: Offsets = self
-            .consumed
-            .iter()
-            .filter(|(tp, o)| self.committed.get(*tp) != Some(*o))
-            .map(|(tp, o)| (tp.clone(), *o))
-            .collect();
+        let pending = self.commits.pending(&self.consumed);
         match &mut self.writer {
             Writer::Task(task) => {
                 let consumed = self.consumed.clone();
                 let durable = task.pre_commit(&consumed).await?;
-                // Only forward, only partitions still ours.
-                let commit: Offsets = durable
-                    .into_iter()
-                    .filter(|(tp, o)| {
-                        self.assigned.contains(tp)
-                            && (all || self.committed.get(tp).is_none_or(|c| o > c))
-                            && consumed.get(tp).is_some_and(|c| o <= c)
-                    })
-                    .collect();
-                self.committed.extend(commit.clone());
-                Ok(commit)
+                Ok(self
+                    .commits
+                    .request(durable, &self.assigned, &consumed, all))
             }
             Writer::Kafka {
                 producer,
@@ -947,7 +934,7 @@ impl Life<'_> {
                 tracing::debug!(connector = %self.spec.connector, task = self.spec.task, records = *records, open_ms = opened_at.map_or(0, |t| t.elapsed().as_millis() as u64), "transaction committed with consumer offsets");
                 *records = 0;
                 *opened_at = None;
-                self.committed.extend(pending);
+                self.commits.mark(pending);
                 Ok(Offsets::new())
             }
         }
@@ -1022,7 +1009,7 @@ impl Life<'_> {
                 for tp in &partitions {
                     self.assigned.remove(tp);
                     self.consumed.remove(tp);
-                    self.committed.remove(tp);
+                    self.commits.forget(tp);
                 }
                 metrics::gauge!("sluice_sink_partition_count", &self.labels.pairs())
                     .set(self.assigned.len() as f64);
@@ -1284,7 +1271,7 @@ pub async fn run_sink_task(
         generation: 0,
         assigned: BTreeSet::new(),
         consumed: Offsets::new(),
-        committed: Offsets::new(),
+        commits: CommitBook::default(),
         dlq,
     };
     let mut ticker = tokio::time::interval(commit_every);
