@@ -214,7 +214,7 @@ fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> Raw {
     }
 }
 
-use crate::sink_commits::{CommitBook, Offsets};
+use crate::sink_commits::{CommitBook, Confirmations, Offsets};
 
 /// What the poller tells the task's loop, in order.
 enum Event {
@@ -273,6 +273,10 @@ struct SinkContext {
     task: u32,
     events: mpsc::Sender<Event>,
     generation: AtomicU64,
+    /// Where successful offset commits are reported to the task's loop.
+    confirmations: Confirmations,
+    /// When each commit still awaiting its outcome was issued, oldest first.
+    commits_issued: std::sync::Mutex<std::collections::VecDeque<Instant>>,
     /// How long a rebalance waits for the task's loop to flush.
     flush_timeout: Duration,
 }
@@ -318,6 +322,47 @@ impl SinkContext {
 }
 
 impl ConsumerContext for SinkContext {
+    /// Every commit's outcome (sync and async alike), served inside `poll`.
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, list: &TopicPartitionList) {
+        let labels = self.labels();
+        let started = self
+            .commits_issued
+            .lock()
+            .ok()
+            .and_then(|mut issued| issued.pop_front());
+        match result {
+            Ok(()) => {
+                let offsets: Offsets = list
+                    .elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some((
+                            TopicPartition {
+                                topic: e.topic().to_owned(),
+                                partition: e.partition(),
+                            },
+                            o,
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                self.confirmations.confirm(&offsets);
+                metrics::counter!("sluice_sink_offset_commit_success_total", &labels).increment(1);
+                if let Some(started) = started {
+                    metrics::histogram!("sluice_sink_offset_commit_seconds", &labels)
+                        .record(started.elapsed().as_secs_f64());
+                }
+                tracing::debug!(connector = %self.connector, task = self.task, partitions = offsets.len(), "offsets committed");
+            }
+            Err(e) => {
+                // Not confirmed: the next periodic commit asks for the same or later
+                // offsets; until then a restart re-reads (at-least-once), never skips.
+                metrics::counter!("sluice_sink_offset_commit_failure_total", &labels).increment(1);
+                tracing::warn!(connector = %self.connector, task = self.task, error = %e, "offset commit failed; asked for again at the next commit");
+            }
+        }
+    }
+
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -365,7 +410,7 @@ impl ConsumerContext for SinkContext {
                     reply,
                 });
                 if !durable.is_empty() {
-                    commit_offsets(consumer, &durable, &self.connector, self.task);
+                    commit_offsets(consumer, &durable, CommitMode::Sync);
                 }
                 if let Err(e) = consumer.unassign() {
                     tracing::warn!(connector = %self.connector, task = self.task, error = %e, "unassigning partitions failed");
@@ -392,35 +437,22 @@ impl ConsumerContext for SinkContext {
     }
 }
 
-fn commit_offsets(
-    consumer: &BaseConsumer<SinkContext>,
-    offsets: &Offsets,
-    connector: &str,
-    task: u32,
-) {
-    let labels = [
-        ("connector", connector.to_owned()),
-        ("task", task.to_string()),
-    ];
-    let started = Instant::now();
-    match consumer.commit(&tpl(offsets), CommitMode::Sync) {
-        Ok(()) => {
-            metrics::counter!("sluice_sink_offset_commit_success_total", &labels).increment(1);
-            metrics::histogram!("sluice_sink_offset_commit_seconds", &labels)
-                .record(started.elapsed().as_secs_f64());
-            tracing::debug!(
-                connector,
-                task,
-                partitions = offsets.len(),
-                "offsets committed"
-            );
+/// Asks the group to commit `offsets`: synchronously during a revoke (the partitions must
+/// not go before), asynchronously between polls (polling must not wait on the
+/// coordinator). The outcome of either arrives in [`SinkContext::commit_callback`], which
+/// counts it and confirms it to the task's loop; a commit that fails is asked for again.
+fn commit_offsets(consumer: &BaseConsumer<SinkContext>, offsets: &Offsets, mode: CommitMode) {
+    let ctx = consumer.context();
+    if let Ok(mut issued) = ctx.commits_issued.lock() {
+        issued.push_back(Instant::now());
+    }
+    if let Err(e) = consumer.commit(&tpl(offsets), mode) {
+        // Refused before it was sent (e.g. no coordinator): no callback follows.
+        if let Ok(mut issued) = ctx.commits_issued.lock() {
+            issued.pop_back();
         }
-        Err(e) => {
-            // The next commit carries the same or later offsets; until then a restart
-            // re-reads (at-least-once), never skips.
-            metrics::counter!("sluice_sink_offset_commit_failure_total", &labels).increment(1);
-            tracing::warn!(connector, task, error = %e, "offset commit failed; will retry with the next commit");
-        }
+        metrics::counter!("sluice_sink_offset_commit_failure_total", &ctx.labels()).increment(1);
+        tracing::warn!(connector = %ctx.connector, task = ctx.task, error = %e, "offset commit failed; asked for again at the next commit");
     }
 }
 
@@ -533,7 +565,7 @@ fn poll_thread(
                         .unwrap_or_default();
                     offsets.retain(|tp, _| owned.contains(tp));
                     if !offsets.is_empty() {
-                        commit_offsets(&consumer, &offsets, &connector, task);
+                        commit_offsets(&consumer, &offsets, CommitMode::Async);
                     }
                 }
                 Ok(Command::Stop) | Err(std_mpsc::TryRecvError::Disconnected) => {
@@ -934,7 +966,7 @@ impl Life<'_> {
                 tracing::debug!(connector = %self.spec.connector, task = self.spec.task, records = *records, open_ms = opened_at.map_or(0, |t| t.elapsed().as_millis() as u64), "transaction committed with consumer offsets");
                 *records = 0;
                 *opened_at = None;
-                self.commits.mark(pending);
+                self.commits.confirm(&pending);
                 Ok(Offsets::new())
             }
         }
@@ -1226,12 +1258,15 @@ pub async fn run_sink_task(
     };
 
     let (events_tx, mut events) = mpsc::channel(4);
+    let confirmations = Confirmations::default();
     let (commands, commands_rx) = std_mpsc::channel();
     let context = SinkContext {
         connector: spec.connector.clone(),
         task: spec.task,
         events: events_tx,
         generation: AtomicU64::new(0),
+        confirmations: confirmations.clone(),
+        commits_issued: std::sync::Mutex::new(std::collections::VecDeque::new()),
         flush_timeout: spec.kafka_timeout * 2,
     };
     let props = consumer_config(&spec);
@@ -1271,7 +1306,7 @@ pub async fn run_sink_task(
         generation: 0,
         assigned: BTreeSet::new(),
         consumed: Offsets::new(),
-        commits: CommitBook::default(),
+        commits: CommitBook::new(confirmations),
         dlq,
     };
     let mut ticker = tokio::time::interval(commit_every);
