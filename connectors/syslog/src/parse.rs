@@ -43,15 +43,27 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm);
+/// `None` when the year is too large for the arithmetic (the digits come from the wire).
+/// `month` must be 1 to 12 and `day` small (callers check both).
+fn days_from_civil(year: i64, month: i64, day: i64) -> Option<i64> {
+    let y = if month <= 2 {
+        year.checked_sub(1)?
+    } else {
+        year
+    };
     let era = y.div_euclid(400);
-    let yoe = y - era * 400;
+    let yoe = y.rem_euclid(400);
     let mp = (month + 9) % 12;
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    era.checked_mul(146_097)?.checked_add(doe - 719_468)
+}
+
+/// Milliseconds since the epoch of a UTC date and time, `None` if it does not fit an i64.
+fn epoch_millis(days: i64, hour: i64, minute: i64, second: i64, millis: i64) -> Option<i64> {
+    days.checked_mul(86_400_000)?
+        .checked_add(((hour * 60 + minute) * 60 + second) * 1000 + millis)
 }
 
 fn digits(s: &str, what: &str) -> Result<i64, String> {
@@ -85,10 +97,12 @@ pub fn rfc3339_millis(s: &str) -> Result<i64, String> {
         let (h, m) = zone[1..]
             .split_once(':')
             .ok_or_else(|| format!("TIMESTAMP {s:?}: zone is not +hh:mm"))?;
-        (
-            c,
-            sign * (digits(h, "zone hours")? * 60 + digits(m, "zone minutes")?),
-        )
+        let (hours, minutes) = (digits(h, "zone hours")?, digits(m, "zone minutes")?);
+        // RFC 3339 offsets are at most 23:59; larger would also overflow below.
+        if hours > 23 || minutes > 59 {
+            return Err(format!("TIMESTAMP {s:?}: zone out of range"));
+        }
+        (c, sign * (hours * 60 + minutes))
     };
     let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
     let mut t = hms.split(':');
@@ -103,17 +117,29 @@ pub fn rfc3339_millis(s: &str) -> Result<i64, String> {
     if hour > 23 || minute > 59 || second > 60 {
         return Err(format!("TIMESTAMP {s:?}: time out of range"));
     }
-    let millis = if fraction.is_empty() {
-        0
-    } else {
-        let f = digits(fraction, "fraction")?;
-        let scale = 10_i64.pow(u32::try_from(fraction.len().min(9)).unwrap_or(9));
-        f * 1000 / scale
-    };
-    let days = days_from_civil(year, month, day);
-    Ok(
-        ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis
-            - offset_minutes * 60_000,
+    let millis = fraction_millis(fraction)
+        .ok_or_else(|| format!("TIMESTAMP {s:?}: fraction: expected digits, found {fraction:?}"))?;
+    days_from_civil(year, month, day)
+        .and_then(|days| epoch_millis(days, hour, minute, second, millis))
+        .and_then(|t| t.checked_sub(offset_minutes * 60_000))
+        .ok_or_else(|| format!("TIMESTAMP {s:?}: the year does not fit"))
+}
+
+/// TIME-SECFRAC as milliseconds: RFC 3339 allows any number of digits, only the first three
+/// count (truncated, as before), so no length of digits can overflow.
+fn fraction_millis(fraction: &str) -> Option<i64> {
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if fraction.is_empty() {
+        return Some(0);
+    }
+    Some(
+        fraction
+            .bytes()
+            .chain(std::iter::repeat(b'0'))
+            .take(3)
+            .fold(0, |ms, b| ms * 10 + i64::from(b - b'0')),
     )
 }
 
@@ -254,11 +280,15 @@ fn bsd_timestamp(s: &str, year: i64) -> Result<i64, String> {
     let (Some(h), Some(m), Some(sec)) = (t.next(), t.next(), t.next()) else {
         return Err(format!("TIMESTAMP: {clock:?} is not hh:mm:ss"));
     };
-    let days = days_from_civil(year, month as i64 + 1, day);
-    Ok(
-        ((days * 24 + digits(h, "hour")?) * 60 + digits(m, "minute")?) * 60_000
-            + digits(sec, "second")? * 1000,
-    )
+    let (hour, minute, second) = (
+        digits(h, "hour")?,
+        digits(m, "minute")?,
+        digits(sec, "second")?,
+    );
+    // The fields are at most 3 digits (fixed columns), so this cannot overflow.
+    days_from_civil(year, month as i64 + 1, day)
+        .and_then(|days| epoch_millis(days, hour, minute, second, 0))
+        .ok_or_else(|| format!("TIMESTAMP: year {year} does not fit"))
 }
 
 fn rfc3164(pri: i32, rest: &str, year: i64) -> Result<Message, String> {
@@ -509,6 +539,45 @@ mod tests {
             assert_eq!(m.message, line);
             let error = m.error.unwrap_or_default();
             assert!(error.contains(says), "{line}: {error}");
+        }
+    }
+
+    /// Digits from the wire are untrusted: numbers too large for the date arithmetic keep
+    /// the line whole with a `parse_error` (no overflow panic), and a fraction of any length
+    /// is read as milliseconds.
+    #[test]
+    fn timestamps_that_do_not_fit_are_parse_errors_and_long_fractions_scale() {
+        for (line, says) in [
+            (
+                "<13>1 999999999999999999-01-01T00:00:00Z h a p m - x",
+                "TIMESTAMP",
+            ),
+            (
+                "<13>1 2003-10-11T22:14:15+999999999999999999:00 h a p m - x",
+                "zone",
+            ),
+            (
+                "<13>1 2003-10-11T22:14:15+00:999999999999999999 h a p m - x",
+                "zone",
+            ),
+        ] {
+            let m = parse(line, 2024);
+            assert_eq!(m.message, line);
+            let error = m.error.unwrap_or_default();
+            assert!(error.contains(says), "{line}: {error}");
+        }
+        let base = 1_065_910_455_000;
+        for (fraction, millis) in [
+            ("5", 500),
+            ("5000000000", 500),
+            ("1234567890123456789", 123),
+            ("9999999999999999999999999", 999),
+            ("003", 3),
+        ] {
+            let line = format!("<13>1 2003-10-11T22:14:15.{fraction}Z h a p m - x");
+            let m = parse(&line, 2024);
+            assert_eq!(m.error, None, "{line}");
+            assert_eq!(m.date, Some(base + millis), "{line}");
         }
     }
 
