@@ -155,6 +155,8 @@ pub fn value_schema() -> Schema {
 /// A message with where it came from.
 struct Received {
     message: Message,
+    /// When it arrived, in milliseconds since the epoch: the record's timestamp.
+    received: i64,
     peer: SocketAddr,
     hostname: String,
     /// Set for RELP: how to acknowledge it, and what recognises a resend of it.
@@ -352,12 +354,10 @@ struct Shared {
     connector: String,
 }
 
-fn this_year() -> i64 {
-    let secs = SystemTime::now()
+fn now_millis() -> i64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // Close enough for the year of an RFC 3164 timestamp: 365.2425 days a year.
-    1970 + i64::try_from(secs / 31_556_952).unwrap_or(0)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The peer's name: loopback is `localhost` (what the seed's documents show); others keep
@@ -392,7 +392,8 @@ async fn enqueue(
     relp: Option<RelpMeta>,
 ) -> bool {
     let text = String::from_utf8_lossy(bytes);
-    let mut message = parse::parse(&text, this_year());
+    let received = now_millis();
+    let mut message = parse::parse(&text, received);
     if truncated {
         metrics::counter!("sluice_syslog_truncated_total", "connector" => shared.connector.clone())
             .increment(1);
@@ -409,6 +410,7 @@ async fn enqueue(
         .queue
         .send(Received {
             message,
+            received,
             peer,
             hostname: hostname.to_owned(),
             relp,
@@ -803,7 +805,10 @@ impl SourceTask for SyslogSourceTask {
                     last_of_peer.insert(peer, records.len());
                 }
                 let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-                let date = r.message.date;
+                // The receive time, not the message's own date (kept in the value): a
+                // sender's clock can be anything, and a record over an hour in the future
+                // is refused by the broker, failing the whole transaction.
+                let received = r.received;
                 let mut record = SourceRecord::new(
                     partition,
                     SourceOffset::single("received", sequence),
@@ -811,7 +816,7 @@ impl SourceTask for SyslogSourceTask {
                     to_value(r),
                 );
                 record.value_schema = Some(Arc::clone(&self.schema));
-                record.timestamp = date;
+                record.timestamp = Some(received);
                 records.push(record);
             }
             for (peer, i) in last_of_peer {
@@ -855,6 +860,42 @@ impl SourceTask for SyslogSourceTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared(queue: mpsc::Sender<Received>) -> Shared {
+        Shared {
+            queue,
+            limit: 1024,
+            reverse_dns: false,
+            connector: "syslog-test".into(),
+        }
+    }
+
+    /// Kafka refuses timestamps far in the future, and one such record would abort the
+    /// whole transaction: the record is stamped when it was received, the message's own
+    /// date stays in the value.
+    #[tokio::test]
+    async fn records_are_stamped_with_the_receive_time_not_the_message_date() {
+        let (tx, rx) = mpsc::channel(16);
+        let peer: SocketAddr = ([127, 0, 0, 1], 5514).into();
+        let line = b"<13>1 2099-01-01T00:00:00Z h app - - - from the future";
+        let before = now_millis();
+        assert!(enqueue(&shared(tx), line, false, peer, "localhost", None).await);
+        let after = now_millis();
+        let mut task = SyslogSourceTask::new(Protocol::Tcp);
+        task.queue = Some(rx);
+        let records = task.poll().await.expect("a record");
+        assert_eq!(records.len(), 1);
+        let stamp = records[0].timestamp;
+        assert!(
+            stamp.is_some_and(|t| (before..=after).contains(&t)),
+            "timestamp {stamp:?} not within {before}..={after}"
+        );
+        let Value::Struct(fields) = &records[0].value else {
+            panic!("not a struct: {:?}", records[0].value);
+        };
+        let date = fields.iter().find(|(name, _)| name == "date");
+        assert_eq!(date.map(|(_, v)| v), Some(&Value::Int64(4_070_908_800_000)));
+    }
 
     #[test]
     fn the_listener_comes_from_the_class_or_syslog_listener() {
