@@ -10,6 +10,7 @@
 pub mod config;
 pub mod parse;
 pub mod relp;
+mod serve;
 pub mod source;
 pub mod tls;
 
