@@ -56,7 +56,7 @@ pub fn source_def() -> ConfigDef {
             ConfigKey::new(REVERSE_DNS, ConfigType::Boolean)
                 .default_value("false")
                 .importance(Importance::Low)
-                .doc("Resolve the peer's address to a name for the hostname field (loopback and /etc/hosts only: the name is looked up without a DNS client)."),
+                .doc("Resolve the peer's address to a name for the hostname field (loopback and /etc/hosts only: the name is looked up without a DNS client; /etc/hosts is read at start and again every minute, never per message)."),
         )
         .define(
             ConfigKey::new(MAX_MESSAGE, ConfigType::Int)

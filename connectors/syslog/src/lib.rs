@@ -8,6 +8,7 @@
 //! does not parse is kept whole with a `parse_error`; nothing is dropped silently.
 
 pub mod config;
+mod hosts;
 pub mod parse;
 pub mod relp;
 mod serve;

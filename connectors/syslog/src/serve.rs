@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 
+use crate::hosts::PeerNames;
 use crate::parse::{self, Frame, Framer, Message};
 use crate::relp::{self, RelpReader};
 use crate::source::Protocol;
@@ -49,7 +50,8 @@ pub(crate) enum Reply {
 pub(crate) struct Shared {
     pub(crate) queue: mpsc::Sender<Received>,
     pub(crate) limit: usize,
-    pub(crate) reverse_dns: bool,
+    /// Names peers for the `hostname` field (a table lookup, no I/O).
+    pub(crate) names: PeerNames,
     pub(crate) connector: String,
 }
 
@@ -57,29 +59,6 @@ pub(crate) fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// The peer's name: loopback is `localhost` (what the seed's documents show); others keep
-/// the address unless /etc/hosts names them.
-fn peer_name(peer: &SocketAddr, reverse_dns: bool) -> String {
-    let ip = peer.ip();
-    if !reverse_dns {
-        return ip.to_string();
-    }
-    if ip.is_loopback() {
-        return "localhost".into();
-    }
-    std::fs::read_to_string("/etc/hosts")
-        .ok()
-        .and_then(|hosts| {
-            hosts.lines().find_map(|l| {
-                let mut words = l.split('#').next()?.split_whitespace();
-                (words.next()?.parse::<std::net::IpAddr>().ok()? == ip)
-                    .then(|| words.next().map(str::to_owned))
-                    .flatten()
-            })
-        })
-        .unwrap_or_else(|| ip.to_string())
 }
 
 pub(crate) async fn enqueue(
@@ -153,7 +132,7 @@ async fn serve_tcp<S>(shared: Shared, mut stream: S, peer: SocketAddr)
 where
     S: tokio::io::AsyncRead + Unpin,
 {
-    let hostname = peer_name(&peer, shared.reverse_dns);
+    let hostname = shared.names.name(&peer);
     let mut framer = Framer::default();
     let mut buf = vec![0_u8; 64 * 1024];
     loop {
@@ -238,7 +217,7 @@ async fn write_replies(
 /// everything before it was acknowledged. A framing error ends the session: the client
 /// reconnects and resends what was not acknowledged, so nothing is lost.
 async fn serve_relp(shared: Shared, stream: tokio::net::TcpStream, peer: SocketAddr, session: u64) {
-    let hostname = peer_name(&peer, shared.reverse_dns);
+    let hostname = shared.names.name(&peer);
     let (mut read, write) = stream.into_split();
     let (replies, rx) = mpsc::unbounded_channel();
     tokio::spawn(write_replies(write, rx));
@@ -363,7 +342,7 @@ pub(crate) async fn receive_udp(socket: tokio::net::UdpSocket, shared: Shared) {
         let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
             continue;
         };
-        let hostname = peer_name(&peer, shared.reverse_dns);
+        let hostname = shared.names.name(&peer);
         let cut = n.min(shared.limit);
         if !enqueue(
             &shared,

@@ -8,6 +8,7 @@
 //! (counted and logged); every whole frame it sent is kept.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::config::{
     self, BATCH, LISTEN, LISTENER, MAX_MESSAGE, PORT, RELP_WINDOW, REVERSE_DNS, SSL_CERT_CHAIN,
     SSL_CLIENT_CA, SSL_KEY, SSL_KEY_PASSWORD, SSL_SELF_SIGNED, TOPIC,
 };
+use crate::hosts::PeerNames;
 use crate::relp::RecentMessages;
 use crate::serve::{self, Received, RelpMeta, Reply, Shared};
 
@@ -291,6 +293,9 @@ fn relp_partition(peer: &str) -> SourcePartition {
     SourcePartition::new(map)
 }
 
+/// How often /etc/hosts is read again (`syslog.reverse.dns.remote.ip`).
+const HOSTS_REFRESH: Duration = Duration::from_secs(60);
+
 /// The key of the RELP source offset holding the peer's recent-message fingerprints.
 const RECENT: &str = "recent";
 
@@ -375,12 +380,22 @@ impl SourceTask for SyslogSourceTask {
             }
             let port = parsed.long(PORT).unwrap_or(0);
             let address = format!("{}:{port}", parsed.string(LISTEN).unwrap_or("0.0.0.0"));
+            let names = if parsed.boolean(REVERSE_DNS).unwrap_or(false) {
+                PeerNames::load(
+                    PathBuf::from("/etc/hosts"),
+                    HOSTS_REFRESH,
+                    context.connector.clone(),
+                )
+                .await
+            } else {
+                PeerNames::disabled()
+            };
             let (tx, rx) = mpsc::channel(10_000);
             let shared = Shared {
                 queue: tx,
                 limit: usize::try_from(parsed.long(MAX_MESSAGE).unwrap_or(65_536))
                     .unwrap_or(65_536),
-                reverse_dns: parsed.boolean(REVERSE_DNS).unwrap_or(false),
+                names,
                 connector: context.connector.clone(),
             };
             let bind_error = |e: std::io::Error| {
@@ -504,7 +519,7 @@ mod tests {
         Shared {
             queue,
             limit: 1024,
-            reverse_dns: false,
+            names: PeerNames::disabled(),
             connector: "syslog-test".into(),
         }
     }
