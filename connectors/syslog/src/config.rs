@@ -28,6 +28,8 @@ pub const SSL_SELF_SIGNED: &str = "syslog.ssl.self.signed.certificate.enable";
 pub const SSL_PROVIDER: &str = "syslog.ssl.provider";
 /// TLS: require client certificates signed by these CAs, PEM (Sluice's key).
 pub const SSL_CLIENT_CA: &str = "syslog.ssl.client.ca.path";
+/// TCP, TLS and RELP: the most connections served at once (Sluice's key).
+pub const MAX_CONNECTIONS: &str = "syslog.max.connections";
 /// RELP: how many recent messages per peer a resend is recognised against (Sluice's key).
 pub const RELP_WINDOW: &str = "syslog.relp.dedupe.window";
 
@@ -64,6 +66,13 @@ pub fn source_def() -> ConfigDef {
                 .importance(Importance::Low)
                 .validator(Validator::at_least(64.0))
                 .doc("Messages longer than this are cut to this many bytes, logged and counted."),
+        )
+        .define(
+            ConfigKey::new(MAX_CONNECTIONS, ConfigType::Int)
+                .default_value("1000")
+                .importance(Importance::Low)
+                .validator(Validator::at_least(1.0))
+                .doc("TCP, TCPSSL and RELP: the most connections served at once. Past it a new connection is closed as soon as it is accepted (logged, counted in sluice_syslog_connections_refused_total) until one of the open ones ends. Not used by UDP."),
         )
         .define(
             ConfigKey::new(BATCH, ConfigType::Int)

@@ -297,35 +297,81 @@ async fn serve_relp(shared: Shared, stream: tokio::net::TcpStream, peer: SocketA
     }
 }
 
-/// Accepts connections of a TCP-based listener, each served on its own task.
+/// A connection holding one of the `syslog.max.connections` places; counted in the
+/// open-connections gauge until it ends.
+struct OpenConnection {
+    _place: tokio::sync::OwnedSemaphorePermit,
+    connector: String,
+}
+
+impl OpenConnection {
+    fn new(place: tokio::sync::OwnedSemaphorePermit, connector: &str) -> Self {
+        metrics::gauge!("sluice_syslog_connections_open", "connector" => connector.to_owned())
+            .increment(1.0);
+        OpenConnection {
+            _place: place,
+            connector: connector.to_owned(),
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!("sluice_syslog_connections_open", "connector" => self.connector.clone())
+            .decrement(1.0);
+    }
+}
+
+/// Accepts connections of a TCP-based listener, each served on its own task. At most
+/// `max_connections` are served at once: each holds buffers and a task, so past the limit
+/// a new connection is closed as soon as it is accepted (the client sees the close and
+/// retries; leaving it in the backlog would only make it wait unseen).
 pub(crate) async fn accept(
     listener: tokio::net::TcpListener,
     protocol: Protocol,
     acceptor: Option<Arc<openssl::ssl::SslAcceptor>>,
     shared: Shared,
+    max_connections: usize,
 ) {
+    let places = Arc::new(tokio::sync::Semaphore::new(
+        max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+    ));
+    // Warn once each time the limit is reached, not for every refused connection.
+    let mut refusing = false;
     let mut sessions = 0_u64;
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
+                    metrics::counter!("sluice_syslog_connections_refused_total", "connector" => shared.connector.clone()).increment(1);
+                    if refusing {
+                        tracing::debug!(connector = %shared.connector, peer = %peer, "syslog connection refused: syslog.max.connections reached");
+                    } else {
+                        tracing::warn!(connector = %shared.connector, peer = %peer, limit = max_connections, "syslog.max.connections reached: new connections are closed at once until one ends");
+                        refusing = true;
+                    }
+                    drop(stream);
+                    continue;
+                };
+                if refusing {
+                    tracing::info!(connector = %shared.connector, limit = max_connections, "syslog connections below syslog.max.connections again: accepting");
+                    refusing = false;
+                }
                 metrics::counter!("sluice_syslog_connections_total", "connector" => shared.connector.clone()).increment(1);
                 sessions += 1;
-                match (protocol, &acceptor) {
-                    (Protocol::Relp, _) => {
-                        tokio::spawn(serve_relp(shared.clone(), stream, peer, sessions));
+                let open = OpenConnection::new(place, &shared.connector);
+                let shared = shared.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _open = open;
+                    match (protocol, acceptor) {
+                        (Protocol::Relp, _) => serve_relp(shared, stream, peer, sessions).await,
+                        (Protocol::Tls, Some(acceptor)) => {
+                            serve_tls(shared, acceptor, stream, peer).await;
+                        }
+                        _ => serve_tcp(shared, stream, peer).await,
                     }
-                    (Protocol::Tls, Some(acceptor)) => {
-                        tokio::spawn(serve_tls(
-                            shared.clone(),
-                            Arc::clone(acceptor),
-                            stream,
-                            peer,
-                        ));
-                    }
-                    _ => {
-                        tokio::spawn(serve_tcp(shared.clone(), stream, peer));
-                    }
-                }
+                });
             }
             Err(e) => {
                 tracing::warn!(connector = %shared.connector, error = %e, "accepting a syslog connection failed");
@@ -356,5 +402,71 @@ pub(crate) async fn receive_udp(socket: tokio::net::UdpSocket, shared: Shared) {
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt as _;
+
+    use super::*;
+
+    fn shared(queue: mpsc::Sender<Received>) -> Shared {
+        Shared {
+            queue,
+            limit: 1024,
+            names: PeerNames::disabled(),
+            connector: "syslog-test".into(),
+        }
+    }
+
+    /// Whether the server closed the connection (EOF or reset) within a second.
+    async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> bool {
+        let mut byte = [0_u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_limit_are_closed_at_accept() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bound");
+        let address = listener.local_addr().expect("address");
+        let (tx, mut rx) = mpsc::channel(16);
+        tokio::spawn(accept(listener, Protocol::Tcp, None, shared(tx), 2));
+        let connect = || tokio::net::TcpStream::connect(address);
+        let mut first = connect().await.expect("first");
+        let mut second = connect().await.expect("second");
+        let mut third = connect().await.expect("third");
+        assert!(
+            closed_by_server(&mut third).await,
+            "a third connection was kept"
+        );
+        second
+            .write_all(b"<13>Jan  1 00:00:00 h a: second\n")
+            .await
+            .expect("sent");
+        let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+        assert!(got.is_ok_and(|r| r.is_some_and(|r| r.message.message.ends_with("second"))));
+        // A closed connection frees its place.
+        first.shutdown().await.expect("closed");
+        drop(first);
+        let mut served = false;
+        for _ in 0..50 {
+            let mut again = connect().await.expect("connected");
+            if !closed_by_server(&mut again).await {
+                again
+                    .write_all(b"<13>Jan  1 00:00:00 h a: again\n")
+                    .await
+                    .expect("sent");
+                let got = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await;
+                served = got.is_ok_and(|r| r.is_some_and(|r| r.message.message.ends_with("again")));
+                break;
+            }
+        }
+        assert!(served, "no place freed after a connection closed");
     }
 }

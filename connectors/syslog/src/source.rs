@@ -21,8 +21,8 @@ use sluice_proto::{
 use tokio::sync::mpsc;
 
 use crate::config::{
-    self, BATCH, LISTEN, LISTENER, MAX_MESSAGE, PORT, RELP_WINDOW, REVERSE_DNS, SSL_CERT_CHAIN,
-    SSL_CLIENT_CA, SSL_KEY, SSL_KEY_PASSWORD, SSL_SELF_SIGNED, TOPIC,
+    self, BATCH, LISTEN, LISTENER, MAX_CONNECTIONS, MAX_MESSAGE, PORT, RELP_WINDOW, REVERSE_DNS,
+    SSL_CERT_CHAIN, SSL_CLIENT_CA, SSL_KEY, SSL_KEY_PASSWORD, SSL_SELF_SIGNED, TOPIC,
 };
 use crate::hosts::PeerNames;
 use crate::relp::RecentMessages;
@@ -390,6 +390,8 @@ impl SourceTask for SyslogSourceTask {
             } else {
                 PeerNames::disabled()
             };
+            let max_connections =
+                usize::try_from(parsed.long(MAX_CONNECTIONS).unwrap_or(1000)).unwrap_or(1000);
             let (tx, rx) = mpsc::channel(10_000);
             let shared = Shared {
                 queue: tx,
@@ -407,7 +409,13 @@ impl SourceTask for SyslogSourceTask {
                     let listener = tokio::net::TcpListener::bind(&address)
                         .await
                         .map_err(bind_error)?;
-                    tokio::spawn(serve::accept(listener, protocol, acceptor, shared))
+                    tokio::spawn(serve::accept(
+                        listener,
+                        protocol,
+                        acceptor,
+                        shared,
+                        max_connections,
+                    ))
                 }
                 Protocol::Udp | Protocol::Listener => {
                     let socket = tokio::net::UdpSocket::bind(&address)
