@@ -55,6 +55,52 @@ pub(crate) struct Shared {
     pub(crate) connector: String,
 }
 
+/// A connection's first read buffer: most connections are idle or send short lines, and
+/// `syslog.max.connections` of them may be open.
+const READ_BUFFER_START: usize = 4 * 1024;
+/// The largest read buffer: enough for a fast sender's burst per read.
+const READ_BUFFER_MAX: usize = 64 * 1024;
+
+/// A connection's read buffer: starts at [`READ_BUFFER_START`] and doubles each time a
+/// read fills it, up to [`READ_BUFFER_MAX`].
+struct ReadBuffer {
+    buf: Vec<u8>,
+    /// The last read filled the buffer: the peer sends faster than we read.
+    full: bool,
+}
+
+impl ReadBuffer {
+    fn new() -> Self {
+        ReadBuffer {
+            buf: vec![0_u8; READ_BUFFER_START],
+            full: false,
+        }
+    }
+
+    /// Reads what the peer sent; the bytes are then [`bytes`](Self::bytes)`(n)`.
+    async fn read<S>(&mut self, stream: &mut S) -> std::io::Result<usize>
+    where
+        S: tokio::io::AsyncRead + Unpin,
+    {
+        if self.full && self.buf.len() < READ_BUFFER_MAX {
+            let grown = (self.buf.len() * 2).min(READ_BUFFER_MAX);
+            self.buf.resize(grown, 0);
+        }
+        let n = stream.read(&mut self.buf).await?;
+        self.full = n == self.buf.len();
+        Ok(n)
+    }
+
+    fn bytes(&self, n: usize) -> &[u8] {
+        &self.buf[..n]
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+}
+
 pub(crate) fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -134,9 +180,9 @@ where
 {
     let hostname = shared.names.name(&peer);
     let mut framer = Framer::default();
-    let mut buf = vec![0_u8; 64 * 1024];
+    let mut buf = ReadBuffer::new();
     loop {
-        let n = match stream.read(&mut buf).await {
+        let n = match buf.read(&mut stream).await {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => {
@@ -144,7 +190,7 @@ where
                 break;
             }
         };
-        framer.push(&buf[..n]);
+        framer.push(buf.bytes(n));
         while let Some(frame) = framer.next_frame(shared.limit) {
             let (bytes, truncated) = match frame {
                 Frame::Message(b) => (b, false),
@@ -224,9 +270,9 @@ async fn serve_relp(shared: Shared, stream: tokio::net::TcpStream, peer: SocketA
     let mut reader = RelpReader::default();
     let mut opened = false;
     let mut messages = 0_u64;
-    let mut buf = vec![0_u8; 64 * 1024];
+    let mut buf = ReadBuffer::new();
     'session: loop {
-        let n = match read.read(&mut buf).await {
+        let n = match buf.read(&mut read).await {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => {
@@ -234,7 +280,7 @@ async fn serve_relp(shared: Shared, stream: tokio::net::TcpStream, peer: SocketA
                 break;
             }
         };
-        reader.push(&buf[..n]);
+        reader.push(buf.bytes(n));
         loop {
             let frame = match reader.next_frame(shared.limit) {
                 Ok(Some(frame)) => frame,
@@ -427,6 +473,22 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await,
             Ok(Ok(0) | Err(_))
         )
+    }
+
+    /// Idle connections are the common case: a connection starts with a small buffer and
+    /// it grows only while reads fill it.
+    #[tokio::test]
+    async fn read_buffers_start_small_and_grow_while_reads_fill_them() {
+        let mut buf = ReadBuffer::new();
+        assert_eq!(buf.capacity(), 4096);
+        let (mut client, mut server) = tokio::io::duplex(256 * 1024);
+        client.write_all(&vec![b'x'; 200_000]).await.expect("sent");
+        let mut reads = Vec::new();
+        for _ in 0..6 {
+            reads.push(buf.read(&mut server).await.expect("read"));
+        }
+        assert_eq!(reads, [4096, 8192, 16_384, 32_768, 65_536, 65_536]);
+        assert_eq!(buf.bytes(3), b"xxx");
     }
 
     #[tokio::test]
