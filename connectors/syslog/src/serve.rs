@@ -27,7 +27,9 @@ pub(crate) struct Received {
 /// What the task needs to acknowledge a RELP message and to recognise it when resent.
 pub(crate) struct RelpMeta {
     pub(crate) txnr: u32,
-    pub(crate) replies: mpsc::UnboundedSender<Reply>,
+    /// The place of its acknowledgement in the session's reply queue, taken before the
+    /// message was read further, so acknowledging never waits (see [`RELP_REPLIES`]).
+    pub(crate) reply: mpsc::OwnedPermit<Reply>,
     /// The session it came in on (a number unique within this task).
     pub(crate) session: u64,
     /// The first message of its session: resends of unacknowledged messages come first.
@@ -219,13 +221,40 @@ where
     }
 }
 
+/// The most replies of one RELP session queued for its writer, counting the places of
+/// acknowledgements of messages still waiting for their commit (the writer holds at most
+/// as many again, in the batch it is writing). When they are all taken the session stops
+/// reading its peer until the writer catches up: a peer that never reads its replies then
+/// stalls (TCP flow control) instead of growing memory. rsyslog's omrelp keeps at most its
+/// window (128 by default) unacknowledged, so a well-behaved peer never meets this.
+const RELP_REPLIES: usize = 1024;
+
+/// A place for a message's acknowledgement, waiting for one while the session's replies
+/// are all taken (`None`: the writer is gone, the session is over).
+async fn reply_place(
+    shared: &Shared,
+    replies: &mpsc::Sender<Reply>,
+    peer: SocketAddr,
+) -> Option<mpsc::OwnedPermit<Reply>> {
+    match replies.clone().try_reserve_owned() {
+        Ok(place) => Some(place),
+        Err(mpsc::error::TrySendError::Closed(_)) => None,
+        Err(mpsc::error::TrySendError::Full(replies)) => {
+            metrics::counter!("sluice_syslog_relp_backpressure_total", "connector" => shared.connector.clone())
+                .increment(1);
+            tracing::debug!(connector = %shared.connector, peer = %peer, limit = RELP_REPLIES, "RELP peer is not reading its replies: the session stops reading it until they are written");
+            replies.reserve_owned().await.ok()
+        }
+    }
+}
+
 /// Sends a RELP session's replies in order, several per write when they queue up. A
 /// `close` is answered only after every message before it was acknowledged, so the
 /// client never closes with messages it would think lost.
-async fn write_replies(
-    mut write: tokio::net::tcp::OwnedWriteHalf,
-    mut replies: mpsc::UnboundedReceiver<Reply>,
-) {
+async fn write_replies<W>(mut write: W, mut replies: mpsc::Receiver<Reply>)
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::AsyncWriteExt as _;
     let mut acked = 0_u64;
     let mut close = None;
@@ -262,10 +291,13 @@ async fn write_replies(
 /// acknowledges it (the task does, after the commit), `close` ends the session once
 /// everything before it was acknowledged. A framing error ends the session: the client
 /// reconnects and resends what was not acknowledged, so nothing is lost.
-async fn serve_relp(shared: Shared, stream: tokio::net::TcpStream, peer: SocketAddr, session: u64) {
+pub(crate) async fn serve_relp<S>(shared: Shared, stream: S, peer: SocketAddr, session: u64)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
     let hostname = shared.names.name(&peer);
-    let (mut read, write) = stream.into_split();
-    let (replies, rx) = mpsc::unbounded_channel();
+    let (mut read, write) = tokio::io::split(stream);
+    let (replies, rx) = mpsc::channel(RELP_REPLIES);
     tokio::spawn(write_replies(write, rx));
     let mut reader = RelpReader::default();
     let mut opened = false;
@@ -295,13 +327,22 @@ async fn serve_relp(shared: Shared, stream: tokio::net::TcpStream, peer: SocketA
                 "open" => {
                     opened = true;
                     let data = relp::open_reply_data();
-                    let _ = replies.send(Reply::Now(relp::reply(frame.txnr, &data)));
+                    if replies
+                        .send(Reply::Now(relp::reply(frame.txnr, &data)))
+                        .await
+                        .is_err()
+                    {
+                        break 'session;
+                    }
                 }
                 "syslog" if opened => {
+                    let Some(reply) = reply_place(&shared, &replies, peer).await else {
+                        break 'session;
+                    };
                     messages += 1;
                     let meta = RelpMeta {
                         txnr: frame.txnr,
-                        replies: replies.clone(),
+                        reply,
                         session,
                         first: messages == 1,
                         fingerprint: relp::fingerprint(&frame.data),
@@ -320,18 +361,19 @@ async fn serve_relp(shared: Shared, stream: tokio::net::TcpStream, peer: SocketA
                     }
                 }
                 "close" => {
-                    let _ = replies.send(Reply::Close {
+                    let close = Reply::Close {
                         txnr: frame.txnr,
                         after: messages,
-                    });
+                    };
+                    let _ = replies.send(close).await;
                     break 'session;
                 }
                 other => {
                     tracing::warn!(connector = %shared.connector, peer = %peer, command = other, opened, "RELP command refused");
-                    let _ = replies.send(Reply::Now(relp::reply(
-                        frame.txnr,
-                        b"500 command not supported",
-                    )));
+                    let refused = relp::reply(frame.txnr, b"500 command not supported");
+                    if replies.send(Reply::Now(refused)).await.is_err() {
+                        break 'session;
+                    }
                 }
             }
         }

@@ -226,7 +226,7 @@ struct RelpState {
     /// How many fingerprints to keep per peer (0: resends are not recognised).
     window: usize,
     /// Messages returned by `poll` and not yet committed: acknowledged by `commit`.
-    unacked: Vec<(u32, mpsc::UnboundedSender<Reply>)>,
+    unacked: Vec<(u32, mpsc::OwnedPermit<Reply>)>,
     /// The latest messages of each peer (by IP address).
     recent: HashMap<String, RecentMessages>,
     /// Sessions still in their opening run of resent messages.
@@ -264,10 +264,10 @@ impl RelpState {
                     "RELP resend of a message already taken: acknowledged, not written again"
                 );
                 if sequence <= self.committed {
-                    let _ = meta.replies.send(Reply::Ack(meta.txnr));
+                    meta.reply.send(Reply::Ack(meta.txnr));
                 } else {
                     // Its first copy is in the open transaction: acknowledge with it.
-                    self.unacked.push((meta.txnr, meta.replies));
+                    self.unacked.push((meta.txnr, meta.reply));
                 }
                 return false;
             }
@@ -281,7 +281,7 @@ impl RelpState {
                 self.window,
             );
         }
-        self.unacked.push((meta.txnr, meta.replies));
+        self.unacked.push((meta.txnr, meta.reply));
         true
     }
 }
@@ -497,9 +497,9 @@ impl SourceTask for SyslogSourceTask {
                 metrics::counter!("sluice_syslog_relp_acks_total", "connector" => self.connector.clone())
                     .increment(acks.len() as u64);
             }
-            for (txnr, replies) in acks {
+            for (txnr, reply) in acks {
                 // A session that is gone has its client resend; the copy is recognised.
-                let _ = replies.send(Reply::Ack(txnr));
+                reply.send(Reply::Ack(txnr));
             }
             Ok(())
         })
@@ -521,7 +521,9 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::serve::{enqueue, now_millis};
+    use tokio::io::AsyncWriteExt as _;
+
+    use crate::serve::{enqueue, now_millis, serve_relp};
 
     fn shared(queue: mpsc::Sender<Received>) -> Shared {
         Shared {
@@ -574,5 +576,54 @@ mod tests {
         );
         let e = Protocol::Listener.resolve("SCTP").err().unwrap_or_default();
         assert!(e.contains("\"SCTP\" is not one of"), "{e}");
+    }
+
+    /// A RELP peer that sends but never reads its replies: the acknowledgements cannot be
+    /// written, so the session must stop reading it instead of queueing replies (and
+    /// taking messages) without end.
+    #[tokio::test]
+    async fn a_relp_peer_that_never_reads_its_replies_stops_being_read() {
+        const SENT: u32 = 20_000;
+        let (tx, rx) = mpsc::channel(10_000);
+        let (client, server) = tokio::io::duplex(4096);
+        tokio::spawn(serve_relp(
+            shared(tx),
+            server,
+            ([127, 0, 0, 1], 2514).into(),
+            1,
+        ));
+        let (_unread, mut client) = tokio::io::split(client);
+        tokio::spawn(async move {
+            let offers = b"relp_version=0\ncommands=syslog";
+            let mut open = format!("1 open {} ", offers.len()).into_bytes();
+            open.extend_from_slice(offers);
+            open.push(b'\n');
+            if client.write_all(&open).await.is_err() {
+                return;
+            }
+            for txnr in 2..SENT + 2 {
+                let message = format!("<13>1 - h a - - - message {txnr}");
+                let frame = format!("{txnr} syslog {} {message}\n", message.len());
+                if client.write_all(frame.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut task = SyslogSourceTask::new(Protocol::Relp);
+        task.queue = Some(rx);
+        let (mut taken, mut idle) = (0, 0);
+        while idle < 3 && taken < SENT as usize {
+            let records = task.poll().await.expect("polled");
+            task.commit().await.expect("committed");
+            if records.is_empty() {
+                idle += 1;
+            } else {
+                (idle, taken) = (0, taken + records.len());
+            }
+        }
+        assert!(
+            taken < 5_000,
+            "{taken} of {SENT} messages taken from a peer that reads no reply"
+        );
     }
 }
