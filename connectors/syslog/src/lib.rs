@@ -11,6 +11,7 @@ pub mod config;
 mod hosts;
 pub mod parse;
 pub mod relp;
+mod relp_state;
 mod serve;
 pub mod source;
 pub mod tls;
