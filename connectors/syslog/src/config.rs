@@ -32,6 +32,8 @@ pub const SSL_CLIENT_CA: &str = "syslog.ssl.client.ca.path";
 pub const MAX_CONNECTIONS: &str = "syslog.max.connections";
 /// RELP: how many recent messages per peer a resend is recognised against (Sluice's key).
 pub const RELP_WINDOW: &str = "syslog.relp.dedupe.window";
+/// RELP: how many peers' recent messages are kept (Sluice's key).
+pub const RELP_MAX_PEERS: &str = "syslog.relp.dedupe.max.peers";
 
 /// The keys.
 pub fn source_def() -> ConfigDef {
@@ -131,5 +133,12 @@ pub fn source_def() -> ConfigDef {
                 .importance(Importance::Low)
                 .validator(Validator::at_least(0.0))
                 .doc("RELP only: fingerprints of this many recent messages per peer are committed with the offsets, so a message the client resends after a crash (it had no acknowledgement yet) is recognised and not written twice. Keep it at least the sum of the peer's omrelp window sizes (128 each by default); 0 turns recognition off (resends are then written again)."),
+        )
+        .define(
+            ConfigKey::new(RELP_MAX_PEERS, ConfigType::Int)
+                .default_value("10000")
+                .importance(Importance::Low)
+                .validator(Validator::at_least(1.0))
+                .doc("RELP only: the most peers (by IP address) whose recent-message fingerprints are kept for resend recognition. Peers silent for a day are forgotten anyway; past this many the least recently seen are forgotten first. A forgotten peer's resends are written again, so keep it above the number of peers that send within a day."),
         )
 }

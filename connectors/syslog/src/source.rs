@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice_proto::{
     BoxFuture, ConfigDef, Connector, ConnectorError, ExactlyOnceSupport, Props, Schema, SchemaType,
@@ -21,8 +21,8 @@ use sluice_proto::{
 use tokio::sync::mpsc;
 
 use crate::config::{
-    self, BATCH, LISTEN, LISTENER, MAX_CONNECTIONS, MAX_MESSAGE, PORT, RELP_WINDOW, REVERSE_DNS,
-    SSL_CERT_CHAIN, SSL_CLIENT_CA, SSL_KEY, SSL_KEY_PASSWORD, SSL_SELF_SIGNED, TOPIC,
+    self, BATCH, LISTEN, LISTENER, MAX_CONNECTIONS, MAX_MESSAGE, PORT, RELP_MAX_PEERS, RELP_WINDOW,
+    REVERSE_DNS, SSL_CERT_CHAIN, SSL_CLIENT_CA, SSL_KEY, SSL_KEY_PASSWORD, SSL_SELF_SIGNED, TOPIC,
 };
 use crate::hosts::PeerNames;
 use crate::relp::RecentMessages;
@@ -286,6 +286,8 @@ impl SourceTask for SyslogSourceTask {
             if self.protocol == Protocol::Relp {
                 self.relp = RelpState {
                     window: usize::try_from(parsed.long(RELP_WINDOW).unwrap_or(512)).unwrap_or(0),
+                    max_peers: usize::try_from(parsed.long(RELP_MAX_PEERS).unwrap_or(10_000))
+                        .unwrap_or(10_000),
                     ..RelpState::default()
                 };
                 // What each peer sent last, as committed with it: a client resending after
@@ -304,14 +306,15 @@ impl SourceTask for SyslogSourceTask {
                         .and_then(serde_json::Value::as_str)
                         .unwrap_or("");
                     match RecentMessages::decode(text, self.relp.window) {
-                        Ok(recent) => {
-                            self.relp.recent.insert(peer.to_owned(), recent);
-                        }
+                        Ok(recent) => self.relp.restore(peer, recent, Instant::now()),
                         Err(e) => {
                             tracing::warn!(connector = %context.connector, task = context.task, peer, error = %e, "RELP source offset unreadable: resends from this peer may be written twice");
                         }
                     }
                 }
+                // More peers in the offsets than are kept: all count as just seen, so which
+                // are forgotten is arbitrary (by address).
+                self.relp.forget_peers(&context.connector, Instant::now());
             }
             let port = parsed.long(PORT).unwrap_or(0);
             let address = format!("{}:{port}", parsed.string(LISTEN).unwrap_or("0.0.0.0"));
@@ -392,7 +395,7 @@ impl SourceTask for SyslogSourceTask {
                 let mut partition = self.partition.clone();
                 if let Some(meta) = r.relp.take() {
                     let peer = r.peer.ip().to_string();
-                    if !self.relp.take(&self.connector, &peer, meta) {
+                    if !self.relp.take(&self.connector, &peer, meta, Instant::now()) {
                         continue;
                     }
                     partition = relp_partition(&peer);
@@ -414,7 +417,7 @@ impl SourceTask for SyslogSourceTask {
                 records.push(record);
             }
             for (peer, i) in last_of_peer {
-                let recent = self.relp.recent.get(&peer).map(RecentMessages::encode);
+                let recent = self.relp.recent.get(&peer).map(|r| r.messages.encode());
                 if let (Some(record), Some(recent)) = (records.get_mut(i), recent) {
                     record.source_offset = SourceOffset::single(RECENT, recent);
                 }
