@@ -28,8 +28,12 @@ pub const SSL_SELF_SIGNED: &str = "syslog.ssl.self.signed.certificate.enable";
 pub const SSL_PROVIDER: &str = "syslog.ssl.provider";
 /// TLS: require client certificates signed by these CAs, PEM (Sluice's key).
 pub const SSL_CLIENT_CA: &str = "syslog.ssl.client.ca.path";
+/// TCP, TLS and RELP: the most connections served at once (Sluice's key).
+pub const MAX_CONNECTIONS: &str = "syslog.max.connections";
 /// RELP: how many recent messages per peer a resend is recognised against (Sluice's key).
 pub const RELP_WINDOW: &str = "syslog.relp.dedupe.window";
+/// RELP: how many peers' recent messages are kept (Sluice's key).
+pub const RELP_MAX_PEERS: &str = "syslog.relp.dedupe.max.peers";
 
 /// The keys.
 pub fn source_def() -> ConfigDef {
@@ -56,7 +60,7 @@ pub fn source_def() -> ConfigDef {
             ConfigKey::new(REVERSE_DNS, ConfigType::Boolean)
                 .default_value("false")
                 .importance(Importance::Low)
-                .doc("Resolve the peer's address to a name for the hostname field (loopback and /etc/hosts only: the name is looked up without a DNS client)."),
+                .doc("Resolve the peer's address to a name for the hostname field (loopback and /etc/hosts only: the name is looked up without a DNS client; /etc/hosts is read at start and again every minute, never per message)."),
         )
         .define(
             ConfigKey::new(MAX_MESSAGE, ConfigType::Int)
@@ -64,6 +68,13 @@ pub fn source_def() -> ConfigDef {
                 .importance(Importance::Low)
                 .validator(Validator::at_least(64.0))
                 .doc("Messages longer than this are cut to this many bytes, logged and counted."),
+        )
+        .define(
+            ConfigKey::new(MAX_CONNECTIONS, ConfigType::Int)
+                .default_value("1000")
+                .importance(Importance::Low)
+                .validator(Validator::at_least(1.0))
+                .doc("TCP, TCPSSL and RELP: the most connections served at once. Past it a new connection is closed as soon as it is accepted (logged, counted in sluice_syslog_connections_refused_total) until one of the open ones ends. Not used by UDP."),
         )
         .define(
             ConfigKey::new(BATCH, ConfigType::Int)
@@ -122,5 +133,12 @@ pub fn source_def() -> ConfigDef {
                 .importance(Importance::Low)
                 .validator(Validator::at_least(0.0))
                 .doc("RELP only: fingerprints of this many recent messages per peer are committed with the offsets, so a message the client resends after a crash (it had no acknowledgement yet) is recognised and not written twice. Keep it at least the sum of the peer's omrelp window sizes (128 each by default); 0 turns recognition off (resends are then written again)."),
+        )
+        .define(
+            ConfigKey::new(RELP_MAX_PEERS, ConfigType::Int)
+                .default_value("10000")
+                .importance(Importance::Low)
+                .validator(Validator::at_least(1.0))
+                .doc("RELP only: the most peers (by IP address) whose recent-message fingerprints are kept for resend recognition. Peers silent for a day are forgotten anyway; past this many the least recently seen are forgotten first. A forgotten peer's resends are written again, so keep it above the number of peers that send within a day."),
         )
 }

@@ -8,8 +8,11 @@
 //! does not parse is kept whole with a `parse_error`; nothing is dropped silently.
 
 pub mod config;
+mod hosts;
 pub mod parse;
 pub mod relp;
+mod relp_state;
+mod serve;
 pub mod source;
 pub mod tls;
 

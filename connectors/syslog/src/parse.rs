@@ -43,15 +43,40 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm);
+/// `None` when the year is too large for the arithmetic (the digits come from the wire).
+/// `month` must be 1 to 12 and `day` small (callers check both).
+fn days_from_civil(year: i64, month: i64, day: i64) -> Option<i64> {
+    let y = if month <= 2 {
+        year.checked_sub(1)?
+    } else {
+        year
+    };
     let era = y.div_euclid(400);
-    let yoe = y - era * 400;
+    let yoe = y.rem_euclid(400);
     let mp = (month + 9) % 12;
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    era.checked_mul(146_097)?.checked_add(doe - 719_468)
+}
+
+/// The proleptic Gregorian year of a time in milliseconds since the epoch (the inverse of
+/// [`days_from_civil`], Howard Hinnant's `civil_from_days`).
+fn year_of(millis: i64) -> i64 {
+    let z = millis.div_euclid(86_400_000) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    // March-based years: January and February belong to the next civil year.
+    yoe + era * 400 + i64::from(mp >= 10)
+}
+
+/// Milliseconds since the epoch of a UTC date and time, `None` if it does not fit an i64.
+fn epoch_millis(days: i64, hour: i64, minute: i64, second: i64, millis: i64) -> Option<i64> {
+    days.checked_mul(86_400_000)?
+        .checked_add(((hour * 60 + minute) * 60 + second) * 1000 + millis)
 }
 
 fn digits(s: &str, what: &str) -> Result<i64, String> {
@@ -85,10 +110,12 @@ pub fn rfc3339_millis(s: &str) -> Result<i64, String> {
         let (h, m) = zone[1..]
             .split_once(':')
             .ok_or_else(|| format!("TIMESTAMP {s:?}: zone is not +hh:mm"))?;
-        (
-            c,
-            sign * (digits(h, "zone hours")? * 60 + digits(m, "zone minutes")?),
-        )
+        let (hours, minutes) = (digits(h, "zone hours")?, digits(m, "zone minutes")?);
+        // RFC 3339 offsets are at most 23:59; larger would also overflow below.
+        if hours > 23 || minutes > 59 {
+            return Err(format!("TIMESTAMP {s:?}: zone out of range"));
+        }
+        (c, sign * (hours * 60 + minutes))
     };
     let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
     let mut t = hms.split(':');
@@ -103,17 +130,29 @@ pub fn rfc3339_millis(s: &str) -> Result<i64, String> {
     if hour > 23 || minute > 59 || second > 60 {
         return Err(format!("TIMESTAMP {s:?}: time out of range"));
     }
-    let millis = if fraction.is_empty() {
-        0
-    } else {
-        let f = digits(fraction, "fraction")?;
-        let scale = 10_i64.pow(u32::try_from(fraction.len().min(9)).unwrap_or(9));
-        f * 1000 / scale
-    };
-    let days = days_from_civil(year, month, day);
-    Ok(
-        ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis
-            - offset_minutes * 60_000,
+    let millis = fraction_millis(fraction)
+        .ok_or_else(|| format!("TIMESTAMP {s:?}: fraction: expected digits, found {fraction:?}"))?;
+    days_from_civil(year, month, day)
+        .and_then(|days| epoch_millis(days, hour, minute, second, millis))
+        .and_then(|t| t.checked_sub(offset_minutes * 60_000))
+        .ok_or_else(|| format!("TIMESTAMP {s:?}: the year does not fit"))
+}
+
+/// TIME-SECFRAC as milliseconds: RFC 3339 allows any number of digits, only the first three
+/// count (truncated, as before), so no length of digits can overflow.
+fn fraction_millis(fraction: &str) -> Option<i64> {
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if fraction.is_empty() {
+        return Some(0);
+    }
+    Some(
+        fraction
+            .bytes()
+            .chain(std::iter::repeat(b'0'))
+            .take(3)
+            .fold(0, |ms, b| ms * 10 + i64::from(b - b'0')),
     )
 }
 
@@ -237,8 +276,10 @@ fn rfc5424(pri: i32, rest: &str) -> Result<Message, String> {
     })
 }
 
-/// `Mmm dd hh:mm:ss` (RFC 3164), in the year `year`, UTC.
-fn bsd_timestamp(s: &str, year: i64) -> Result<i64, String> {
+/// `Mmm dd hh:mm:ss` (RFC 3164), UTC, in the year that puts it closest to `received`: the
+/// format has no year, and a "Dec 31" line that arrives on January 1st (or a sender whose
+/// clock runs a little ahead over New Year) must not land a year off.
+fn bsd_timestamp(s: &str, received: i64) -> Result<i64, String> {
     let month = MONTHS
         .iter()
         .position(|m| s.starts_with(m))
@@ -254,15 +295,22 @@ fn bsd_timestamp(s: &str, year: i64) -> Result<i64, String> {
     let (Some(h), Some(m), Some(sec)) = (t.next(), t.next(), t.next()) else {
         return Err(format!("TIMESTAMP: {clock:?} is not hh:mm:ss"));
     };
-    let days = days_from_civil(year, month as i64 + 1, day);
-    Ok(
-        ((days * 24 + digits(h, "hour")?) * 60 + digits(m, "minute")?) * 60_000
-            + digits(sec, "second")? * 1000,
-    )
+    let (hour, minute, second) = (
+        digits(h, "hour")?,
+        digits(m, "minute")?,
+        digits(sec, "second")?,
+    );
+    // The fields are at most 3 digits (fixed columns), so this cannot overflow.
+    let year = year_of(received);
+    (year - 1..=year + 1)
+        .filter_map(|y| days_from_civil(y, month as i64 + 1, day))
+        .filter_map(|days| epoch_millis(days, hour, minute, second, 0))
+        .min_by_key(|t| t.abs_diff(received))
+        .ok_or_else(|| format!("TIMESTAMP: year {year} does not fit"))
 }
 
-fn rfc3164(pri: i32, rest: &str, year: i64) -> Result<Message, String> {
-    let date = bsd_timestamp(rest, year)?;
+fn rfc3164(pri: i32, rest: &str, received: i64) -> Result<Message, String> {
+    let date = bsd_timestamp(rest, received)?;
     let after = rest.get(15..).unwrap_or_default();
     let text = after.strip_prefix(' ').unwrap_or(after);
     let mut words = text.splitn(2, ' ');
@@ -294,14 +342,15 @@ fn rfc3164(pri: i32, rest: &str, year: i64) -> Result<Message, String> {
     })
 }
 
-/// Parses one syslog message; `year` dates RFC 3164 timestamps, which carry none.
-pub fn parse(line: &str, year: i64) -> Message {
+/// Parses one syslog message received at `received` (milliseconds since the epoch), which
+/// dates RFC 3164 timestamps: they carry no year, the one closest to `received` is taken.
+pub fn parse(line: &str, received: i64) -> Message {
     let line = line.trim_end_matches(['\r', '\n', '\0']);
     let result = pri(line).and_then(|(p, rest)| {
         if rest.starts_with(|c: char| c.is_ascii_digit()) {
             rfc5424(p, rest)
         } else {
-            rfc3164(p, rest, year)
+            rfc3164(p, rest, received)
         }
     });
     match result {
@@ -437,12 +486,15 @@ impl Framer {
 mod tests {
     use super::*;
 
+    /// 2024-06-01T00:00:00Z: when the tests' messages are received.
+    const RECEIVED: i64 = 1_717_200_000_000;
+
     #[test]
     fn rfc5424_with_structured_data_and_bom() {
         let m = parse(
             "<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 \
              [exampleSDID@32473 iut=\"3\" eventSource=\"Appli\\\"cation\"][x@1 a=\"b\\]\"] \u{feff}An application event",
-            2024,
+            RECEIVED,
         );
         assert_eq!(m.error, None);
         assert_eq!(
@@ -466,13 +518,13 @@ mod tests {
     fn rfc5424_offsets_and_nil_values() {
         let m = parse(
             "<34>1 2003-10-11T22:14:15.5-07:00 - su 77 - - 'su root' failed",
-            2024,
+            RECEIVED,
         );
         assert_eq!(m.error, None);
         assert_eq!(m.date, Some(1_065_910_455_500 + 7 * 3_600_000));
         assert_eq!((m.host, m.process_id.as_deref()), (None, Some("77")));
         assert_eq!(m.message, "'su root' failed");
-        let bare = parse("<13>1 - - - - -", 2024);
+        let bare = parse("<13>1 - - - - -", RECEIVED);
         assert_eq!((bare.error, bare.message.as_str()), (None, ""));
     }
 
@@ -480,7 +532,7 @@ mod tests {
     fn rfc3164_as_the_seed_shows_it() {
         let m = parse(
             "<4>Nov  9 01:09:49 vagrant-ubuntu-trusty-64 kernel: [16583.344413] Hardware name: X",
-            2016,
+            1_478_653_789_000,
         );
         assert_eq!(m.error, None);
         assert_eq!((m.facility, m.level), (Some(0), Some(4)));
@@ -491,7 +543,7 @@ mod tests {
             m.message,
             "vagrant-ubuntu-trusty-64 kernel: [16583.344413] Hardware name: X"
         );
-        let tagged = parse("<13>Feb 29 23:59:59 host sshd[4242]: hello", 2024);
+        let tagged = parse("<13>Feb 29 23:59:59 host sshd[4242]: hello", RECEIVED);
         assert_eq!(tagged.process_id.as_deref(), Some("4242"));
         assert_eq!(tagged.app_name.as_deref(), Some("sshd"));
     }
@@ -505,11 +557,100 @@ mod tests {
             ("<13>Foo  1 00:00:00 h x", "month name"),
             ("<13>1 - h a p m [unterminated a=\"b", "STRUCTURED-DATA"),
         ] {
-            let m = parse(line, 2024);
+            let m = parse(line, RECEIVED);
             assert_eq!(m.message, line);
             let error = m.error.unwrap_or_default();
             assert!(error.contains(says), "{line}: {error}");
         }
+    }
+
+    /// Digits from the wire are untrusted: numbers too large for the date arithmetic keep
+    /// the line whole with a `parse_error` (no overflow panic), and a fraction of any length
+    /// is read as milliseconds.
+    #[test]
+    fn timestamps_that_do_not_fit_are_parse_errors_and_long_fractions_scale() {
+        for (line, says) in [
+            (
+                "<13>1 999999999999999999-01-01T00:00:00Z h a p m - x",
+                "TIMESTAMP",
+            ),
+            (
+                "<13>1 2003-10-11T22:14:15+999999999999999999:00 h a p m - x",
+                "zone",
+            ),
+            (
+                "<13>1 2003-10-11T22:14:15+00:999999999999999999 h a p m - x",
+                "zone",
+            ),
+        ] {
+            let m = parse(line, RECEIVED);
+            assert_eq!(m.message, line);
+            let error = m.error.unwrap_or_default();
+            assert!(error.contains(says), "{line}: {error}");
+        }
+        let base = 1_065_910_455_000;
+        for (fraction, millis) in [
+            ("5", 500),
+            ("5000000000", 500),
+            ("1234567890123456789", 123),
+            ("9999999999999999999999999", 999),
+            ("003", 3),
+        ] {
+            let line = format!("<13>1 2003-10-11T22:14:15.{fraction}Z h a p m - x");
+            let m = parse(&line, RECEIVED);
+            assert_eq!(m.error, None, "{line}");
+            assert_eq!(m.date, Some(base + millis), "{line}");
+        }
+    }
+
+    /// 2025-01-01T00:00:00Z in milliseconds.
+    const NEW_YEAR_2025: i64 = 1_735_689_600_000;
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn rfc3164_dates_take_the_year_closest_to_the_receive_time() {
+        for (line, received, date) in [
+            // Sent just before midnight, received just after: last year.
+            (
+                "<13>Dec 31 23:59:59 h a: x",
+                NEW_YEAR_2025 + 10_000,
+                NEW_YEAR_2025 - 1_000,
+            ),
+            // The sender's clock is a little ahead of ours: next year.
+            (
+                "<13>Jan  1 00:00:30 h a: x",
+                NEW_YEAR_2025 - 60_000,
+                NEW_YEAR_2025 + 30_000,
+            ),
+            // More than half a year ahead is last year's December.
+            (
+                "<13>Dec 31 00:00:00 h a: x",
+                NEW_YEAR_2025 + 166 * DAY,
+                NEW_YEAR_2025 - DAY,
+            ),
+            // An ordinary day.
+            (
+                "<13>Jan  2 00:00:00 h a: x",
+                NEW_YEAR_2025 + DAY / 2,
+                NEW_YEAR_2025 + DAY,
+            ),
+        ] {
+            let m = parse(line, received);
+            assert_eq!(m.error, None, "{line}");
+            assert_eq!(m.date, Some(date), "{line} received at {received}");
+        }
+    }
+
+    #[test]
+    fn the_year_of_a_time_is_the_civil_year() {
+        let new_year_2025 = 1_735_689_600_000;
+        assert_eq!(year_of(new_year_2025 - 1), 2024);
+        assert_eq!(year_of(new_year_2025), 2025);
+        assert_eq!(year_of(0), 1970);
+        assert_eq!(year_of(-1), 1969);
+        // 2024-02-29T12:00:00Z and 2100-03-01T00:00:00Z (1900 and 2100 are not leap years).
+        assert_eq!(year_of(1_709_208_000_000), 2024);
+        assert_eq!(year_of(4_107_542_400_000), 2100);
     }
 
     #[test]

@@ -7,26 +7,27 @@
 //! load by design. A TCP client that disconnects mid-frame loses only that partial frame
 //! (counted and logged); every whole frame it sent is kept.
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sluice_proto::{
     BoxFuture, ConfigDef, Connector, ConnectorError, ExactlyOnceSupport, Props, Schema, SchemaType,
     SourceConnector, SourceOffset, SourcePartition, SourceRecord, SourceTask, SourceTaskContext,
     Value,
 };
-use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 
 use crate::config::{
-    self, BATCH, LISTEN, LISTENER, MAX_MESSAGE, PORT, RELP_WINDOW, REVERSE_DNS, SSL_CERT_CHAIN,
-    SSL_CLIENT_CA, SSL_KEY, SSL_KEY_PASSWORD, SSL_SELF_SIGNED, TOPIC,
+    self, BATCH, LISTEN, LISTENER, MAX_CONNECTIONS, MAX_MESSAGE, PORT, RELP_MAX_PEERS, RELP_WINDOW,
+    REVERSE_DNS, SSL_CERT_CHAIN, SSL_CLIENT_CA, SSL_KEY, SSL_KEY_PASSWORD, SSL_SELF_SIGNED, TOPIC,
 };
-use crate::parse::{self, Frame, Framer, Message};
-use crate::relp::{self, RecentMessages, RelpReader};
+use crate::hosts::PeerNames;
+use crate::relp::RecentMessages;
+use crate::relp_state::RelpState;
+use crate::serve::{self, Received, Reply, Shared};
 
 /// Which transport a connector listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,36 +153,6 @@ pub fn value_schema() -> Schema {
         .field("parse_error", text())
 }
 
-/// A message with where it came from.
-struct Received {
-    message: Message,
-    peer: SocketAddr,
-    hostname: String,
-    /// Set for RELP: how to acknowledge it, and what recognises a resend of it.
-    relp: Option<RelpMeta>,
-}
-
-/// What the task needs to acknowledge a RELP message and to recognise it when resent.
-struct RelpMeta {
-    txnr: u32,
-    replies: mpsc::UnboundedSender<Reply>,
-    /// The session it came in on (a number unique within this task).
-    session: u64,
-    /// The first message of its session: resends of unacknowledged messages come first.
-    first: bool,
-    fingerprint: u64,
-}
-
-/// What a RELP session's writer sends.
-enum Reply {
-    /// `200 OK` for a syslog frame.
-    Ack(u32),
-    /// Bytes to send as they are (the reply to `open`, errors).
-    Now(Vec<u8>),
-    /// Reply to `close` once `after` messages have been acknowledged, then hang up.
-    Close { txnr: u32, after: u64 },
-}
-
 fn opt_text(v: Option<String>) -> Value {
     v.map_or(Value::Null, Value::String)
 }
@@ -250,78 +221,15 @@ pub struct SyslogSourceTask {
     relp: RelpState,
 }
 
-/// The RELP source's acknowledgements and resend recognition.
-#[derive(Default)]
-struct RelpState {
-    /// How many fingerprints to keep per peer (0: resends are not recognised).
-    window: usize,
-    /// Messages returned by `poll` and not yet committed: acknowledged by `commit`.
-    unacked: Vec<(u32, mpsc::UnboundedSender<Reply>)>,
-    /// The latest messages of each peer (by IP address).
-    recent: HashMap<String, RecentMessages>,
-    /// Sessions still in their opening run of resent messages.
-    resending: HashSet<u64>,
-    /// Sequence numbers given to polled messages; those up to `committed` are in Kafka.
-    polled: u64,
-    committed: u64,
-}
-
-impl RelpState {
-    /// Takes a polled RELP message: `true` if it is to be written, `false` if it is a
-    /// resend of one already taken (acknowledged, not written again).
-    ///
-    /// A client resends the messages it has no acknowledgement for first thing in a new
-    /// session. So the opening run of a session is compared with the peer's latest
-    /// messages, and the first message that is not among them ends the run: later ones
-    /// are new even if identical to an earlier one.
-    fn take(&mut self, connector: &str, peer: &str, meta: RelpMeta) -> bool {
-        if meta.first {
-            if self.resending.len() > 10_000 {
-                // Sessions that closed inside their opening run: forget them, in bulk.
-                self.resending.clear();
-            }
-            self.resending.insert(meta.session);
-        }
-        if self.window > 0 && self.resending.contains(&meta.session) {
-            let seen = self.recent.get(peer).and_then(|r| r.find(meta.fingerprint));
-            if let Some(sequence) = seen {
-                metrics::counter!("sluice_syslog_relp_resends_skipped_total", "connector" => connector.to_owned())
-                    .increment(1);
-                tracing::debug!(
-                    connector,
-                    peer,
-                    txnr = meta.txnr,
-                    "RELP resend of a message already taken: acknowledged, not written again"
-                );
-                if sequence <= self.committed {
-                    let _ = meta.replies.send(Reply::Ack(meta.txnr));
-                } else {
-                    // Its first copy is in the open transaction: acknowledge with it.
-                    self.unacked.push((meta.txnr, meta.replies));
-                }
-                return false;
-            }
-            self.resending.remove(&meta.session);
-        }
-        self.polled += 1;
-        if self.window > 0 {
-            self.recent.entry(peer.to_owned()).or_default().push(
-                meta.fingerprint,
-                self.polled,
-                self.window,
-            );
-        }
-        self.unacked.push((meta.txnr, meta.replies));
-        true
-    }
-}
-
 fn relp_partition(peer: &str) -> SourcePartition {
     let mut map = serde_json::Map::new();
     map.insert("protocol".into(), "relp".into());
     map.insert("peer".into(), peer.into());
     SourcePartition::new(map)
 }
+
+/// How often /etc/hosts is read again (`syslog.reverse.dns.remote.ip`).
+const HOSTS_REFRESH: Duration = Duration::from_secs(60);
 
 /// The key of the RELP source offset holding the peer's recent-message fingerprints.
 const RECENT: &str = "recent";
@@ -340,280 +248,6 @@ impl SyslogSourceTask {
             connector: String::new(),
             relp: RelpState::default(),
         }
-    }
-}
-
-/// What each connection needs.
-#[derive(Clone)]
-struct Shared {
-    queue: mpsc::Sender<Received>,
-    limit: usize,
-    reverse_dns: bool,
-    connector: String,
-}
-
-fn this_year() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    // Close enough for the year of an RFC 3164 timestamp: 365.2425 days a year.
-    1970 + i64::try_from(secs / 31_556_952).unwrap_or(0)
-}
-
-/// The peer's name: loopback is `localhost` (what the seed's documents show); others keep
-/// the address unless /etc/hosts names them.
-fn peer_name(peer: &SocketAddr, reverse_dns: bool) -> String {
-    let ip = peer.ip();
-    if !reverse_dns {
-        return ip.to_string();
-    }
-    if ip.is_loopback() {
-        return "localhost".into();
-    }
-    std::fs::read_to_string("/etc/hosts")
-        .ok()
-        .and_then(|hosts| {
-            hosts.lines().find_map(|l| {
-                let mut words = l.split('#').next()?.split_whitespace();
-                (words.next()?.parse::<std::net::IpAddr>().ok()? == ip)
-                    .then(|| words.next().map(str::to_owned))
-                    .flatten()
-            })
-        })
-        .unwrap_or_else(|| ip.to_string())
-}
-
-async fn enqueue(
-    shared: &Shared,
-    bytes: &[u8],
-    truncated: bool,
-    peer: SocketAddr,
-    hostname: &str,
-    relp: Option<RelpMeta>,
-) -> bool {
-    let text = String::from_utf8_lossy(bytes);
-    let mut message = parse::parse(&text, this_year());
-    if truncated {
-        metrics::counter!("sluice_syslog_truncated_total", "connector" => shared.connector.clone())
-            .increment(1);
-        tracing::warn!(connector = %shared.connector, peer = %peer, limit = shared.limit, "syslog message longer than syslog.max.message.bytes: cut");
-        if message.error.is_none() {
-            message.error = Some(format!("truncated to {} bytes", shared.limit));
-        }
-    }
-    if message.error.is_some() {
-        metrics::counter!("sluice_syslog_parse_errors_total", "connector" => shared.connector.clone())
-            .increment(1);
-    }
-    shared
-        .queue
-        .send(Received {
-            message,
-            peer,
-            hostname: hostname.to_owned(),
-            relp,
-        })
-        .await
-        .is_ok()
-}
-
-/// A TLS connection: the handshake (bounded, so a silent client cannot hold a task), then
-/// the same framing as plain TCP.
-async fn serve_tls(
-    shared: Shared,
-    acceptor: Arc<openssl::ssl::SslAcceptor>,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-) {
-    let handshake = async {
-        let ssl = openssl::ssl::Ssl::new(acceptor.context()).map_err(|e| e.to_string())?;
-        let mut tls = tokio_openssl::SslStream::new(ssl, stream).map_err(|e| e.to_string())?;
-        std::pin::Pin::new(&mut tls)
-            .accept()
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(tls)
-    };
-    match tokio::time::timeout(Duration::from_secs(10), handshake).await {
-        Ok(Ok(tls)) => serve_tcp(shared, tls, peer).await,
-        outcome => {
-            let error = match outcome {
-                Ok(Err(e)) => e,
-                _ => "no handshake within 10 s".to_owned(),
-            };
-            metrics::counter!("sluice_syslog_tls_handshake_failures_total", "connector" => shared.connector.clone())
-                .increment(1);
-            tracing::warn!(connector = %shared.connector, peer = %peer, %error, "TLS handshake failed: connection closed");
-        }
-    }
-}
-
-async fn serve_tcp<S>(shared: Shared, mut stream: S, peer: SocketAddr)
-where
-    S: tokio::io::AsyncRead + Unpin,
-{
-    let hostname = peer_name(&peer, shared.reverse_dns);
-    let mut framer = Framer::default();
-    let mut buf = vec![0_u8; 64 * 1024];
-    loop {
-        let n = match stream.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(connector = %shared.connector, peer = %peer, error = %e, "syslog connection error");
-                break;
-            }
-        };
-        framer.push(&buf[..n]);
-        while let Some(frame) = framer.next_frame(shared.limit) {
-            let (bytes, truncated) = match frame {
-                Frame::Message(b) => (b, false),
-                Frame::Truncated(b) => (b, true),
-            };
-            if !enqueue(&shared, &bytes, truncated, peer, &hostname, None).await {
-                return;
-            }
-        }
-    }
-    // A last line without its newline is a whole message once the peer closed cleanly.
-    if framer.pending() > 0 {
-        framer.push(b"\n");
-    }
-    while let Some(Frame::Message(bytes) | Frame::Truncated(bytes)) =
-        framer.next_frame(shared.limit)
-    {
-        if !enqueue(&shared, &bytes, false, peer, &hostname, None).await {
-            return;
-        }
-    }
-    if framer.pending() > 0 {
-        metrics::counter!("sluice_syslog_partial_frames_total", "connector" => shared.connector.clone())
-            .increment(1);
-        tracing::warn!(connector = %shared.connector, peer = %peer, bytes = framer.pending(), "peer closed mid-frame; the partial frame is dropped");
-    }
-}
-
-/// Sends a RELP session's replies in order, several per write when they queue up. A
-/// `close` is answered only after every message before it was acknowledged, so the
-/// client never closes with messages it would think lost.
-async fn write_replies(
-    mut write: tokio::net::tcp::OwnedWriteHalf,
-    mut replies: mpsc::UnboundedReceiver<Reply>,
-) {
-    use tokio::io::AsyncWriteExt as _;
-    let mut acked = 0_u64;
-    let mut close = None;
-    let mut out = Vec::new();
-    while let Some(first) = replies.recv().await {
-        let mut next = Some(first);
-        while let Some(reply) = next.take() {
-            match reply {
-                Reply::Ack(txnr) => {
-                    out.extend(relp::reply(txnr, b"200 OK"));
-                    acked += 1;
-                }
-                Reply::Now(bytes) => out.extend(bytes),
-                Reply::Close { txnr, after } => close = Some((txnr, after)),
-            }
-            next = replies.try_recv().ok();
-        }
-        let closing = close.filter(|(_, after)| acked >= *after);
-        if let Some((txnr, _)) = closing {
-            out.extend(relp::reply(txnr, b""));
-        }
-        if write.write_all(&out).await.is_err() {
-            return;
-        }
-        out.clear();
-        if closing.is_some() {
-            let _ = write.shutdown().await;
-            return;
-        }
-    }
-}
-
-/// One RELP session: `open` is answered at once, each `syslog` frame is queued with what
-/// acknowledges it (the task does, after the commit), `close` ends the session once
-/// everything before it was acknowledged. A framing error ends the session: the client
-/// reconnects and resends what was not acknowledged, so nothing is lost.
-async fn serve_relp(shared: Shared, stream: tokio::net::TcpStream, peer: SocketAddr, session: u64) {
-    let hostname = peer_name(&peer, shared.reverse_dns);
-    let (mut read, write) = stream.into_split();
-    let (replies, rx) = mpsc::unbounded_channel();
-    tokio::spawn(write_replies(write, rx));
-    let mut reader = RelpReader::default();
-    let mut opened = false;
-    let mut messages = 0_u64;
-    let mut buf = vec![0_u8; 64 * 1024];
-    'session: loop {
-        let n = match read.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(connector = %shared.connector, peer = %peer, error = %e, "RELP connection error");
-                break;
-            }
-        };
-        reader.push(&buf[..n]);
-        loop {
-            let frame = match reader.next_frame(shared.limit) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => {
-                    metrics::counter!("sluice_syslog_relp_protocol_errors_total", "connector" => shared.connector.clone()).increment(1);
-                    tracing::warn!(connector = %shared.connector, peer = %peer, error = %e, "RELP framing error: session closed (the client resends what was not acknowledged)");
-                    break 'session;
-                }
-            };
-            match frame.command.as_str() {
-                "open" => {
-                    opened = true;
-                    let data = relp::open_reply_data();
-                    let _ = replies.send(Reply::Now(relp::reply(frame.txnr, &data)));
-                }
-                "syslog" if opened => {
-                    messages += 1;
-                    let meta = RelpMeta {
-                        txnr: frame.txnr,
-                        replies: replies.clone(),
-                        session,
-                        first: messages == 1,
-                        fingerprint: relp::fingerprint(&frame.data),
-                    };
-                    if !enqueue(
-                        &shared,
-                        &frame.data,
-                        frame.truncated,
-                        peer,
-                        &hostname,
-                        Some(meta),
-                    )
-                    .await
-                    {
-                        break 'session;
-                    }
-                }
-                "close" => {
-                    let _ = replies.send(Reply::Close {
-                        txnr: frame.txnr,
-                        after: messages,
-                    });
-                    break 'session;
-                }
-                other => {
-                    tracing::warn!(connector = %shared.connector, peer = %peer, command = other, opened, "RELP command refused");
-                    let _ = replies.send(Reply::Now(relp::reply(
-                        frame.txnr,
-                        b"500 command not supported",
-                    )));
-                }
-            }
-        }
-    }
-    if !reader.idle() {
-        metrics::counter!("sluice_syslog_partial_frames_total", "connector" => shared.connector.clone())
-            .increment(1);
-        tracing::warn!(connector = %shared.connector, peer = %peer, "RELP peer closed mid-frame; the client resends it (it was not acknowledged)");
     }
 }
 
@@ -652,6 +286,8 @@ impl SourceTask for SyslogSourceTask {
             if self.protocol == Protocol::Relp {
                 self.relp = RelpState {
                     window: usize::try_from(parsed.long(RELP_WINDOW).unwrap_or(512)).unwrap_or(0),
+                    max_peers: usize::try_from(parsed.long(RELP_MAX_PEERS).unwrap_or(10_000))
+                        .unwrap_or(10_000),
                     ..RelpState::default()
                 };
                 // What each peer sent last, as committed with it: a client resending after
@@ -670,23 +306,36 @@ impl SourceTask for SyslogSourceTask {
                         .and_then(serde_json::Value::as_str)
                         .unwrap_or("");
                     match RecentMessages::decode(text, self.relp.window) {
-                        Ok(recent) => {
-                            self.relp.recent.insert(peer.to_owned(), recent);
-                        }
+                        Ok(recent) => self.relp.restore(peer, recent, Instant::now()),
                         Err(e) => {
                             tracing::warn!(connector = %context.connector, task = context.task, peer, error = %e, "RELP source offset unreadable: resends from this peer may be written twice");
                         }
                     }
                 }
+                // More peers in the offsets than are kept: all count as just seen, so which
+                // are forgotten is arbitrary (by address).
+                self.relp.forget_peers(&context.connector, Instant::now());
             }
             let port = parsed.long(PORT).unwrap_or(0);
             let address = format!("{}:{port}", parsed.string(LISTEN).unwrap_or("0.0.0.0"));
+            let names = if parsed.boolean(REVERSE_DNS).unwrap_or(false) {
+                PeerNames::load(
+                    PathBuf::from("/etc/hosts"),
+                    HOSTS_REFRESH,
+                    context.connector.clone(),
+                )
+                .await
+            } else {
+                PeerNames::disabled()
+            };
+            let max_connections =
+                usize::try_from(parsed.long(MAX_CONNECTIONS).unwrap_or(1000)).unwrap_or(1000);
             let (tx, rx) = mpsc::channel(10_000);
             let shared = Shared {
                 queue: tx,
                 limit: usize::try_from(parsed.long(MAX_MESSAGE).unwrap_or(65_536))
                     .unwrap_or(65_536),
-                reverse_dns: parsed.boolean(REVERSE_DNS).unwrap_or(false),
+                names,
                 connector: context.connector.clone(),
             };
             let bind_error = |e: std::io::Error| {
@@ -698,69 +347,19 @@ impl SourceTask for SyslogSourceTask {
                     let listener = tokio::net::TcpListener::bind(&address)
                         .await
                         .map_err(bind_error)?;
-                    tokio::spawn(async move {
-                        let mut sessions = 0_u64;
-                        loop {
-                            match listener.accept().await {
-                                Ok((stream, peer)) => {
-                                    metrics::counter!("sluice_syslog_connections_total", "connector" => shared.connector.clone()).increment(1);
-                                    sessions += 1;
-                                    match (protocol, &acceptor) {
-                                        (Protocol::Relp, _) => {
-                                            tokio::spawn(serve_relp(
-                                                shared.clone(),
-                                                stream,
-                                                peer,
-                                                sessions,
-                                            ));
-                                        }
-                                        (Protocol::Tls, Some(acceptor)) => {
-                                            tokio::spawn(serve_tls(
-                                                shared.clone(),
-                                                Arc::clone(acceptor),
-                                                stream,
-                                                peer,
-                                            ));
-                                        }
-                                        _ => {
-                                            tokio::spawn(serve_tcp(shared.clone(), stream, peer));
-                                        }
-                                    }
-                                }
-                                Err(e) => {
-                                    tracing::warn!(connector = %shared.connector, error = %e, "accepting a syslog connection failed");
-                                    tokio::time::sleep(Duration::from_millis(100)).await;
-                                }
-                            }
-                        }
-                    })
+                    tokio::spawn(serve::accept(
+                        listener,
+                        protocol,
+                        acceptor,
+                        shared,
+                        max_connections,
+                    ))
                 }
                 Protocol::Udp | Protocol::Listener => {
                     let socket = tokio::net::UdpSocket::bind(&address)
                         .await
                         .map_err(bind_error)?;
-                    tokio::spawn(async move {
-                        let mut buf = vec![0_u8; 65_536];
-                        loop {
-                            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
-                                continue;
-                            };
-                            let hostname = peer_name(&peer, shared.reverse_dns);
-                            let cut = n.min(shared.limit);
-                            if !enqueue(
-                                &shared,
-                                &buf[..cut],
-                                n > shared.limit,
-                                peer,
-                                &hostname,
-                                None,
-                            )
-                            .await
-                            {
-                                return;
-                            }
-                        }
-                    })
+                    tokio::spawn(serve::receive_udp(socket, shared))
                 }
             };
             tracing::info!(connector = %context.connector, task = context.task, protocol = self.protocol.name(), %address, "syslog listener started");
@@ -796,14 +395,17 @@ impl SourceTask for SyslogSourceTask {
                 let mut partition = self.partition.clone();
                 if let Some(meta) = r.relp.take() {
                     let peer = r.peer.ip().to_string();
-                    if !self.relp.take(&self.connector, &peer, meta) {
+                    if !self.relp.take(&self.connector, &peer, meta, Instant::now()) {
                         continue;
                     }
                     partition = relp_partition(&peer);
                     last_of_peer.insert(peer, records.len());
                 }
                 let sequence = self.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-                let date = r.message.date;
+                // The receive time, not the message's own date (kept in the value): a
+                // sender's clock can be anything, and a record over an hour in the future
+                // is refused by the broker, failing the whole transaction.
+                let received = r.received;
                 let mut record = SourceRecord::new(
                     partition,
                     SourceOffset::single("received", sequence),
@@ -811,11 +413,11 @@ impl SourceTask for SyslogSourceTask {
                     to_value(r),
                 );
                 record.value_schema = Some(Arc::clone(&self.schema));
-                record.timestamp = date;
+                record.timestamp = Some(received);
                 records.push(record);
             }
             for (peer, i) in last_of_peer {
-                let recent = self.relp.recent.get(&peer).map(RecentMessages::encode);
+                let recent = self.relp.recent.get(&peer).map(|r| r.messages.encode());
                 if let (Some(record), Some(recent)) = (records.get_mut(i), recent) {
                     record.source_offset = SourceOffset::single(RECENT, recent);
                 }
@@ -833,9 +435,9 @@ impl SourceTask for SyslogSourceTask {
                 metrics::counter!("sluice_syslog_relp_acks_total", "connector" => self.connector.clone())
                     .increment(acks.len() as u64);
             }
-            for (txnr, replies) in acks {
+            for (txnr, reply) in acks {
                 // A session that is gone has its client resend; the copy is recognised.
-                let _ = replies.send(Reply::Ack(txnr));
+                reply.send(Reply::Ack(txnr));
             }
             Ok(())
         })
@@ -854,7 +456,48 @@ impl SourceTask for SyslogSourceTask {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
+    use tokio::io::AsyncWriteExt as _;
+
+    use crate::serve::{enqueue, now_millis, serve_relp};
+
+    fn shared(queue: mpsc::Sender<Received>) -> Shared {
+        Shared {
+            queue,
+            limit: 1024,
+            names: PeerNames::disabled(),
+            connector: "syslog-test".into(),
+        }
+    }
+
+    /// Kafka refuses timestamps far in the future, and one such record would abort the
+    /// whole transaction: the record is stamped when it was received, the message's own
+    /// date stays in the value.
+    #[tokio::test]
+    async fn records_are_stamped_with_the_receive_time_not_the_message_date() {
+        let (tx, rx) = mpsc::channel(16);
+        let peer: SocketAddr = ([127, 0, 0, 1], 5514).into();
+        let line = b"<13>1 2099-01-01T00:00:00Z h app - - - from the future";
+        let before = now_millis();
+        assert!(enqueue(&shared(tx), line, false, peer, "localhost", None).await);
+        let after = now_millis();
+        let mut task = SyslogSourceTask::new(Protocol::Tcp);
+        task.queue = Some(rx);
+        let records = task.poll().await.expect("a record");
+        assert_eq!(records.len(), 1);
+        let stamp = records[0].timestamp;
+        assert!(
+            stamp.is_some_and(|t| (before..=after).contains(&t)),
+            "timestamp {stamp:?} not within {before}..={after}"
+        );
+        let Value::Struct(fields) = &records[0].value else {
+            panic!("not a struct: {:?}", records[0].value);
+        };
+        let date = fields.iter().find(|(name, _)| name == "date");
+        assert_eq!(date.map(|(_, v)| v), Some(&Value::Int64(4_070_908_800_000)));
+    }
 
     #[test]
     fn the_listener_comes_from_the_class_or_syslog_listener() {
@@ -871,5 +514,54 @@ mod tests {
         );
         let e = Protocol::Listener.resolve("SCTP").err().unwrap_or_default();
         assert!(e.contains("\"SCTP\" is not one of"), "{e}");
+    }
+
+    /// A RELP peer that sends but never reads its replies: the acknowledgements cannot be
+    /// written, so the session must stop reading it instead of queueing replies (and
+    /// taking messages) without end.
+    #[tokio::test]
+    async fn a_relp_peer_that_never_reads_its_replies_stops_being_read() {
+        const SENT: u32 = 20_000;
+        let (tx, rx) = mpsc::channel(10_000);
+        let (client, server) = tokio::io::duplex(4096);
+        tokio::spawn(serve_relp(
+            shared(tx),
+            server,
+            ([127, 0, 0, 1], 2514).into(),
+            1,
+        ));
+        let (_unread, mut client) = tokio::io::split(client);
+        tokio::spawn(async move {
+            let offers = b"relp_version=0\ncommands=syslog";
+            let mut open = format!("1 open {} ", offers.len()).into_bytes();
+            open.extend_from_slice(offers);
+            open.push(b'\n');
+            if client.write_all(&open).await.is_err() {
+                return;
+            }
+            for txnr in 2..SENT + 2 {
+                let message = format!("<13>1 - h a - - - message {txnr}");
+                let frame = format!("{txnr} syslog {} {message}\n", message.len());
+                if client.write_all(frame.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut task = SyslogSourceTask::new(Protocol::Relp);
+        task.queue = Some(rx);
+        let (mut taken, mut idle) = (0, 0);
+        while idle < 3 && taken < SENT as usize {
+            let records = task.poll().await.expect("polled");
+            task.commit().await.expect("committed");
+            if records.is_empty() {
+                idle += 1;
+            } else {
+                (idle, taken) = (0, taken + records.len());
+            }
+        }
+        assert!(
+            taken < 5_000,
+            "{taken} of {SENT} messages taken from a peer that reads no reply"
+        );
     }
 }
