@@ -22,6 +22,7 @@ pub mod router;
 mod sink_commits;
 pub mod sink_task;
 pub mod source_task;
+mod source_txn;
 pub mod status_store;
 pub mod supervisor;
 pub mod task_actor;

@@ -47,13 +47,47 @@ impl OutRecord {
     }
 }
 
-/// What the task does after a producer error.
+/// What a producer error calls for (the task's recovery acts on it; see
+/// `source_task::recover`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recovery {
-    /// Abort the transaction, rewind to the committed offsets, continue.
-    Abort,
-    /// Drop the producer (fenced or broken) and start over from the committed offsets.
-    Recreate,
+pub enum ErrorClass {
+    /// The call may simply be made again (a commit that timed out while the broker
+    /// stalled).
+    Retriable,
+    /// The transaction is poisoned (e.g. a record the broker refused): abort it and send
+    /// its records again.
+    Abortable,
+    /// Another producer with this `transactional.id` took over: this one must stop.
+    Fenced,
+    /// The producer is unusable (or in an unknown state): make a new one, then send the
+    /// open transaction's records again.
+    Fatal,
+}
+
+impl ErrorClass {
+    /// The label value in metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Retriable => "retriable",
+            ErrorClass::Abortable => "abortable",
+            ErrorClass::Fenced => "fenced",
+            ErrorClass::Fatal => "fatal",
+        }
+    }
+}
+
+/// Broker (or client) verdicts about one record rather than the connection or the
+/// transaction: the record goes to the dead-letter queue, the others are sent again.
+pub fn is_record_refusal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidTimestamp
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::MessageBatchTooLarge
+    )
 }
 
 /// A producer call that failed.
@@ -99,51 +133,113 @@ pub enum ProducerError {
 }
 
 impl ProducerError {
-    /// Fenced, fatal, timed-out or unclassified errors need a new producer; errors that
-    /// only poison the current transaction need an abort.
-    pub fn recovery(&self) -> Recovery {
+    /// What the error calls for. librdkafka says whether a transactional error is
+    /// retriable, needs an abort, or is fatal; a fencing is its own class. An outer
+    /// timeout leaves the producer in an unknown state: fatal.
+    pub fn class(&self) -> ErrorClass {
         match self {
             ProducerError::Kafka {
                 source: KafkaError::Transaction(e),
                 ..
-            } if e.txn_requires_abort() && !e.is_fatal() => Recovery::Abort,
-            _ => Recovery::Recreate,
+            } => {
+                if self.is_fenced() {
+                    ErrorClass::Fenced
+                } else if e.is_retriable() {
+                    ErrorClass::Retriable
+                } else if e.txn_requires_abort() && !e.is_fatal() {
+                    ErrorClass::Abortable
+                } else {
+                    ErrorClass::Fatal
+                }
+            }
+            // The flush before a commit timed out: the records are still in flight.
+            ProducerError::Kafka {
+                source: KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
+                ..
+            } => ErrorClass::Retriable,
+            // A send that gave up waiting for queue room, or a record refused: the
+            // transaction may hold part of a batch; start it again.
+            ProducerError::Kafka {
+                source: KafkaError::MessageProduction(_),
+                ..
+            }
+            | ProducerError::Delivery { .. } => ErrorClass::Abortable,
+            _ => ErrorClass::Fatal,
         }
     }
 
-    /// Whether another producer with our transactional id took over.
+    /// Whether another producer with our transactional id took over. A bumped epoch
+    /// (`InvalidProducerEpoch`) is not counted: it usually means the transaction ran
+    /// past `transaction.timeout.ms` and the coordinator aborted it.
     pub fn is_fenced(&self) -> bool {
         matches!(
             self,
             ProducerError::Kafka { source: KafkaError::Transaction(e), .. }
-                if matches!(e.code(), RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+                if matches!(e.code(), RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+        )
+    }
+
+    /// Whether the error is the broker's epoch check (a transaction that timed out, or a
+    /// fencing seen from the other side).
+    pub fn is_epoch_error(&self) -> bool {
+        matches!(
+            self,
+            ProducerError::Kafka { source: KafkaError::Transaction(e), .. }
+                if e.code() == RDKafkaErrorCode::InvalidProducerEpoch
         )
     }
 }
 
-/// Counts failed deliveries, which at-least-once mode must see before writing offsets.
+/// Counts failed deliveries, which at-least-once mode must see before writing offsets,
+/// and keeps the records a broker refused (by their send tag), so a transaction can be
+/// sent again without them.
 #[derive(Default)]
 pub struct DeliveryTracker {
     failed: AtomicU64,
     last: Mutex<Option<String>>,
+    refused: Mutex<Vec<(usize, String)>>,
 }
 
 impl ClientContext for DeliveryTracker {}
 
 impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, tag: usize) {
         if let Err((e, _)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut last) = self.last.lock() {
                 *last = Some(e.to_string());
             }
+            if e.rdkafka_error_code().is_some_and(is_record_refusal) && tag != UNTAGGED {
+                if let Ok(mut refused) = self.refused.lock() {
+                    refused.push((tag, e.to_string()));
+                }
+            }
         }
     }
 }
 
+/// The tag of records whose refusal nobody tracks.
+pub const UNTAGGED: usize = usize::MAX;
+
 impl DeliveryTracker {
+    fn note_refused(&self, tag: usize, reason: String) {
+        if tag == UNTAGGED {
+            return;
+        }
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.push((tag, reason));
+        }
+    }
+
+    fn take_refused(&self) -> Vec<(usize, String)> {
+        self.refused
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
+
     fn take_failures(&self) -> Option<(u64, String)> {
         let count = self.failed.swap(0, Ordering::Relaxed);
         if count == 0 {
@@ -196,6 +292,7 @@ pub struct TaskProducer {
     inner: Arc<Inner>,
     transactional: bool,
     timeout: Duration,
+    transaction_timeout: Duration,
 }
 
 impl std::fmt::Debug for TaskProducer {
@@ -241,10 +338,17 @@ impl TaskProducer {
             })
             .await?;
         }
+        let transaction_timeout = Duration::from_millis(
+            props
+                .get("transaction.timeout.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(60_000),
+        );
         Ok(TaskProducer {
             inner,
             transactional,
             timeout,
+            transaction_timeout,
         })
     }
 
@@ -268,11 +372,24 @@ impl TaskProducer {
     /// Enqueues records; waits (off-thread) while librdkafka's queue is full, which is the
     /// back-pressure a slow broker puts on the source.
     pub async fn send(&self, records: Vec<OutRecord>) -> Result<(), ProducerError> {
+        let tags = vec![UNTAGGED; records.len()];
+        self.send_tagged(records, tags).await
+    }
+
+    /// Like [`TaskProducer::send`], each record with a tag: a record the client or the
+    /// broker refuses (too large, a timestamp out of the topic's window, ...) is reported
+    /// by [`TaskProducer::take_refused`] under its tag. A record the client refuses at
+    /// once is not sent, and the send goes on.
+    pub async fn send_tagged(
+        &self,
+        records: Vec<OutRecord>,
+        tags: Vec<usize>,
+    ) -> Result<(), ProducerError> {
         let p = Arc::clone(&self.inner);
         let timeout = self.timeout;
         blocking("send", timeout, move || {
             let deadline = Instant::now() + timeout;
-            for r in &records {
+            for (r, tag) in records.iter().zip(tags) {
                 let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
                 for (key, value) in &r.headers {
                     headers = headers.insert(Header {
@@ -280,9 +397,10 @@ impl TaskProducer {
                         value: value.as_deref(),
                     });
                 }
-                let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&r.topic)
-                    .partition(r.partition)
-                    .headers(headers);
+                let mut record: BaseRecord<'_, [u8], [u8], usize> =
+                    BaseRecord::with_opaque_to(&r.topic, tag)
+                        .partition(r.partition)
+                        .headers(headers);
                 if let Some(k) = &r.key {
                     record = record.key(k.as_slice());
                 }
@@ -304,6 +422,12 @@ impl TaskProducer {
                             record = back;
                             std::thread::sleep(Duration::from_millis(2));
                         }
+                        Err((KafkaError::MessageProduction(code), _))
+                            if is_record_refusal(code) && tag != UNTAGGED =>
+                        {
+                            p.context().note_refused(tag, code.to_string());
+                            break;
+                        }
                         Err((e, _)) => return Err(e),
                     }
                 }
@@ -311,6 +435,23 @@ impl TaskProducer {
             Ok(())
         })
         .await
+    }
+
+    /// The records refused since the last call, by tag, with the reason.
+    pub fn take_refused(&self) -> Vec<(usize, String)> {
+        self.inner.context().take_refused()
+    }
+
+    /// Waits until every record sent so far is acknowledged (or failed).
+    pub async fn drain(&self) -> Result<(), ProducerError> {
+        let p = Arc::clone(&self.inner);
+        let timeout = self.timeout;
+        blocking("flush", timeout, move || drain(&p, timeout)).await
+    }
+
+    /// `transaction.timeout.ms`: a transaction open longer is aborted by the coordinator.
+    pub fn transaction_timeout(&self) -> Duration {
+        self.transaction_timeout
     }
 
     /// Commits the open transaction (flushing first); without transactions, flushes.

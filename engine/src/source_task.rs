@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use sluice_proto::{
-    Props, SourceOffset, SourcePartition, SourceRecord, SourceTask, SourceTaskContext,
-};
+use sluice_proto::{Props, SourceRecord, SourceTask, SourceTaskContext};
 use tokio::sync::watch;
 
 use crate::convert::Converter;
@@ -26,6 +24,7 @@ use crate::errors::ErrorPolicy;
 use crate::offset_store::OffsetStore;
 use crate::producer::{ProducerError, TaskProducer};
 use crate::router::{PartitionRouter, Route, Unrouted};
+use crate::source_txn::Pending;
 use crate::task_actor::Labels;
 use crate::transforms::{Envelope, TransformChain};
 
@@ -132,6 +131,20 @@ pub enum TaskError {
     /// The router is gone (worker shutting down).
     #[error("partition router unavailable: {0}")]
     Mailbox(#[from] MailboxError),
+    /// The broker (or the client) refused a record and `errors.tolerance=none`.
+    #[error("connector {connector}: the record from source partition {partition} at offset {offset} for topic {topic} was refused: {reason}")]
+    Refused {
+        /// Connector name.
+        connector: String,
+        /// The record's topic.
+        topic: String,
+        /// Source partition, as JSON.
+        partition: String,
+        /// Source offset, as JSON.
+        offset: String,
+        /// Why.
+        reason: String,
+    },
     /// A record (after its transforms) is addressed to one of the worker's state topics.
     #[error("the record from source partition {partition} at offset {offset} is addressed to topic {topic}, the worker's {key}; connectors may not write there")]
     StateTopic {
@@ -348,20 +361,11 @@ fn note_topics(spec: &SourceTaskSpec, records: &[Unrouted]) {
     }
 }
 
-/// One open transaction's bookkeeping.
-#[derive(Default)]
-struct Pending {
-    open: bool,
-    started: Option<Instant>,
-    records: u64,
-    /// Dead letters in the open transaction.
-    dead: u64,
-    offsets: BTreeMap<SourcePartition, SourceOffset>,
-}
-
+/// Commits the open transaction with its offsets (recovering in place from failures:
+/// see `source_txn`), then lets the connector know.
 async fn commit(
     spec: &SourceTaskSpec,
-    producer: &TaskProducer,
+    producer: &mut TaskProducer,
     task: &mut dyn SourceTask,
     pending: &mut Pending,
     labels: &Labels,
@@ -370,22 +374,33 @@ async fn commit(
         return Ok(());
     }
     let started = Instant::now();
-    let offset_records: Vec<_> = pending
-        .offsets
-        .iter()
-        .map(|(p, o)| spec.offsets.record(&spec.connector, p, Some(o)))
-        .collect();
     if producer.is_transactional() {
         // Offsets ride in the same transaction: both commit, or neither.
-        producer.send(offset_records).await?;
-        producer.commit().await?;
+        crate::source_txn::commit(spec, producer, pending, labels).await?;
     } else {
         // At-least-once: records must be durable before their offsets are written. The
         // offsets need no flush of their own: the next batch's flush (or the one when the
         // task stops) carries them, and a crash before it only means reading again.
         producer.commit().await?;
+        let offset_records: Vec<_> = pending
+            .offsets
+            .iter()
+            .map(|(p, o)| spec.offsets.record(&spec.connector, p, Some(o)))
+            .collect();
         producer.send(offset_records).await?;
     }
+    commit_done(spec, task, pending, labels, started).await
+}
+
+/// After a commit: metrics, a fresh transaction, and the connector's `commit` hook (RELP
+/// acknowledgements go out only now).
+async fn commit_done(
+    spec: &SourceTaskSpec,
+    task: &mut dyn SourceTask,
+    pending: &mut Pending,
+    labels: &Labels,
+    started: Instant,
+) -> Result<(), TaskError> {
     let elapsed = started.elapsed();
     metrics::histogram!("sluice_source_transaction_commit_seconds", &labels.pairs())
         .record(elapsed.as_secs_f64());
@@ -413,7 +428,7 @@ async fn commit(
 
 async fn poll_loop(
     spec: &SourceTaskSpec,
-    producer: &TaskProducer,
+    producer: &mut TaskProducer,
     task: &mut dyn SourceTask,
     stop: &mut watch::Receiver<bool>,
     labels: &Labels,
@@ -436,6 +451,8 @@ async fn poll_loop(
             metrics::counter!("sluice_source_records_polled_total", &labels.pairs())
                 .increment(records.len() as u64);
             let mut batch = Vec::with_capacity(records.len());
+            // Where each record of the batch came from, for a refusal by the broker.
+            let mut origins = Vec::with_capacity(records.len());
             for r in &records {
                 let converted = match convert(spec, r) {
                     Err(e) if spec.errors.tolerate_all => match e.record_stage() {
@@ -443,6 +460,7 @@ async fn poll_loop(
                             if let Some(letter) = tolerate(spec, r, &e, stage, labels) {
                                 pending.dead += 1;
                                 batch.push(letter);
+                                origins.push(None);
                             }
                             continue;
                         }
@@ -451,7 +469,11 @@ async fn poll_loop(
                     other => other?,
                 };
                 match converted {
-                    Some(unrouted) => batch.push(unrouted),
+                    Some(unrouted) => {
+                        batch.push(unrouted);
+                        let (partition, offset) = coordinates(r);
+                        origins.push(Some(crate::source_txn::Origin { partition, offset }));
+                    }
                     // Dropped by a transform: its offset still commits below, so it is not read again.
                     None => {
                         metrics::counter!("sluice_source_records_filtered_total", &labels.pairs())
@@ -467,10 +489,21 @@ async fn poll_loop(
                 pending.open = true;
                 pending.started = Some(Instant::now());
             }
-            producer.send(routed).await?;
+            let tags = pending.retain(&routed, origins);
             pending.records += records.len() as u64;
             for r in records {
                 pending.offsets.insert(r.source_partition, r.source_offset);
+            }
+            if let Err(e) = producer.send_tagged(routed, tags).await {
+                if !producer.is_transactional() {
+                    return Err(e.into());
+                }
+                // The transaction (this batch included) is sent again, then committed.
+                let started = Instant::now();
+                crate::source_txn::recover(spec, producer, pending, labels, Some(e), Vec::new())
+                    .await?;
+                commit_done(spec, task, pending, labels, started).await?;
+                continue;
             }
             metrics::gauge!("sluice_source_records_active", &labels.pairs())
                 .set(pending.records as f64);
@@ -502,7 +535,7 @@ pub async fn run_source_task(
         connector: spec.connector.clone(),
         task: spec.task.to_string(),
     };
-    let producer = TaskProducer::create(
+    let mut producer = TaskProducer::create(
         spec.producer_props.clone(),
         spec.transactional_id.clone(),
         spec.kafka_timeout,
@@ -544,7 +577,7 @@ pub async fn run_source_task(
         Ok(()) => {
             poll_loop(
                 &spec,
-                &producer,
+                &mut producer,
                 task.as_mut(),
                 &mut stop,
                 &labels,
@@ -572,7 +605,7 @@ pub async fn run_source_task(
         }
         if matches!(e, TaskError::Producer(p) if p.is_fenced()) {
             metrics::counter!("sluice_source_task_fenced_total", &labels.pairs()).increment(1);
-            tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "source task fenced: another instance with the same transactional.id took over");
+            tracing::error!(connector = %spec.connector, task = spec.task, error = %e, "source task fenced: another instance with the same transactional.id took over; this task stops (FAILED) rather than fence it back");
         } else {
             tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "source task failed");
         }

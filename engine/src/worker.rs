@@ -210,7 +210,10 @@ fn source_launcher(spec: Arc<SourceTaskSpec>) -> TaskLauncher {
                     .await
                     .map_err(|e| TaskFailure {
                         trace: trace(&e),
-                        permanent: matches!(&e, TaskError::Connector(c) if c.kind == ErrorKind::Config),
+                        // A wrong config, or another instance with this transactional.id
+                        // took over (restarting would fence it back): no restart helps.
+                        permanent: matches!(&e, TaskError::Connector(c) if c.kind == ErrorKind::Config)
+                            || matches!(&e, TaskError::Producer(p) if p.is_fenced()),
                     })
             })
         }),

@@ -1,0 +1,489 @@
+//! A source task's open transaction, kept in memory until it commits, and its recovery.
+//!
+//! A failed transaction call used to end the task's life: the supervisor restarted it,
+//! and a push source (plain TCP syslog) lost what it had received, its clients were reset,
+//! and every failure counted towards FAILED. Now the transaction's records are kept (up to
+//! [`RETAIN_LIMIT`] bytes) with where each came from, and a failure is recovered in place,
+//! according to its class:
+//! - retriable (a commit that timed out while the broker stalled): the call is made again;
+//! - abortable (a record the broker refused, a send that gave up): abort, then send the
+//!   records again; records the broker refused are found one by one (each suspect is sent
+//!   alone, in a produce request of its own) and go to the dead-letter queue, or fail the
+//!   task naming their source partition and offset when `errors.tolerance=none`;
+//! - fatal (the producer is unusable, or a transaction ran past `transaction.timeout.ms`
+//!   and the coordinator bumped the epoch): a new producer (`init_transactions`), then the
+//!   records again;
+//! - fenced (another instance with this `transactional.id` took over): the task stops.
+//!
+//! Offsets ride in the same transaction as before, so whatever path commits, records and
+//! offsets commit together, once. While recovering, the task does not poll: a push source
+//! applies back-pressure to its clients instead of dropping their data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use sluice_proto::{SourceOffset, SourcePartition};
+
+use crate::producer::{ErrorClass, OutRecord, ProducerError, TaskProducer};
+use crate::source_task::{SourceTaskSpec, TaskError};
+use crate::task_actor::Labels;
+
+/// The most bytes of records an open transaction keeps for a resend; past it, a failure
+/// ends the task's life as before (it resumes from the committed offsets).
+pub(crate) const RETAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// How long a transaction is recovered in place before the task gives up (and the
+/// supervisor restarts it).
+pub(crate) const RECOVERY_BUDGET: Duration = Duration::from_secs(300);
+
+/// Where a record came from: its source partition and offset, as JSON.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    /// Source partition.
+    pub(crate) partition: String,
+    /// Source offset.
+    pub(crate) offset: String,
+}
+
+/// A record of the open transaction, kept for a resend.
+#[derive(Debug, Clone)]
+struct Retained {
+    record: OutRecord,
+    origin: Option<Origin>,
+}
+
+/// One open transaction's bookkeeping.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// A transaction is open.
+    pub(crate) open: bool,
+    /// When it was opened.
+    pub(crate) started: Option<Instant>,
+    /// Records of the connector in it (dead letters excluded).
+    pub(crate) records: u64,
+    /// Dead letters in it.
+    pub(crate) dead: u64,
+    /// The source offsets it commits.
+    pub(crate) offsets: BTreeMap<SourcePartition, SourceOffset>,
+    /// Its records in send order; a record's tag is its index here.
+    retained: Vec<Retained>,
+    retained_bytes: usize,
+    /// Too much to keep: a failure cannot be recovered in place.
+    overflow: bool,
+}
+
+impl Pending {
+    /// Keeps `records` (with their origins) for a resend and returns their send tags.
+    pub(crate) fn retain(
+        &mut self,
+        records: &[OutRecord],
+        origins: Vec<Option<Origin>>,
+    ) -> Vec<usize> {
+        let first = self.retained.len();
+        let tags: Vec<usize> = (first..first + records.len()).collect();
+        if self.overflow {
+            return tags;
+        }
+        let bytes: usize = records.iter().map(OutRecord::size).sum();
+        if self.retained_bytes + bytes > RETAIN_LIMIT {
+            self.overflow = true;
+            self.retained = Vec::new();
+            self.retained_bytes = 0;
+            return tags;
+        }
+        self.retained_bytes += bytes;
+        self.retained.extend(
+            records
+                .iter()
+                .cloned()
+                .zip(origins.into_iter().chain(std::iter::repeat(None)))
+                .map(|(record, origin)| Retained { record, origin }),
+        );
+        tags
+    }
+}
+
+/// Why a resend round did not commit.
+enum RoundFailed {
+    /// A producer call failed.
+    Producer(ProducerError),
+    /// A record was refused in this round (found out, or a new suspect): abort, go again.
+    Refused,
+    /// A refused record and `errors.tolerance=none`.
+    Task(TaskError),
+}
+
+/// What the error calls for, with the one diagnosis librdkafka cannot make: a fencing or
+/// epoch error after the transaction ran past `transaction.timeout.ms` is the coordinator
+/// aborting it (the producer is recreated), not another instance taking over.
+fn diagnose(error: &ProducerError, pending: &Pending, producer: &TaskProducer) -> ErrorClass {
+    let class = error.class();
+    let timed_out = pending
+        .started
+        .is_some_and(|s| s.elapsed() >= producer.transaction_timeout());
+    if error.is_epoch_error() || (class == ErrorClass::Fenced && timed_out) {
+        return ErrorClass::Fatal;
+    }
+    class
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let factor = 2_u32.saturating_pow(attempt.saturating_sub(1).min(6));
+    Duration::from_millis(100)
+        .saturating_mul(factor)
+        .min(Duration::from_secs(5))
+}
+
+/// Commits the open transaction (its records are in it; `offsets` are added), recovering
+/// in place from whatever fails (see the module documentation).
+pub(crate) async fn commit(
+    spec: &SourceTaskSpec,
+    producer: &mut TaskProducer,
+    pending: &mut Pending,
+    labels: &Labels,
+) -> Result<(), TaskError> {
+    let refused = producer.take_refused();
+    let first = if refused.is_empty() {
+        let offsets = offset_records(spec, pending);
+        let attempt = async {
+            producer.send(offsets).await?;
+            producer.commit().await
+        };
+        match attempt.await {
+            Ok(()) => {
+                // A refusal reported while committing means the commit cannot have
+                // succeeded with that record; one the client refused at once never
+                // entered the transaction and is still to be handled.
+                let late = producer.take_refused();
+                if late.is_empty() {
+                    return Ok(());
+                }
+                tracing::warn!(connector = %spec.connector, task = spec.task, refused = late.len(), "records refused by the client after the commit; they go to the dead-letter queue in the next transaction");
+                return dead_letters_alone(spec, producer, pending, labels, late).await;
+            }
+            Err(e) => Some(e),
+        }
+    } else {
+        None
+    };
+    recover(spec, producer, pending, labels, first, refused).await
+}
+
+/// Recovers the open transaction after `first` failed (or, with `None`, after records
+/// were refused): see the module documentation.
+pub(crate) async fn recover(
+    spec: &SourceTaskSpec,
+    producer: &mut TaskProducer,
+    pending: &mut Pending,
+    labels: &Labels,
+    first: Option<ProducerError>,
+    refused: Vec<(usize, String)>,
+) -> Result<(), TaskError> {
+    if !producer.is_transactional() || pending.overflow {
+        return Err(match first {
+            Some(e) => e.into(),
+            None => refusal_error(spec, pending, &refused),
+        });
+    }
+    let deadline = Instant::now() + RECOVERY_BUDGET;
+    let mut suspects: BTreeMap<usize, String> = refused.into_iter().collect();
+    let mut guilty: BTreeMap<usize, String> = BTreeMap::new();
+    let mut error = first;
+    let mut attempt = 0_u32;
+    loop {
+        attempt += 1;
+        let class = error
+            .as_ref()
+            .map_or(ErrorClass::Abortable, |e| diagnose(e, pending, producer));
+        metrics::counter!("sluice_source_transaction_recoveries_total", "connector" => labels.connector.clone(), "task" => labels.task.clone(), "class" => class.name())
+            .increment(1);
+        let reason = error
+            .as_ref()
+            .map_or_else(|| "records refused".to_owned(), ToString::to_string);
+        if class == ErrorClass::Fenced {
+            tracing::error!(connector = %spec.connector, task = spec.task, error = %reason, "fenced: another instance with this transactional.id took over; this task stops");
+            return Err(error.map_or_else(
+                || TaskError::Connector(sluice_proto::ConnectorError::internal("fenced")),
+                TaskError::from,
+            ));
+        }
+        if Instant::now() > deadline {
+            tracing::error!(connector = %spec.connector, task = spec.task, error = %reason, budget_s = RECOVERY_BUDGET.as_secs(), "transaction not recovered in time; the task restarts from its committed offsets");
+            return Err(error.map_or_else(|| refusal_error(spec, pending, &[]), TaskError::from));
+        }
+        tracing::warn!(connector = %spec.connector, task = spec.task, class = class.name(), attempt, records = pending.retained.len(), error = %reason, "transaction failed; recovering in place");
+        if attempt > 1 {
+            tokio::time::sleep(backoff(attempt - 1)).await;
+        }
+        // First a clean state: the same call again, an abort, or a new producer.
+        match class {
+            ErrorClass::Retriable => match producer.commit().await {
+                Ok(()) => {
+                    tracing::info!(connector = %spec.connector, task = spec.task, attempt, "transaction committed on retry");
+                    return Ok(());
+                }
+                Err(e) => {
+                    error = Some(e);
+                    continue;
+                }
+            },
+            ErrorClass::Abortable => {
+                if let Err(e) = producer.abort().await {
+                    tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "abort failed; the producer is recreated");
+                    error = Some(ProducerError::Config(format!(
+                        "abort failed, producer unusable: {e}"
+                    )));
+                    continue;
+                }
+            }
+            ErrorClass::Fatal => {
+                match TaskProducer::create(
+                    spec.producer_props.clone(),
+                    spec.transactional_id.clone(),
+                    spec.kafka_timeout,
+                )
+                .await
+                {
+                    Ok(fresh) => *producer = fresh,
+                    Err(e) => {
+                        error = Some(e);
+                        continue;
+                    }
+                }
+            }
+            ErrorClass::Fenced => {}
+        }
+        suspects.extend(producer.take_refused());
+        match resend(spec, producer, pending, labels, &mut suspects, &mut guilty).await {
+            Ok(()) => {
+                tracing::info!(connector = %spec.connector, task = spec.task, attempt, refused = guilty.len(), "transaction recovered and committed");
+                return Ok(());
+            }
+            Err(RoundFailed::Producer(e)) => error = Some(e),
+            Err(RoundFailed::Refused) => error = None,
+            Err(RoundFailed::Task(e)) => return Err(e),
+        }
+    }
+}
+
+/// One round: the records not suspected, then each suspect alone (so a refusal names
+/// it), then the refused ones' dead letters, the offsets, and the commit.
+async fn resend(
+    spec: &SourceTaskSpec,
+    producer: &mut TaskProducer,
+    pending: &mut Pending,
+    labels: &Labels,
+    suspects: &mut BTreeMap<usize, String>,
+    guilty: &mut BTreeMap<usize, String>,
+) -> Result<(), RoundFailed> {
+    let p = |e| RoundFailed::Producer(e);
+    producer.begin().await.map_err(p)?;
+    let skip: BTreeSet<usize> = suspects.keys().chain(guilty.keys()).copied().collect();
+    let (records, tags): (Vec<OutRecord>, Vec<usize>) = pending
+        .retained
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !skip.contains(i))
+        .map(|(i, r)| (r.record.clone(), i))
+        .unzip();
+    producer.send_tagged(records, tags).await.map_err(p)?;
+    producer.drain().await.map_err(p)?;
+    let refused = producer.take_refused();
+    if !refused.is_empty() {
+        suspects.extend(refused);
+        return Err(RoundFailed::Refused);
+    }
+    let testing: Vec<usize> = suspects.keys().copied().collect();
+    for i in testing {
+        let Some(r) = pending.retained.get(i) else {
+            suspects.remove(&i);
+            continue;
+        };
+        producer
+            .send_tagged(vec![r.record.clone()], vec![i])
+            .await
+            .map_err(p)?;
+        producer.drain().await.map_err(p)?;
+        let refused = producer.take_refused();
+        if let Some((_, reason)) = refused.iter().find(|(t, _)| *t == i) {
+            metrics::counter!("sluice_source_records_refused_total", &labels.pairs()).increment(1);
+            tracing::warn!(connector = %spec.connector, task = spec.task, topic = %r.record.topic, partition = r.record.partition, reason = %reason, "the broker refused a record");
+            guilty.insert(i, reason.clone());
+            suspects.remove(&i);
+            suspects.extend(refused.into_iter().filter(|(t, _)| *t != i));
+            return Err(RoundFailed::Refused);
+        }
+        if !refused.is_empty() {
+            suspects.extend(refused);
+            return Err(RoundFailed::Refused);
+        }
+        suspects.remove(&i);
+    }
+    if !guilty.is_empty() {
+        if !spec.errors.tolerate_all {
+            let refused: Vec<(usize, String)> =
+                guilty.iter().map(|(i, r)| (*i, r.clone())).collect();
+            return Err(RoundFailed::Task(refusal_error(spec, pending, &refused)));
+        }
+        let letters: Vec<OutRecord> = guilty
+            .iter()
+            .filter_map(|(i, reason)| {
+                let r = pending.retained.get(*i)?;
+                crate::errors::count_tolerated(labels, "KAFKA_PRODUCE");
+                dead_letter(spec, labels, &r.record, r.origin.as_ref(), reason)
+            })
+            .collect();
+        pending.dead += letters.len() as u64;
+        producer.send(letters).await.map_err(p)?;
+    }
+    producer
+        .send(offset_records(spec, pending))
+        .await
+        .map_err(p)?;
+    producer.commit().await.map_err(p)
+}
+
+/// Records the client refused at once never entered the committed transaction: their
+/// dead letters (or the task's failure) follow in a transaction of their own.
+async fn dead_letters_alone(
+    spec: &SourceTaskSpec,
+    producer: &mut TaskProducer,
+    pending: &mut Pending,
+    labels: &Labels,
+    refused: Vec<(usize, String)>,
+) -> Result<(), TaskError> {
+    if !spec.errors.tolerate_all {
+        return Err(refusal_error(spec, pending, &refused));
+    }
+    let letters: Vec<OutRecord> = refused
+        .iter()
+        .filter_map(|(i, reason)| {
+            metrics::counter!("sluice_source_records_refused_total", &labels.pairs()).increment(1);
+            crate::errors::count_tolerated(labels, "KAFKA_PRODUCE");
+            let r = pending.retained.get(*i)?;
+            dead_letter(spec, labels, &r.record, r.origin.as_ref(), reason)
+        })
+        .collect();
+    if letters.is_empty() {
+        return Ok(());
+    }
+    pending.dead += letters.len() as u64;
+    producer.begin().await?;
+    producer.send(letters).await?;
+    producer.commit().await?;
+    Ok(())
+}
+
+/// The task's failure for refused records, naming the first one's coordinates.
+fn refusal_error(
+    spec: &SourceTaskSpec,
+    pending: &Pending,
+    refused: &[(usize, String)],
+) -> TaskError {
+    let first = refused.first();
+    let retained = first.and_then(|(i, _)| pending.retained.get(*i));
+    TaskError::Refused {
+        topic: retained.map_or_else(String::new, |r| r.record.topic.clone()),
+        partition: retained
+            .and_then(|r| r.origin.as_ref())
+            .map_or_else(|| "?".to_owned(), |o| o.partition.clone()),
+        offset: retained
+            .and_then(|r| r.origin.as_ref())
+            .map_or_else(|| "?".to_owned(), |o| o.offset.clone()),
+        reason: first.map_or_else(
+            || format!("{} record(s) refused", refused.len()),
+            |(_, r)| r.clone(),
+        ),
+        connector: spec.connector.clone(),
+    }
+}
+
+/// The offset records of the transaction.
+fn offset_records(spec: &SourceTaskSpec, pending: &Pending) -> Vec<OutRecord> {
+    pending
+        .offsets
+        .iter()
+        .map(|(p, o)| spec.offsets.record(&spec.connector, p, Some(o)))
+        .collect()
+}
+
+/// A refused record's dead letter: its bytes (the value dropped when its size was the
+/// reason, or the letter would be refused too; no timestamp, which may have been the
+/// reason), with Kafka Connect's error headers.
+fn dead_letter(
+    spec: &SourceTaskSpec,
+    labels: &Labels,
+    record: &OutRecord,
+    origin: Option<&Origin>,
+    reason: &str,
+) -> Option<OutRecord> {
+    let topic = spec.errors.dlq_topic.clone()?;
+    use crate::errors::headers as h;
+    let text = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
+    let too_large = record.size() > 512 * 1024;
+    let mut headers = vec![
+        text(h::STAGE, "KAFKA_PRODUCE".to_owned()),
+        text(h::EXCEPTION_CLASS, "RecordRefused".to_owned()),
+        text(
+            h::EXCEPTION_MESSAGE,
+            if too_large {
+                format!("{reason} (value of {} bytes dropped)", record.size())
+            } else {
+                reason.to_owned()
+            },
+        ),
+        text(h::CONNECTOR, spec.connector.clone()),
+        text(h::TASK, spec.task.to_string()),
+        text(h::TOPIC, record.topic.clone()),
+    ];
+    if let Some(o) = origin {
+        headers.push(text(h::SOURCE_PARTITION, o.partition.clone()));
+        headers.push(text(h::SOURCE_OFFSET, o.offset.clone()));
+    }
+    metrics::counter!("sluice_dlq_records_total", &labels.pairs()).increment(1);
+    Some(OutRecord {
+        topic,
+        partition: 0,
+        key: if too_large { None } else { record.key.clone() },
+        value: if too_large {
+            None
+        } else {
+            record.value.clone()
+        },
+        timestamp: None,
+        headers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(bytes: usize) -> OutRecord {
+        OutRecord {
+            topic: "t".into(),
+            partition: 0,
+            key: None,
+            value: Some(vec![b'x'; bytes]),
+            timestamp: None,
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tags_follow_send_order_and_overflow_stops_keeping() {
+        let mut pending = Pending::default();
+        assert_eq!(pending.retain(&[record(1), record(1)], vec![]), [0, 1]);
+        assert_eq!(pending.retain(&[record(1)], vec![]), [2]);
+        assert_eq!(pending.retained.len(), 3);
+        pending.retain(&[record(RETAIN_LIMIT)], vec![]);
+        assert!(pending.overflow);
+        assert!(pending.retained.is_empty());
+    }
+
+    #[test]
+    fn backoff_grows_to_five_seconds() {
+        let waits: Vec<u64> = (1..=9).map(|a| backoff(a).as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+    }
+}

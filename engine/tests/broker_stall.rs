@@ -1,0 +1,175 @@
+//! A broker that stalls (SIGSTOP) for longer than a transaction call's timeout while a
+//! TCP syslog source takes messages at full speed: the task recovers its transaction in
+//! place instead of restarting, so the listener stays open, the client is never reset, and
+//! every message the listener accepted is in Kafka once.
+//!
+//! Stopping the broker disturbs every test using it, so this test has its own binary
+//! (cargo runs test binaries one at a time).
+
+mod common;
+
+use std::io::Write as _;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use common::{worker_properties, TempDir, WorkerProcess};
+use sluice_testkit::{free_port, stack, stack_script, unique_name, Isolation};
+
+const MESSAGES: usize = 200_000;
+const STALL: Duration = Duration::from_secs(45);
+
+/// The pid of the broker the stack script started, if it did.
+fn broker_pid() -> Result<Option<String>> {
+    let out = Command::new("bash")
+        .arg(stack_script())
+        .arg("status")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("kafka") && l.contains(" up "))
+        .and_then(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "pid").and_then(|_| words.next())
+        })
+        .map(str::to_owned))
+}
+
+fn signal(pid: &str, sig: &str) -> Result<()> {
+    let status = Command::new("kill").args([sig, pid]).status()?;
+    if !status.success() {
+        bail!("kill {sig} {pid}: {status}");
+    }
+    Ok(())
+}
+
+/// Continues the broker when dropped, whatever happens to the test.
+struct Resume(String);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = signal(&self.0, "-CONT");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_stall_loses_nothing_and_resets_no_client() -> Result<()> {
+    let stack = stack()?;
+    let Some(pid) = broker_pid()? else {
+        eprintln!("SKIPPED: the Kafka broker was not started by deploy/local/stack");
+        return Ok(());
+    };
+    let topic = stack.create_topic("stall", 1).await?;
+    let dir = TempDir::new("stall")?;
+    let (rest, syslog) = (free_port()?, free_port()?);
+    let worker = dir.write(
+        "w.properties",
+        &worker_properties(
+            stack,
+            rest,
+            &unique_name("stall"),
+            &unique_name("stall-offsets"),
+            "",
+        ),
+    )?;
+    let connector = dir.write(
+        "s.json",
+        &serde_json::json!({"name": "s", "config": {
+            "connector.class": "io.confluent.connect.syslog.SyslogSourceConnector",
+            "syslog.listener": "TCP", "syslog.port": syslog, "syslog.listen.address": "127.0.0.1",
+            "kafka.topic": topic,
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "value.converter.schemas.enable": "false"}})
+        .to_string(),
+    )?;
+    let mut w = WorkerProcess::standalone(&worker, &[&connector], rest, dir.0.join("w.log"))?;
+    w.wait_ready(Duration::from_secs(60))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", syslog)).is_err() && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // One client, sending as fast as the listener takes it.
+    let sender = std::thread::spawn(move || -> Result<usize> {
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", syslog))?;
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, &mut client);
+        for i in 0..MESSAGES {
+            writeln!(out, "<13>1 - host app - - - message {i:07}")
+                .with_context(|| format!("writing message {i}"))?;
+        }
+        out.flush().context("flushing")?;
+        drop(out);
+        client.shutdown(std::net::Shutdown::Write)?;
+        Ok(MESSAGES)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!("stopping the broker (pid {pid}) for {STALL:?}");
+    signal(&pid, "-STOP")?;
+    let resume = Resume(pid);
+    std::thread::sleep(STALL);
+    drop(resume);
+    eprintln!("broker continued");
+
+    let sent = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender panicked"))?
+        .context("the client was reset or refused")?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        match stack.read_topic(&topic, Isolation::ReadCommitted, Duration::from_secs(30)) {
+            Ok(records) if records.len() >= sent => {
+                seen = records;
+                break;
+            }
+            Ok(records) => seen = records,
+            Err(e) => eprintln!("broker not ready yet: {e:#}"),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (_, status) = w.get_json("/connectors/s/status")?;
+    let metrics = sluice_testkit::http_get(rest, "/metrics")?.1;
+    let log = w.log_text();
+    w.terminate(Duration::from_secs(30))?;
+
+    let mut numbers: Vec<usize> = seen
+        .iter()
+        .filter_map(|r| r.value.as_deref())
+        .filter_map(|v| {
+            let text = String::from_utf8_lossy(v);
+            let at = text.find("message ")?;
+            text[at + 8..at + 15].parse().ok()
+        })
+        .collect();
+    numbers.sort_unstable();
+    let before = numbers.len();
+    numbers.dedup();
+    assert_eq!(before, numbers.len(), "duplicates in the topic");
+    assert_eq!(
+        numbers.len(),
+        sent,
+        "messages accepted by the listener missing from Kafka: {} of {sent}",
+        sent - numbers.len()
+    );
+    assert_eq!(status["tasks"][0]["state"], "RUNNING", "{status}");
+    let failures: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_task_failures_total{") && l.contains("connector=\"s\""))
+        .collect();
+    assert!(
+        failures.iter().all(|l| l.ends_with(" 0")),
+        "the task restarted: {failures:?}\n{log}"
+    );
+    // The stall was long enough to fail a transaction call (else this test proved nothing).
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("sluice_source_transaction_recoveries_total{")
+                && l.contains("connector=\"s\"")
+                && !l.ends_with(" 0")
+        ),
+        "no transaction call failed during the stall:\n{log}"
+    );
+    Ok(())
+}
