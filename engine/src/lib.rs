@@ -25,6 +25,7 @@ pub mod source_task;
 pub mod status_store;
 pub mod supervisor;
 pub mod task_actor;
+pub mod task_health;
 pub mod telemetry;
 pub mod transforms;
 pub mod worker;
