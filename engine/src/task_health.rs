@@ -94,6 +94,10 @@ impl TaskHealth {
 
     /// The retried call succeeded; a no-op when nothing was being retried.
     pub fn recovered(&self) {
+        // Called after every successful put: a read lock, not a write, on the usual path.
+        if !self.is_retrying() {
+            return;
+        }
         let Some(was) = self.tx.send_replace(None) else {
             return;
         };
