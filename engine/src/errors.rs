@@ -77,9 +77,9 @@ pub fn config_def() -> ConfigDef {
         )
         .define(
             key("errors.retry.delay.max.ms", ConfigType::Long)
-                .default_value("60000")
+                .default_value(RETRY_DELAY_MAX_DEFAULT_MS)
                 .validator(Validator::at_least(1.0))
-                .doc("Ceiling of the backoff between retries."),
+                .doc("Ceiling of the backoff between retries of a failed put or poll (Sluice's default is 5000, Kafka Connect's 60000)."),
         )
         .define(key("errors.log.enable", ConfigType::Boolean).default_value("false").doc("Log every tolerated error."))
         .define(
@@ -103,6 +103,14 @@ pub fn config_def() -> ConfigDef {
                 .doc("Accepted for compatibility; Sluice always writes the context headers."),
         )
 }
+
+/// Sluice's default for `errors.retry.delay.max.ms` (Kafka Connect's is 60 s). A sink
+/// retries a failed put for as long as the failure lasts, so the ceiling is also how long
+/// a task may sit idle after what it writes to is back: with 60 s the backoff had reached
+/// 38 s during an OpenSearch outage and recovery came 29 s late. Connectors back off on
+/// their own too (Elasticsearch: under 3.2 s a wait).
+const RETRY_DELAY_MAX_DEFAULT_MS: &str = "5000";
+const RETRY_DELAY_MAX_DEFAULT: Duration = Duration::from_secs(5);
 
 /// A connector's error policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,7 +136,7 @@ impl Default for ErrorPolicy {
         ErrorPolicy {
             tolerate_all: false,
             retry_timeout: Some(Duration::ZERO),
-            retry_delay_max: Duration::from_secs(60),
+            retry_delay_max: RETRY_DELAY_MAX_DEFAULT,
             log: false,
             log_messages: false,
             dlq_topic: None,
@@ -145,9 +153,8 @@ impl ErrorPolicy {
         ErrorPolicy {
             tolerate_all: parsed.string("errors.tolerance") == Some("all"),
             retry_timeout: u64::try_from(retry).ok().map(Duration::from_millis),
-            retry_delay_max: Duration::from_millis(
-                u64::try_from(ms("errors.retry.delay.max.ms", 60_000)).unwrap_or(60_000),
-            ),
+            retry_delay_max: u64::try_from(ms("errors.retry.delay.max.ms", 5_000))
+                .map_or(RETRY_DELAY_MAX_DEFAULT, Duration::from_millis),
             log: parsed.boolean("errors.log.enable").unwrap_or(false),
             log_messages: parsed
                 .boolean("errors.log.include.messages")
@@ -191,8 +198,21 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_kafka_connects() {
+    fn defaults_are_the_config_defs() {
         assert_eq!(policy(&[]), ErrorPolicy::default());
+    }
+
+    /// An outage of what a sink writes to is retried for ever by default; the wait between
+    /// puts must stay short, or recovery lags the outage's end by up to the wait (29 s was
+    /// seen with a 60 s cap).
+    #[test]
+    fn the_default_retry_backoff_is_capped_low() {
+        let cap = Duration::from_secs(5);
+        for p in [ErrorPolicy::default(), policy(&[])] {
+            let waits: Vec<Duration> = (1..=100).map(|a| p.retry_delay(a)).collect();
+            assert!(waits.iter().all(|w| *w <= cap), "{waits:?}");
+            assert_eq!(waits[99], cap, "doubles up to the cap");
+        }
     }
 
     #[test]

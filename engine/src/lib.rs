@@ -26,6 +26,7 @@ mod source_txn;
 pub mod status_store;
 pub mod supervisor;
 pub mod task_actor;
+pub mod task_health;
 pub mod telemetry;
 pub mod transforms;
 pub mod worker;

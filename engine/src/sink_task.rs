@@ -46,6 +46,7 @@ use crate::kafka::client_config;
 use crate::producer::{OutRecord, ProducerError, TaskProducer};
 use crate::router::{PartitionRouter, Route, Unrouted};
 use crate::task_actor::Labels;
+use crate::task_health::TaskHealth;
 use crate::transforms::{Envelope, TransformChain};
 
 /// Builds a fresh connector sink task for each (re)start.
@@ -660,6 +661,8 @@ enum Writer {
 struct Life<'a> {
     spec: &'a SinkTaskSpec,
     labels: Labels,
+    /// Where retries of a failed put are reported while they last.
+    health: TaskHealth,
     writer: Writer,
     commands: std_mpsc::Sender<Command>,
     generation: u64,
@@ -817,7 +820,15 @@ impl Life<'_> {
                     })
                     .unzip();
                 let mut dead = dead;
-                match put_with_retry(self.spec, task.as_mut(), batch.clone(), &self.labels).await {
+                match put_with_retry(
+                    self.spec,
+                    task.as_mut(),
+                    batch.clone(),
+                    &self.labels,
+                    &self.health,
+                )
+                .await
+                {
                     Ok(()) => {}
                     // Nothing of the batch was written (the put contract): find the bad
                     // records by putting them one at a time.
@@ -831,6 +842,7 @@ impl Life<'_> {
                                 task.as_mut(),
                                 vec![record],
                                 &self.labels,
+                                &self.health,
                             )
                             .await
                             {
@@ -1121,18 +1133,23 @@ impl SinkTaskSpec {
 /// Puts a batch; retriable failures are retried with backoff, while the poller keeps the
 /// member in the group and pauses the partitions: within `errors.retry.timeout` when it is
 /// set, else for as long as they last (Kafka Connect's `RetriableException` semantics).
+/// Meanwhile `health` says the task is retrying; the first put that succeeds clears it.
 async fn put_with_retry(
     spec: &SinkTaskSpec,
     task: &mut dyn SinkTask,
     batch: Vec<SinkRecord>,
     labels: &Labels,
+    health: &TaskHealth,
 ) -> Result<(), SinkError> {
     let mut attempt = 0;
     let mut first_failure: Option<Instant> = None;
     let bounded = spec.errors.retry_timeout != Some(Duration::ZERO);
     loop {
         match task.put(batch.clone()).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                health.recovered();
+                return Ok(());
+            }
             Err(e)
                 if e.retriable
                     && (!bounded
@@ -1144,6 +1161,7 @@ async fn put_with_retry(
                 let wait = spec.errors.retry_delay(attempt);
                 metrics::counter!("sluice_task_retries_total", &labels.pairs()).increment(1);
                 tracing::warn!(connector = %spec.connector, task = spec.task, attempt, backoff_ms = wait.as_millis() as u64, error = %e, "retriable put failure; retrying the batch");
+                health.retrying(&e, attempt, wait);
                 tokio::time::sleep(wait).await;
             }
             Err(e) => return Err(e.into()),
@@ -1198,6 +1216,7 @@ fn consumer_config(spec: &SinkTaskSpec) -> BTreeMap<String, String> {
 pub async fn run_sink_task(
     spec: Arc<SinkTaskSpec>,
     mut stop: watch::Receiver<bool>,
+    health: TaskHealth,
 ) -> Result<(), SinkError> {
     let labels = Labels {
         connector: spec.connector.clone(),
@@ -1301,6 +1320,7 @@ pub async fn run_sink_task(
     let mut life = Life {
         spec: &spec,
         labels,
+        health,
         writer,
         commands,
         generation: 0,

@@ -3,7 +3,8 @@
 //! an exponential backoff; past the attempt limit it is FAILED with its trace and stays so
 //! until restarted by hand. A restart resumes from committed offsets, so it neither loses
 //! nor duplicates records. Each task runs on its own arbiter (thread): a connector that
-//! blocks or spins cannot stall another connector or the REST API.
+//! blocks or spins cannot stall another connector or the REST API. A RUNNING task that is
+//! retrying a failure in place shows it in its trace (see [`crate::task_health`]).
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 use crate::status_store::StatusStore;
 use crate::task_actor::{StopTask, TaskActor, TaskExited, TaskLauncher};
+use crate::task_health::{HealthWatch, TaskHealth};
 
 /// How failed tasks are restarted.
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +111,7 @@ pub struct TaskStatus {
     pub id: u32,
     /// State.
     pub state: TaskState,
-    /// The last failure's trace.
+    /// The last failure's trace; while RUNNING, what the task is retrying, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
     /// Failures within the policy's window (`healthy_after`).
@@ -127,6 +129,19 @@ struct Slot {
     /// A manual restart waits for the running life to exit before the next one starts.
     restart_pending: bool,
     status: TaskStatus,
+    /// What the life started last says of its health.
+    health: Option<HealthWatch>,
+}
+
+impl Slot {
+    /// The status as the API shows it: a RUNNING task that is retrying says so.
+    fn current_status(&self) -> TaskStatus {
+        let mut status = self.status.clone();
+        if status.state == TaskState::Running && status.trace.is_none() {
+            status.trace = self.health.as_ref().and_then(HealthWatch::note);
+        }
+        status
+    }
 }
 
 /// Supervises one connector's tasks.
@@ -164,6 +179,7 @@ impl ConnectorSupervisor {
                 generation: 0,
                 failures: std::collections::VecDeque::new(),
                 restart_pending: false,
+                health: None,
             })
             .collect();
         let initial = match target {
@@ -201,9 +217,11 @@ impl ConnectorSupervisor {
         slot.status.trace = None;
         let launcher = slot.launcher.clone();
         let generation = slot.generation;
+        let (health, watch) = TaskHealth::new(&self.name, slot.status.id);
+        slot.health = Some(watch);
         slot.addr = Some(TaskActor::start_in_arbiter(
             &slot.arbiter.handle(),
-            move |_| TaskActor::new(launcher, generation, me),
+            move |_| TaskActor::new(launcher, generation, me, health),
         ));
         metrics::gauge!("sluice_task_running", "connector" => self.name.clone(), "task" => slot.status.id.to_string()).set(1.0);
         tracing::info!(connector = %self.name, task = slot.status.id, generation, "task started");
@@ -444,7 +462,7 @@ impl Handler<GetStatus> for ConnectorSupervisor {
     type Result = MessageResult<GetStatus>;
 
     fn handle(&mut self, _msg: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.slots.iter().map(|s| s.status.clone()).collect())
+        MessageResult(self.slots.iter().map(Slot::current_status).collect())
     }
 }
 
@@ -475,6 +493,63 @@ impl Handler<StopConnector> for ConnectorSupervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    /// A task life retrying in place shows RUNNING with a `retrying:` trace, which clears
+    /// when it recovers; a failure's trace is not overwritten by it.
+    #[actix::test]
+    async fn a_running_task_that_retries_says_so_until_it_recovers() {
+        let (recover_tx, recover_rx) = tokio::sync::watch::channel(false);
+        let launcher = TaskLauncher {
+            task: 0,
+            run: Arc::new(move |mut stop, health| {
+                let mut recover = recover_rx.clone();
+                Box::pin(async move {
+                    health.retrying(
+                        &"bulk request: connection refused",
+                        3,
+                        Duration::from_millis(1200),
+                    );
+                    let _ = recover.wait_for(|r| *r).await;
+                    health.recovered();
+                    let _ = stop.wait_for(|s| *s).await;
+                    Ok(())
+                })
+            }),
+        };
+        let supervisor = ConnectorSupervisor::new(
+            "c".into(),
+            vec![launcher],
+            RestartPolicy::default(),
+            TargetState::Started,
+            None,
+        )
+        .start();
+        let mut status = Vec::new();
+        for _ in 0..100 {
+            status = supervisor.send(GetStatus).await.unwrap();
+            if status[0].trace.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(status[0].state, TaskState::Running);
+        assert_eq!(
+            status[0].trace.as_deref(),
+            Some("retrying: bulk request: connection refused (attempt 3, next in 1200 ms)")
+        );
+        recover_tx.send(true).unwrap();
+        for _ in 0..100 {
+            status = supervisor.send(GetStatus).await.unwrap();
+            if status[0].trace.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(status[0].state, TaskState::Running);
+        assert_eq!(status[0].trace, None, "cleared once recovered");
+        supervisor.send(StopConnector).await.unwrap();
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_ceiling() {

@@ -3,7 +3,8 @@
 //! The actor runs the task's loop in a spawned tokio task on the task's own arbiter, so a
 //! panic inside connector code surfaces as a `JoinError` the actor reports (actix itself
 //! would just lose the actor), and a connector that blocks its thread stalls only its own
-//! arbiter. The supervisor only sees [`TaskExited`] and sends [`StopTask`].
+//! arbiter. The supervisor sees [`TaskExited`] and sends [`StopTask`]; while the life runs,
+//! it reads what the life says of its health through a [`TaskHealth`] channel.
 
 use std::sync::Arc;
 
@@ -11,10 +12,16 @@ use actix::prelude::*;
 use sluice_proto::BoxFuture;
 use tokio::sync::watch;
 
+use crate::task_health::TaskHealth;
+
 /// One life of a task: runs until `stop` turns true (then commits and returns `Ok`) or
-/// fails (`Err` carries the trace for the status API).
-pub type TaskRun =
-    Arc<dyn Fn(watch::Receiver<bool>) -> BoxFuture<'static, Result<(), TaskFailure>> + Send + Sync>;
+/// fails (`Err` carries the trace for the status API); reports retries in place through
+/// its [`TaskHealth`].
+pub type TaskRun = Arc<
+    dyn Fn(watch::Receiver<bool>, TaskHealth) -> BoxFuture<'static, Result<(), TaskFailure>>
+        + Send
+        + Sync,
+>;
 
 /// How a task life failed.
 #[derive(Debug, Clone)]
@@ -99,16 +106,24 @@ pub struct TaskActor {
     generation: u64,
     supervisor: Recipient<TaskExited>,
     stop: Option<watch::Sender<bool>>,
+    /// Handed to the life when it starts.
+    health: Option<TaskHealth>,
 }
 
 impl TaskActor {
-    /// A task actor reporting to `supervisor`.
-    pub fn new(launcher: TaskLauncher, generation: u64, supervisor: Recipient<TaskExited>) -> Self {
+    /// A task actor reporting its exit to `supervisor`, and its health through `health`.
+    pub fn new(
+        launcher: TaskLauncher,
+        generation: u64,
+        supervisor: Recipient<TaskExited>,
+        health: TaskHealth,
+    ) -> Self {
         TaskActor {
             launcher,
             generation,
             supervisor,
             stop: None,
+            health: Some(health),
         }
     }
 }
@@ -127,7 +142,10 @@ impl Actor for TaskActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let (tx, rx) = watch::channel(false);
         self.stop = Some(tx);
-        let handle = tokio::spawn((self.launcher.run)(rx));
+        let Some(health) = self.health.take() else {
+            return; // started twice: actix starts an actor once
+        };
+        let handle = tokio::spawn((self.launcher.run)(rx, health));
         let watcher = async move {
             match handle.await {
                 Ok(outcome) => outcome,

@@ -203,7 +203,8 @@ fn sink_subscription(parsed: &ParsedConfig) -> Result<sink_task::Subscription, W
 fn source_launcher(spec: Arc<SourceTaskSpec>) -> TaskLauncher {
     TaskLauncher {
         task: spec.task,
-        run: Arc::new(move |stop| {
+        // Sources do not report retries yet: `_health` goes unused.
+        run: Arc::new(move |stop, _health| {
             let spec = Arc::clone(&spec);
             Box::pin(async move {
                 crate::source_task::run_source_task(spec, stop)
@@ -223,10 +224,10 @@ fn source_launcher(spec: Arc<SourceTaskSpec>) -> TaskLauncher {
 fn sink_launcher(spec: Arc<sink_task::SinkTaskSpec>) -> TaskLauncher {
     TaskLauncher {
         task: spec.task,
-        run: Arc::new(move |stop| {
+        run: Arc::new(move |stop, health| {
             let spec = Arc::clone(&spec);
             Box::pin(async move {
-                sink_task::run_sink_task(spec, stop)
+                sink_task::run_sink_task(spec, stop, health)
                     .await
                     .map_err(|e| TaskFailure {
                         trace: trace(&e),

@@ -8,9 +8,11 @@
 //! crash neither duplicates a document nor overwrites a newer one with an older one. A
 //! version conflict is such a replay, and counts as success.
 //!
-//! Failed items are retried alone (not the whole bulk) on 429 and 5xx, with jittered
-//! exponential backoff, up to `max.retries`; then the put fails retriably and the runtime
-//! puts the batch again later (already written documents are idempotent). A document the
+//! As in Confluent's sink, a bulk request that fails in transport (a node restarting) is
+//! retried, and so are failed items alone (not the whole bulk) on 429 and 5xx, waiting a
+//! random time below `retry.backoff.ms << attempt`, up to `max.retries`; then the put fails
+//! retriably and the runtime puts the batch again later (already written documents are
+//! idempotent), where Confluent's task would fail. A document the
 //! server rejects (4xx, e.g. a mapping conflict) follows `behavior.on.malformed.documents`;
 //! `fail` reports a data error naming the record, and the runtime then isolates it for the
 //! dead-letter queue (rewriting the others is idempotent).
@@ -208,12 +210,42 @@ impl ElasticsearchSinkTask {
     }
 }
 
+/// What one bulk request left to do.
+struct Outcome {
+    /// Items to send again: those refused for now (429/5xx), or all of them when the
+    /// request failed in transport (a node restarting refuses or resets connections).
+    retry: Vec<Item>,
+    /// Why they are sent again, for the log and the error once retries run out.
+    reason: String,
+    /// Items the server rejected, with its reason.
+    rejected: Vec<(Item, String)>,
+}
+
+impl Outcome {
+    fn retry_all(items: Vec<Item>, reason: String) -> Self {
+        Outcome {
+            retry: items,
+            reason,
+            rejected: Vec::new(),
+        }
+    }
+}
+
+/// The longest wait before retry number `attempt` (1-based) of a bulk request:
+/// `retry.backoff.ms` doubled per attempt, as Confluent's sink computes it
+/// (`retry.backoff.ms << attempt`). The wait is drawn below it (full jitter), so tasks
+/// retrying together spread out; with the defaults (100 ms, 5 retries) no wait reaches
+/// 3.2 s and a put gives up within 6.2 s of waiting, leaving longer outages to the
+/// runtime's put retries.
+fn backoff_ceiling(backoff: Duration, attempt: u32) -> Duration {
+    backoff.saturating_mul(2_u32.saturating_pow(attempt))
+}
+
 impl Writer {
-    /// Sends `items`; returns the ones to retry (429/5xx) and the rejected ones.
-    async fn bulk(
-        &self,
-        items: Vec<Item>,
-    ) -> Result<(Vec<Item>, Vec<(Item, String)>), ConnectorError> {
+    /// Sends `items`; a request that fails in transport, or is refused whole (429/5xx),
+    /// comes back entirely as to be retried: ids are deterministic, so resending what
+    /// may have been written adds nothing.
+    async fn bulk(&self, items: Vec<Item>) -> Result<Outcome, ConnectorError> {
         let mut body: Vec<JsonBody<Json>> = Vec::with_capacity(items.len() * 2);
         for item in &items {
             body.push(item.action.clone().into());
@@ -222,40 +254,40 @@ impl Writer {
             }
         }
         let started = std::time::Instant::now();
-        let response = self
-            .client
-            .bulk(BulkParts::None)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| ConnectorError::retriable(format!("bulk request: {e}")))?;
+        let response = match self.client.bulk(BulkParts::None).body(body).send().await {
+            Ok(response) => response,
+            Err(e) => return Ok(Outcome::retry_all(items, format!("bulk request: {e}"))),
+        };
         metrics::histogram!("sluice_elasticsearch_bulk_seconds", "connector" => self.connector.clone())
             .record(started.elapsed().as_secs_f64());
         let status = response.status_code().as_u16();
         if status == 429 || status >= 500 {
-            return Ok((items, Vec::new()));
+            return Ok(Outcome::retry_all(
+                items,
+                format!("bulk request answered {status}"),
+            ));
         }
-        let answer: Json = response
-            .json()
-            .await
-            .map_err(|e| ConnectorError::retriable(format!("bulk response: {e}")))?;
+        let answer: Json = match response.json().await {
+            Ok(answer) => answer,
+            Err(e) => return Ok(Outcome::retry_all(items, format!("bulk response: {e}"))),
+        };
         if status >= 400 {
             return Err(ConnectorError::external(format!(
                 "bulk request refused ({status}): {answer}"
             )));
         }
+        let mut outcome = Outcome::retry_all(Vec::new(), String::new());
         if answer["errors"] != json!(true) {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(outcome);
         }
         let results = answer["items"].as_array().cloned().unwrap_or_default();
-        let (mut retry, mut rejected) = (Vec::new(), Vec::new());
         for (item, result) in items.into_iter().zip(results) {
-            let outcome = result
+            let result = result
                 .as_object()
                 .and_then(|o| o.values().next())
                 .cloned()
                 .unwrap_or_default();
-            let code = outcome["status"].as_u64().unwrap_or(0);
+            let code = result["status"].as_u64().unwrap_or(0);
             match code {
                 // A replay meeting the document it wrote before: already done.
                 409 => {
@@ -263,20 +295,30 @@ impl Writer {
                 }
                 // Deleting what is not there is done too.
                 404 if item.document.is_none() => {}
-                429 | 500.. => retry.push(item),
-                c if c >= 400 => rejected.push((item, outcome["error"].to_string())),
+                429 | 500.. => {
+                    if outcome.reason.is_empty() {
+                        outcome.reason = format!("documents refused for now: {}", result["error"]);
+                    }
+                    outcome.retry.push(item);
+                }
+                c if c >= 400 => outcome.rejected.push((item, result["error"].to_string())),
                 _ => {}
             }
         }
-        Ok((retry, rejected))
+        Ok(outcome)
     }
 
-    /// Writes one chunk: items refused for now (429/5xx) are retried alone with jittered
-    /// backoff; rejected ones follow `behavior.on.malformed.documents`.
+    /// Writes one chunk: what failed in transport or was refused for now (429/5xx) is
+    /// retried alone with jittered backoff, up to `max.retries`; rejected items follow
+    /// `behavior.on.malformed.documents`.
     async fn write(self, mut items: Vec<Item>) -> Result<(), ConnectorError> {
         let mut attempt = 0;
         while !items.is_empty() {
-            let (retry, rejected) = self.bulk(items).await?;
+            let Outcome {
+                retry,
+                reason,
+                rejected,
+            } = self.bulk(items).await?;
             for (item, error) in rejected {
                 metrics::counter!("sluice_elasticsearch_rejected_total", "connector" => self.connector.clone()).increment(1);
                 match self.on_malformed {
@@ -298,17 +340,14 @@ impl Writer {
             attempt += 1;
             if attempt > self.max_retries {
                 return Err(ConnectorError::retriable(format!(
-                    "{} documents still refused (429/5xx) after {} retries",
+                    "{} documents not written after {} retries: {reason}",
                     retry.len(),
                     self.max_retries
                 )));
             }
-            let wait = self
-                .backoff
-                .saturating_mul(2_u32.saturating_pow(attempt - 1));
-            let wait = wait + jitter(wait);
+            let wait = jitter(backoff_ceiling(self.backoff, attempt));
             metrics::counter!("sluice_elasticsearch_retries_total", "connector" => self.connector.clone()).increment(1);
-            tracing::warn!(connector = %self.connector, items = retry.len(), attempt, backoff_ms = wait.as_millis() as u64, "bulk items refused for now; retrying them alone");
+            tracing::warn!(connector = %self.connector, items = retry.len(), attempt, max_retries = self.max_retries, backoff_ms = wait.as_millis() as u64, reason = %reason, "bulk not written; retrying what is left");
             tokio::time::sleep(wait).await;
             items = retry;
         }
@@ -382,6 +421,7 @@ fn note(
     }
 }
 
+/// A wait drawn below `max` (and 0 for a zero `max`).
 fn jitter(max: Duration) -> Duration {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -529,6 +569,150 @@ impl SinkTask for ElasticsearchSinkTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A bulk endpoint on 127.0.0.1 that closes its first `drop_first` connections without
+    /// answering (what a node going away looks like to the client), then answers every
+    /// bulk with success. Returns its URL and the connections it accepted.
+    async fn flaky_bulk_endpoint(drop_first: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                if counter.fetch_add(1, Ordering::SeqCst) < drop_first {
+                    drop(socket);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0_u8; 8192];
+                    loop {
+                        let Ok(n) = socket.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&request).to_string();
+                        let Some(head_end) = text.find("\r\n\r\n") else {
+                            continue;
+                        };
+                        let length = text[..head_end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if request.len() < head_end + 4 + length {
+                            continue;
+                        }
+                        request.clear();
+                        let body = r#"{"took":1,"errors":false,"items":[]}"#;
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if socket.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    async fn started(url: &str, max_retries: u32) -> ElasticsearchSinkTask {
+        let props: Props = [
+            ("name", "es-test"),
+            ("connection.url", url),
+            ("key.ignore", "true"),
+            ("retry.backoff.ms", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .chain([(MAX_RETRIES.to_owned(), max_retries.to_string())])
+        .collect();
+        let mut task = ElasticsearchSinkTask::default();
+        task.start(&props).await.unwrap();
+        task
+    }
+
+    fn record(offset: i64) -> SinkRecord {
+        SinkRecord {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            key_schema: None,
+            key: Value::Null,
+            value_schema: None,
+            value: Value::Struct(vec![("n".into(), Value::Int64(offset))]),
+            timestamp: None,
+            timestamp_type: sluice_proto::TimestampType::NoTimestamp,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Confluent's sink retries a bulk request that failed in transport (connection
+    /// refused or reset: a node restarting) up to `max.retries`, as it does refused items.
+    #[tokio::test]
+    async fn a_bulk_request_failing_in_transport_is_retried_within_the_put() {
+        let (url, accepted) = flaky_bulk_endpoint(2).await;
+        let mut task = started(&url, 5).await;
+        let put = task.put(vec![record(0), record(1)]).await;
+        assert!(put.is_ok(), "{put:?}");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "two dropped, then written"
+        );
+    }
+
+    /// With the defaults a put waits at most 6.2 s in all before it fails and the
+    /// runtime's backoff takes over; no single wait reaches 3.2 s.
+    #[test]
+    fn the_default_backoff_schedule_stays_short() {
+        let backoff = Duration::from_millis(100);
+        let ceilings: Vec<Duration> = (1..=5).map(|a| backoff_ceiling(backoff, a)).collect();
+        assert_eq!(
+            ceilings.iter().map(Duration::as_millis).collect::<Vec<_>>(),
+            [200, 400, 800, 1600, 3200]
+        );
+        assert!(ceilings.iter().sum::<Duration>() <= Duration::from_millis(6200));
+        for ceiling in ceilings {
+            for _ in 0..100 {
+                assert!(jitter(ceiling) < ceiling);
+            }
+        }
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+        // Large attempt numbers saturate instead of overflowing.
+        assert_eq!(
+            backoff_ceiling(backoff, 64),
+            backoff.saturating_mul(u32::MAX)
+        );
+    }
+
+    /// ... and no more: then the put fails retriably and the runtime takes over.
+    #[tokio::test]
+    async fn transport_retries_stop_at_max_retries() {
+        let (url, accepted) = flaky_bulk_endpoint(usize::MAX).await;
+        let mut task = started(&url, 2).await;
+        let put = task.put(vec![record(0)]).await;
+        let error = put.expect_err("every connection was dropped");
+        assert!(error.retriable, "{error:?}");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "the first try and 2 retries"
+        );
+    }
 
     #[test]
     fn structs_and_maps_become_objects() {
