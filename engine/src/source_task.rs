@@ -26,6 +26,7 @@ use crate::producer::{ProducerError, TaskProducer};
 use crate::router::{PartitionRouter, Route, Unrouted};
 use crate::source_txn::Pending;
 use crate::task_actor::Labels;
+use crate::task_health::TaskHealth;
 use crate::transforms::{Envelope, TransformChain};
 
 /// When a transaction commits.
@@ -236,17 +237,22 @@ fn tolerate(
     })
 }
 
-/// Polls, retrying retriable failures with backoff within `errors.retry.timeout`.
+/// Polls, retrying retriable failures with backoff within `errors.retry.timeout`
+/// (meanwhile the task's status says it is retrying).
 async fn poll_with_retry(
     spec: &SourceTaskSpec,
     task: &mut dyn SourceTask,
-    labels: &Labels,
+    ctx: &Ctx<'_>,
 ) -> Result<Vec<SourceRecord>, TaskError> {
+    let labels = ctx.labels;
     let mut first_failure: Option<Instant> = None;
     let mut attempt = 0;
     loop {
         match task.poll().await {
-            Ok(records) => return Ok(records),
+            Ok(records) => {
+                ctx.health.recovered();
+                return Ok(records);
+            }
             Err(e)
                 if e.retriable
                     && spec
@@ -257,6 +263,7 @@ async fn poll_with_retry(
                 let wait = spec.errors.retry_delay(attempt);
                 metrics::counter!("sluice_task_retries_total", &labels.pairs()).increment(1);
                 tracing::warn!(connector = %spec.connector, task = spec.task, attempt, backoff_ms = wait.as_millis() as u64, error = %e, "retriable poll failure; retrying");
+                ctx.health.retrying(&e, attempt, wait);
                 tokio::time::sleep(wait).await;
             }
             Err(e) => return Err(e.into()),
@@ -368,15 +375,16 @@ async fn commit(
     producer: &mut TaskProducer,
     task: &mut dyn SourceTask,
     pending: &mut Pending,
-    labels: &Labels,
+    ctx: &Ctx<'_>,
 ) -> Result<(), TaskError> {
+    let labels = ctx.labels;
     if !pending.open {
         return Ok(());
     }
     let started = Instant::now();
     if producer.is_transactional() {
         // Offsets ride in the same transaction: both commit, or neither.
-        crate::source_txn::commit(spec, producer, pending, labels).await?;
+        crate::source_txn::commit(spec, producer, pending, ctx).await?;
     } else {
         // At-least-once: records must be durable before their offsets are written. The
         // offsets need no flush of their own: the next batch's flush (or the one when the
@@ -390,6 +398,14 @@ async fn commit(
         producer.send(offset_records).await?;
     }
     commit_done(spec, task, pending, labels, started).await
+}
+
+/// What the loop's helpers share: metric labels and the life's health reporter.
+pub(crate) struct Ctx<'a> {
+    /// The task's metric labels.
+    pub(crate) labels: &'a Labels,
+    /// Tells the supervisor the task is retrying, or has recovered.
+    pub(crate) health: &'a TaskHealth,
 }
 
 /// After a commit: metrics, a fresh transaction, and the connector's `commit` hook (RELP
@@ -431,16 +447,17 @@ async fn poll_loop(
     producer: &mut TaskProducer,
     task: &mut dyn SourceTask,
     stop: &mut watch::Receiver<bool>,
-    labels: &Labels,
+    ctx: &Ctx<'_>,
     pending: &mut Pending,
 ) -> Result<(), TaskError> {
+    let labels = ctx.labels;
     loop {
         if *stop.borrow() {
             break;
         }
         let poll_started = Instant::now();
         let records = tokio::select! {
-            polled = poll_with_retry(spec, task, labels) => polled?,
+            polled = poll_with_retry(spec, task, ctx) => polled?,
             // Dropping an in-flight poll is safe: nothing it read was committed, and the
             // next start resumes from the committed offsets.
             _ = stop.changed() => break,
@@ -500,7 +517,7 @@ async fn poll_loop(
                 }
                 // The transaction (this batch included) is sent again, then committed.
                 let started = Instant::now();
-                crate::source_txn::recover(spec, producer, pending, labels, Some(e), Vec::new())
+                crate::source_txn::recover(spec, producer, pending, ctx, Some(e), Vec::new())
                     .await?;
                 commit_done(spec, task, pending, labels, started).await?;
                 continue;
@@ -513,12 +530,12 @@ async fn poll_loop(
             Boundary::Interval(every) => pending.started.is_some_and(|s| s.elapsed() >= every),
         };
         if due {
-            commit(spec, producer, task, pending, labels).await?;
+            commit(spec, producer, task, pending, ctx).await?;
             metrics::gauge!("sluice_source_records_active", &labels.pairs()).set(0.0);
         }
     }
     // Stopping: what was sent is committed with its offsets, so nothing is read twice.
-    commit(spec, producer, task, pending, labels).await?;
+    commit(spec, producer, task, pending, ctx).await?;
     if !producer.is_transactional() {
         // The last offsets written at-least-once are still queued.
         producer.commit().await?;
@@ -530,6 +547,7 @@ async fn poll_loop(
 pub async fn run_source_task(
     spec: Arc<SourceTaskSpec>,
     mut stop: watch::Receiver<bool>,
+    health: TaskHealth,
 ) -> Result<(), TaskError> {
     let labels = Labels {
         connector: spec.connector.clone(),
@@ -580,7 +598,10 @@ pub async fn run_source_task(
                 &mut producer,
                 task.as_mut(),
                 &mut stop,
-                &labels,
+                &Ctx {
+                    labels: &labels,
+                    health: &health,
+                },
                 &mut pending,
             )
             .await

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use sluice_proto::{SourceOffset, SourcePartition};
 
 use crate::producer::{ErrorClass, OutRecord, ProducerError, TaskProducer};
-use crate::source_task::{SourceTaskSpec, TaskError};
+use crate::source_task::{Ctx, SourceTaskSpec, TaskError};
 use crate::task_actor::Labels;
 
 /// The most bytes of records an open transaction keeps for a resend; past it, a failure
@@ -140,8 +140,9 @@ pub(crate) async fn commit(
     spec: &SourceTaskSpec,
     producer: &mut TaskProducer,
     pending: &mut Pending,
-    labels: &Labels,
+    ctx: &Ctx<'_>,
 ) -> Result<(), TaskError> {
+    let labels = ctx.labels;
     let refused = producer.take_refused();
     let first = if refused.is_empty() {
         let offsets = offset_records(spec, pending);
@@ -166,7 +167,7 @@ pub(crate) async fn commit(
     } else {
         None
     };
-    recover(spec, producer, pending, labels, first, refused).await
+    recover(spec, producer, pending, ctx, first, refused).await
 }
 
 /// Recovers the open transaction after `first` failed (or, with `None`, after records
@@ -175,10 +176,25 @@ pub(crate) async fn recover(
     spec: &SourceTaskSpec,
     producer: &mut TaskProducer,
     pending: &mut Pending,
-    labels: &Labels,
+    ctx: &Ctx<'_>,
     first: Option<ProducerError>,
     refused: Vec<(usize, String)>,
 ) -> Result<(), TaskError> {
+    let result = recover_in_place(spec, producer, pending, ctx, first, refused).await;
+    // Whatever the outcome, the task is no longer retrying this transaction.
+    ctx.health.recovered();
+    result
+}
+
+async fn recover_in_place(
+    spec: &SourceTaskSpec,
+    producer: &mut TaskProducer,
+    pending: &mut Pending,
+    ctx: &Ctx<'_>,
+    first: Option<ProducerError>,
+    refused: Vec<(usize, String)>,
+) -> Result<(), TaskError> {
+    let labels = ctx.labels;
     if !producer.is_transactional() || pending.overflow {
         return Err(match first {
             Some(e) => e.into(),
@@ -212,6 +228,11 @@ pub(crate) async fn recover(
             return Err(error.map_or_else(|| refusal_error(spec, pending, &[]), TaskError::from));
         }
         tracing::warn!(connector = %spec.connector, task = spec.task, class = class.name(), attempt, records = pending.retained.len(), error = %reason, "transaction failed; recovering in place");
+        ctx.health.retrying(
+            &format_args!("transaction ({}): {reason}", class.name()),
+            attempt,
+            backoff(attempt),
+        );
         if attempt > 1 {
             tokio::time::sleep(backoff(attempt - 1)).await;
         }

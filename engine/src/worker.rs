@@ -203,11 +203,10 @@ fn sink_subscription(parsed: &ParsedConfig) -> Result<sink_task::Subscription, W
 fn source_launcher(spec: Arc<SourceTaskSpec>) -> TaskLauncher {
     TaskLauncher {
         task: spec.task,
-        // Sources do not report retries yet: `_health` goes unused.
-        run: Arc::new(move |stop, _health| {
+        run: Arc::new(move |stop, health| {
             let spec = Arc::clone(&spec);
             Box::pin(async move {
-                crate::source_task::run_source_task(spec, stop)
+                crate::source_task::run_source_task(spec, stop, health)
                     .await
                     .map_err(|e| TaskFailure {
                         trace: trace(&e),

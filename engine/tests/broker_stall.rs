@@ -108,7 +108,19 @@ async fn a_broker_stall_loses_nothing_and_resets_no_client() -> Result<()> {
     eprintln!("stopping the broker (pid {pid}) for {STALL:?}");
     signal(&pid, "-STOP")?;
     let resume = Resume(pid);
-    std::thread::sleep(STALL);
+    // Meanwhile the status says the task is retrying its transaction (once a call failed).
+    let stalled = Instant::now();
+    let mut retrying_note = None;
+    while stalled.elapsed() < STALL {
+        std::thread::sleep(Duration::from_millis(500));
+        if let Ok((_, status)) = w.get_json("/connectors/s/status") {
+            if let Some(trace) = status["tasks"][0]["trace"].as_str() {
+                if status["tasks"][0]["state"] == "RUNNING" && trace.starts_with("retrying:") {
+                    retrying_note.get_or_insert_with(|| trace.to_owned());
+                }
+            }
+        }
+    }
     drop(resume);
     eprintln!("broker continued");
 
@@ -161,6 +173,11 @@ async fn a_broker_stall_loses_nothing_and_resets_no_client() -> Result<()> {
     assert!(
         failures.iter().all(|l| l.ends_with(" 0")),
         "the task restarted: {failures:?}\n{log}"
+    );
+    eprintln!("status during the stall: {retrying_note:?}");
+    assert!(
+        retrying_note.is_some(),
+        "the status never said the task was retrying"
     );
     // The stall was long enough to fail a transaction call (else this test proved nothing).
     assert!(
