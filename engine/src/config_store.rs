@@ -103,7 +103,7 @@ impl ConfigStore {
         timeout: Duration,
     ) -> Result<BTreeMap<String, StoredConnector>, ConfigStoreError> {
         let store = self.clone();
-        let handle = tokio::task::spawn_blocking(move || {
+        let handle = crate::kafka::blocking(timeout, move || {
             let mut configs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
             let mut targets: BTreeMap<String, TargetState> = BTreeMap::new();
             read_to_end(

@@ -23,9 +23,36 @@ pub enum KafkaError {
         /// How long we waited.
         timeout: Duration,
     },
-    /// The blocking task died (a panic inside librdkafka's wrapper).
-    #[error("the Kafka call's thread failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
+}
+
+/// A blocking call that did not come back.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Blocked {
+    /// It ran past its bound (it may still finish on its thread; nothing waits for it).
+    #[error("did not finish within {0:?}")]
+    TimedOut(Duration),
+    /// Its thread panicked or was cancelled.
+    #[error("its thread failed: {0}")]
+    Failed(String),
+}
+
+/// How much longer than its own timeout a librdkafka call is given before it is abandoned:
+/// librdkafka overruns its timeouts in some states (an unreachable group coordinator).
+pub const OVERRUN_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs a blocking librdkafka call on tokio's blocking pool and waits at most `timeout` plus
+/// [`OVERRUN_GRACE`]: the one way every such call is made, so none can stall an actor, a
+/// task loop or the REST server.
+pub async fn blocking<T: Send + 'static>(
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Blocked> {
+    let handle = tokio::task::spawn_blocking(f);
+    match tokio::time::timeout(timeout + OVERRUN_GRACE, handle).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(join)) => Err(Blocked::Failed(join.to_string())),
+        Err(_) => Err(Blocked::TimedOut(timeout + OVERRUN_GRACE)),
+    }
 }
 
 /// Builds a librdkafka config from string properties.
@@ -43,15 +70,14 @@ pub async fn fetch_cluster_id(
     timeout: Duration,
 ) -> Result<String, KafkaError> {
     let bootstrap = props.get("bootstrap.servers").cloned().unwrap_or_default();
-    let lookup = tokio::task::spawn_blocking(move || -> Result<Option<String>, KafkaError> {
+    let lookup = blocking(timeout, move || -> Result<Option<String>, KafkaError> {
         let producer: BaseProducer = client_config(&props).create().map_err(|e| {
             KafkaError::Config(sluice_proto::config::redact(&e.to_string(), &props))
         })?;
         Ok(producer.client().fetch_cluster_id(Timeout::After(timeout)))
     });
-    // The outer timeout guards against librdkafka overrunning its own.
-    match tokio::time::timeout(timeout + Duration::from_secs(5), lookup).await {
-        Ok(joined) => joined??.ok_or(KafkaError::Unreachable { bootstrap, timeout }),
+    match lookup.await {
+        Ok(found) => found?.ok_or(KafkaError::Unreachable { bootstrap, timeout }),
         Err(_) => Err(KafkaError::Unreachable { bootstrap, timeout }),
     }
 }

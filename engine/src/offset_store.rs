@@ -286,7 +286,7 @@ pub async fn partition_count(
 ) -> Result<i32, OffsetStoreError> {
     let props = props.clone();
     let name = topic.to_owned();
-    let handle = tokio::task::spawn_blocking(move || -> Result<i32, String> {
+    let handle = crate::kafka::blocking(timeout, move || -> Result<i32, String> {
         let producer: BaseProducer = client_config(&props)
             .create()
             .map_err(|e| redact(&e.to_string(), &props))?;
@@ -305,15 +305,15 @@ pub async fn partition_count(
         topic: topic.to_owned(),
         message,
     };
-    match tokio::time::timeout(timeout + Duration::from_secs(5), handle).await {
-        Ok(Ok(Ok(0))) => Err(kafka(
+    match handle.await {
+        Ok(Ok(0)) => Err(kafka(
             "does not exist (or has no partitions yet), and the broker did not auto-create it"
                 .into(),
         )),
-        Ok(Ok(Ok(n))) => Ok(n),
-        Ok(Ok(Err(e))) => Err(kafka(format!("metadata: {e}"))),
-        Ok(Err(e)) => Err(kafka(format!("metadata thread failed: {e}"))),
-        Err(_) => Err(OffsetStoreError::Timeout {
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(e)) => Err(kafka(format!("metadata: {e}"))),
+        Err(crate::kafka::Blocked::Failed(e)) => Err(kafka(format!("metadata thread failed: {e}"))),
+        Err(crate::kafka::Blocked::TimedOut(_)) => Err(OffsetStoreError::Timeout {
             topic: topic.to_owned(),
             timeout,
         }),

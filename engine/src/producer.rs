@@ -122,13 +122,12 @@ pub enum ProducerError {
         last: String,
     },
     /// The blocking thread died.
-    #[error("{call}: blocking task failed: {source}")]
+    #[error("{call}: blocking task failed: {message}")]
     Join {
         /// Which call.
         call: &'static str,
         /// Why.
-        #[source]
-        source: tokio::task::JoinError,
+        message: String,
     },
 }
 
@@ -257,17 +256,16 @@ impl DeliveryTracker {
 
 type Inner = ThreadedProducer<DeliveryTracker>;
 
-/// Runs `f` on the blocking pool, bounded by `timeout` plus a grace period.
+/// Runs a producer call through [`crate::kafka::blocking`], naming it in the error.
 async fn blocking<T: Send + 'static>(
     call: &'static str,
     timeout: Duration,
     f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
 ) -> Result<T, ProducerError> {
-    let handle = tokio::task::spawn_blocking(f);
-    match tokio::time::timeout(timeout + Duration::from_secs(5), handle).await {
-        Ok(Ok(result)) => result.map_err(|source| ProducerError::Kafka { call, source }),
-        Ok(Err(source)) => Err(ProducerError::Join { call, source }),
-        Err(_) => Err(ProducerError::Timeout { call, timeout }),
+    match crate::kafka::blocking(timeout, f).await {
+        Ok(result) => result.map_err(|source| ProducerError::Kafka { call, source }),
+        Err(crate::kafka::Blocked::TimedOut(_)) => Err(ProducerError::Timeout { call, timeout }),
+        Err(crate::kafka::Blocked::Failed(message)) => Err(ProducerError::Join { call, message }),
     }
 }
 

@@ -88,6 +88,13 @@ impl PartitionRouter {
         }
     }
 
+    /// The longest a batch waits for topic metadata (30 s by default).
+    #[must_use]
+    pub fn with_metadata_timeout(mut self, timeout: Duration) -> Self {
+        self.metadata_timeout = timeout;
+        self
+    }
+
     fn place(&mut self, batch: Vec<Unrouted>) -> Result<Vec<OutRecord>, RouteError> {
         // One sticky partition per topic per batch keeps unkeyed batches large.
         let mut sticky: HashMap<String, i32> = HashMap::new();
@@ -161,14 +168,17 @@ impl Handler<Route> for PartitionRouter {
         let timeout = self.metadata_timeout;
         let fetch = async move {
             let mut found = Vec::new();
+            // One deadline for the whole batch: a source's transaction may be open while it
+            // waits here, and an unreachable broker must fail it within one timeout, not
+            // once per retry.
+            let deadline = Instant::now() + timeout;
             for topic in unknown {
                 // A just auto-created topic can report no partitions for a moment.
-                let mut attempt = 0;
                 let count = loop {
-                    match partition_count(&props, &topic, timeout).await {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match partition_count(&props, &topic, left).await {
                         Ok(n) => break Ok(n),
-                        Err(e) if attempt < 10 => {
-                            attempt += 1;
+                        Err(e) if Instant::now() + Duration::from_millis(200) < deadline => {
                             tracing::debug!(topic = %topic, error = %e, "metadata not ready, retrying");
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
@@ -249,6 +259,45 @@ mod tests {
             e.to_string()
                 .contains("partition 3 requested, but the topic has 3"),
             "{e}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    /// With no broker to answer, a batch fails within about one metadata timeout (the
+    /// retries share one deadline), not one timeout per retry.
+    #[actix::test]
+    async fn an_unreachable_broker_fails_a_batch_within_one_metadata_timeout() {
+        let props: BTreeMap<String, String> = [
+            ("bootstrap.servers", "127.0.0.1:1"),
+            ("broker.address.family", "v4"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let router = PartitionRouter::new(props)
+            .with_metadata_timeout(Duration::from_secs(1))
+            .start();
+        let started = Instant::now();
+        let routed = router
+            .send(Route(vec![Unrouted {
+                topic: "t".into(),
+                partition: None,
+                key: None,
+                value: None,
+                timestamp: None,
+                headers: Vec::new(),
+            }]))
+            .await;
+        assert!(matches!(routed, Ok(Err(_))), "{routed:?}");
+        // Eleven retries of one second each took over 13 s.
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "took {:?}",
+            started.elapsed()
         );
     }
 }

@@ -1350,7 +1350,11 @@ pub async fn run_sink_task(
     let _ = life.commands.send(Command::Stop);
     // The poller's final revoke must not wait on a loop that no longer listens.
     drop(events);
-    let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+    // Bounded: a poller stuck in librdkafka (a broker gone mid-revoke) must not hold the
+    // task's exit, and with it the supervisor's restart.
+    if let Err(e) = crate::kafka::blocking(spec.kafka_timeout, move || poller.join()).await {
+        tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "the poll thread did not end; left behind");
+    }
     let Life {
         writer, assigned, ..
     } = life;
@@ -1421,7 +1425,7 @@ pub async fn group_offsets(
         group: group_name.clone(),
         message,
     };
-    tokio::task::spawn_blocking(move || {
+    crate::kafka::blocking(timeout, move || {
         let metadata = consumer
             .fetch_metadata(None, timeout)
             .map_err(|e| fail(format!("fetching metadata: {e}")))?;
@@ -1470,15 +1474,17 @@ pub async fn group_offsets(
     })?
 }
 
-/// Commits `offsets` for a group with no active member (a STOPPED sink connector).
+/// Commits `offsets` for a group with no active member (a STOPPED sink connector),
+/// waiting at most `timeout`.
 pub async fn alter_group_offsets(
     props: &BTreeMap<String, String>,
     group: &str,
     offsets: Offsets,
+    timeout: Duration,
 ) -> Result<(), GroupError> {
     let consumer = group_consumer(props, group)?;
     let name = group.to_owned();
-    tokio::task::spawn_blocking(move || {
+    crate::kafka::blocking(timeout, move || {
         consumer
             .commit(&tpl(&offsets), CommitMode::Sync)
             .map_err(|e| GroupError {

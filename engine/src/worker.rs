@@ -50,6 +50,9 @@ pub enum WorkerError {
     /// An actor did not answer.
     #[error("worker internal error: {0}")]
     Internal(String),
+    /// Kafka (the config topic) did not take the change; nothing changed, try again.
+    #[error("{0} (Kafka is unavailable; nothing was changed, the request can be retried)")]
+    Unavailable(String),
 }
 
 /// What the worker keeps per connector.
@@ -330,7 +333,7 @@ impl Worker {
         store
             .put(name, &entry.config, &entry.raw_task_configs, entry.target)
             .await
-            .map_err(|e| WorkerError::Internal(format!("could not store connector {name}: {e}")))
+            .map_err(|e| WorkerError::Unavailable(format!("could not store connector {name}: {e}")))
     }
 
     /// Creates a connector and stores it; if storing fails the connector is removed again,
@@ -890,7 +893,7 @@ impl Worker {
         self.connector(name)?;
         if let Some(store) = &self.store {
             store.delete(name).await.map_err(|e| {
-                WorkerError::Internal(format!(
+                WorkerError::Unavailable(format!(
                     "could not delete connector {name} from the config topic: {e}"
                 ))
             })?;
@@ -956,7 +959,7 @@ impl Worker {
                 .put(name, &planned.config, &planned.raw_tasks, target)
                 .await
                 .map_err(|e| {
-                    WorkerError::Internal(format!("could not store connector {name}: {e}"))
+                    WorkerError::Unavailable(format!("could not store connector {name}: {e}"))
                 })?;
         }
         if existing.is_some() {
@@ -971,7 +974,7 @@ impl Worker {
         let entry = self.connector(name)?;
         if let Some(store) = &self.store {
             store.put_target(name, target).await.map_err(|e| {
-                WorkerError::Internal(format!("could not store the state of {name}: {e}"))
+                WorkerError::Unavailable(format!("could not store the state of {name}: {e}"))
             })?;
         }
         entry.supervisor.do_send(SetTarget(target));
@@ -1113,7 +1116,7 @@ impl Worker {
             );
         }
         let count = offsets.len();
-        sink_task::alter_group_offsets(&props, &group, offsets)
+        sink_task::alter_group_offsets(&props, &group, offsets, Duration::from_secs(30))
             .await
             .map_err(|e| WorkerError::Internal(e.to_string()))?;
         tracing::info!(connector = %name, group = %group, partitions = count, "sink offsets altered");

@@ -545,3 +545,50 @@ async fn names_no_url_can_carry_are_refused() -> Result<()> {
     assert_eq!(b, json!([]));
     Ok(())
 }
+
+/// When Kafka does not take the write to the config topic, a request answers 503 naming
+/// why (not 500), and nothing is created.
+#[actix_web::test]
+async fn a_config_write_kafka_does_not_take_answers_503_and_changes_nothing() -> Result<()> {
+    let stack = stack()?;
+    let admin: BTreeMap<String, String> = [
+        ("bootstrap.servers", stack.kafka_bootstrap.as_str()),
+        ("broker.address.family", "v4"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    // The topic exists; its writer reaches no broker (as when the broker is paused).
+    let unreachable: BTreeMap<String, String> = [
+        ("bootstrap.servers", "127.0.0.1:1"),
+        ("broker.address.family", "v4"),
+        ("message.timeout.ms", "2000"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let store = sluice_engine::config_store::ConfigStore::open(
+        unique_name("rest-configs"),
+        &admin,
+        1,
+        unreachable.clone(),
+        unreachable,
+    )
+    .await?;
+    let worker = worker(stack).await?.with_store(store);
+    let app =
+        test::init_service(App::new().configure(rest::configure(state(Some(worker.clone())))))
+            .await;
+    let topic = stack.create_topic("rest-503", 1).await?;
+    let (s, b) = call!(
+        app,
+        post,
+        "/connectors",
+        json!({"name": "unstored", "config": {
+            "connector.class": "FileStreamSource", "file": "/etc/hostname", "topic": topic}})
+    );
+    assert_error(s, &b, 503, "could not store connector unstored");
+    let (_, b) = call!(app, get, "/connectors");
+    assert_eq!(b, json!([]));
+    Ok(())
+}

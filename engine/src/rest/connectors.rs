@@ -43,6 +43,7 @@ pub(crate) fn worker_error(e: WorkerError) -> RestError {
         WorkerError::Exists(_) => StatusCode::CONFLICT,
         WorkerError::NotFound(_) | WorkerError::TaskNotFound(..) => StatusCode::NOT_FOUND,
         WorkerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        WorkerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     RestError::new(status, e.to_string())
 }
