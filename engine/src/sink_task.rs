@@ -257,6 +257,23 @@ fn tpl(offsets: &Offsets) -> TopicPartitionList {
     list
 }
 
+/// The offsets a list holds (entries without an offset left out).
+fn offsets_of(list: &TopicPartitionList) -> Offsets {
+    list.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((
+                TopicPartition {
+                    topic: e.topic().to_owned(),
+                    partition: e.partition(),
+                },
+                o,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
 fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
     list.elements()
         .iter()
@@ -333,20 +350,7 @@ impl ConsumerContext for SinkContext {
             .and_then(|mut issued| issued.pop_front());
         match result {
             Ok(()) => {
-                let offsets: Offsets = list
-                    .elements()
-                    .iter()
-                    .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) => Some((
-                            TopicPartition {
-                                topic: e.topic().to_owned(),
-                                partition: e.partition(),
-                            },
-                            o,
-                        )),
-                        _ => None,
-                    })
-                    .collect();
+                let offsets = offsets_of(list);
                 self.confirmations.confirm(&offsets);
                 metrics::counter!("sluice_sink_offset_commit_success_total", &labels).increment(1);
                 if let Some(started) = started {
@@ -1452,20 +1456,7 @@ pub async fn group_offsets(
         let committed = consumer
             .committed_offsets(list, timeout)
             .map_err(|e| fail(format!("reading committed offsets: {e}")))?;
-        Ok(committed
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((
-                    TopicPartition {
-                        topic: e.topic().to_owned(),
-                        partition: e.partition(),
-                    },
-                    o,
-                )),
-                _ => None,
-            })
-            .collect())
+        Ok(offsets_of(&committed))
     })
     .await
     .map_err(|e| GroupError {

@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use common::{worker_properties, TempDir, WorkerProcess};
-use sluice_testkit::{free_port, stack, stack_script, unique_name, Isolation};
+use common::SyslogWorker;
+use sluice_testkit::{stack, stack_script, Isolation};
 
 const MESSAGES: usize = 200_000;
 const STALL: Duration = Duration::from_secs(45);
@@ -60,36 +60,13 @@ async fn a_broker_stall_loses_nothing_and_resets_no_client() -> Result<()> {
         eprintln!("SKIPPED: the Kafka broker was not started by deploy/local/stack");
         return Ok(());
     };
-    let topic = stack.create_topic("stall", 1).await?;
-    let dir = TempDir::new("stall")?;
-    let (rest, syslog) = (free_port()?, free_port()?);
-    let worker = dir.write(
-        "w.properties",
-        &worker_properties(
-            stack,
-            rest,
-            &unique_name("stall"),
-            &unique_name("stall-offsets"),
-            "",
-        ),
-    )?;
-    let connector = dir.write(
-        "s.json",
-        &serde_json::json!({"name": "s", "config": {
-            "connector.class": "io.confluent.connect.syslog.SyslogSourceConnector",
-            "syslog.listener": "TCP", "syslog.port": syslog, "syslog.listen.address": "127.0.0.1",
-            "kafka.topic": topic,
-            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-            "value.converter.schemas.enable": "false"}})
-        .to_string(),
-    )?;
-    let mut w = WorkerProcess::standalone(&worker, &[&connector], rest, dir.0.join("w.log"))?;
-    w.wait_ready(Duration::from_secs(60))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", syslog)).is_err() && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let SyslogWorker {
+        worker: mut w,
+        syslog_port: syslog,
+        rest_port: rest,
+        topic,
+        dir: _dir,
+    } = SyslogWorker::start(stack, "stall")?;
 
     // One client, sending as fast as the listener takes it.
     let sender = std::thread::spawn(move || -> Result<usize> {

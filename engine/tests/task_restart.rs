@@ -8,45 +8,19 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use common::{worker_properties, TempDir, WorkerProcess};
-use sluice_testkit::{free_port, stack, unique_name, Isolation};
-
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{wait_listening, SyslogWorker};
+use sluice_testkit::{stack, Isolation};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_manual_restart_runs_one_life_at_a_time() -> Result<()> {
     let stack = stack()?;
-    let topic = unique_name("restart-syslog");
-    let dir = TempDir::new("restart")?;
-    let (rest, syslog) = (free_port()?, free_port()?);
-    let worker = dir.write(
-        "w.properties",
-        &worker_properties(
-            stack,
-            rest,
-            &unique_name("restart"),
-            &unique_name("restart-offsets"),
-            "",
-        ),
-    )?;
-    let connector = dir.write(
-        "s.json",
-        &serde_json::json!({"name": "s", "config": {
-            "connector.class": "io.confluent.connect.syslog.SyslogSourceConnector",
-            "syslog.listener": "TCP", "syslog.port": syslog, "syslog.listen.address": "127.0.0.1",
-            "kafka.topic": topic,
-            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-            "value.converter.schemas.enable": "false"}})
-        .to_string(),
-    )?;
-    let mut w = WorkerProcess::standalone(&worker, &[&connector], rest, dir.0.join("w.log"))?;
-    w.wait_ready(Duration::from_secs(60))?;
-    wait_listening(syslog);
+    let SyslogWorker {
+        worker: mut w,
+        syslog_port: syslog,
+        rest_port: rest,
+        topic,
+        dir: _dir,
+    } = SyslogWorker::start(stack, "restart-syslog")?;
     for round in 0..3 {
         let (status, body) = w.request("POST", "/connectors/s/tasks/0/restart", None)?;
         assert_eq!(status, 204, "{body}");

@@ -494,12 +494,13 @@ pub(crate) async fn receive_udp(socket: tokio::net::UdpSocket, shared: Shared) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use tokio::io::AsyncWriteExt as _;
 
     use super::*;
 
-    fn shared(queue: mpsc::Sender<Received>) -> Shared {
+    /// What a test connection shares: a 1 KiB frame limit, no name lookups.
+    pub(crate) fn shared(queue: mpsc::Sender<Received>) -> Shared {
         Shared {
             queue,
             limit: 1024,

@@ -461,16 +461,8 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt as _;
 
+    use crate::serve::tests::shared;
     use crate::serve::{enqueue, now_millis, serve_relp};
-
-    fn shared(queue: mpsc::Sender<Received>) -> Shared {
-        Shared {
-            queue,
-            limit: 1024,
-            names: PeerNames::disabled(),
-            connector: "syslog-test".into(),
-        }
-    }
 
     /// Kafka refuses timestamps far in the future, and one such record would abort the
     /// whole transaction: the record is stamped when it was received, the message's own

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use sluice_testkit::{http_get, unique_name, Stack};
+use sluice_testkit::{free_port, http_get, unique_name, Stack};
 
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -456,4 +456,61 @@ pub fn tls_certificates(dir: &Path) -> Result<()> {
          done
          openssl pkey -in server.key -aes256 -passout pass:secret -out server.enc.key",
     )
+}
+
+/// A standalone worker running one TCP syslog source (`name` "s") on a free port, writing
+/// schemaless JSON to a fresh topic; returned once the listener accepts connections.
+pub struct SyslogWorker {
+    pub worker: WorkerProcess,
+    pub syslog_port: u16,
+    pub rest_port: u16,
+    pub topic: String,
+    pub dir: TempDir,
+}
+
+impl SyslogWorker {
+    pub fn start(stack: &Stack, prefix: &str) -> Result<Self> {
+        let topic = unique_name(prefix);
+        let dir = TempDir::new(prefix)?;
+        let (rest_port, syslog_port) = (free_port()?, free_port()?);
+        let worker = dir.write(
+            "w.properties",
+            &worker_properties(
+                stack,
+                rest_port,
+                &unique_name(prefix),
+                &unique_name(&format!("{prefix}-offsets")),
+                "",
+            ),
+        )?;
+        let connector = dir.write(
+            "s.json",
+            &serde_json::json!({"name": "s", "config": {
+                "connector.class": "io.confluent.connect.syslog.SyslogSourceConnector",
+                "syslog.listener": "TCP", "syslog.port": syslog_port,
+                "syslog.listen.address": "127.0.0.1", "kafka.topic": topic,
+                "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+                "value.converter.schemas.enable": "false"}})
+            .to_string(),
+        )?;
+        let mut worker =
+            WorkerProcess::standalone(&worker, &[&connector], rest_port, dir.0.join("w.log"))?;
+        worker.wait_ready(Duration::from_secs(60))?;
+        wait_listening(syslog_port);
+        Ok(SyslogWorker {
+            worker,
+            syslog_port,
+            rest_port,
+            topic,
+            dir,
+        })
+    }
+}
+
+/// Waits (up to 30 s) until something accepts TCP connections on the port.
+pub fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
