@@ -16,8 +16,14 @@ use anyhow::{bail, Context as _, Result};
 use common::SyslogWorker;
 use sluice_testkit::{stack, stack_script, Isolation};
 
-const MESSAGES: usize = 200_000;
-const STALL: Duration = Duration::from_secs(45);
+/// The short version's figures; `deploy/chaos/broker-stall` runs the long drill with
+/// SLUICE_STALL_MESSAGES and SLUICE_STALL_SECS.
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// The pid of the broker the stack script started, if it did.
 fn broker_pid() -> Result<Option<String>> {
@@ -56,6 +62,8 @@ impl Drop for Resume {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_stall_loses_nothing_and_resets_no_client() -> Result<()> {
     let stack = stack()?;
+    let messages = usize::try_from(knob("SLUICE_STALL_MESSAGES", 200_000))?;
+    let stall = Duration::from_secs(knob("SLUICE_STALL_SECS", 45));
     let Some(pid) = broker_pid()? else {
         eprintln!("SKIPPED: the Kafka broker was not started by deploy/local/stack");
         return Ok(());
@@ -72,23 +80,23 @@ async fn a_broker_stall_loses_nothing_and_resets_no_client() -> Result<()> {
     let sender = std::thread::spawn(move || -> Result<usize> {
         let mut client = std::net::TcpStream::connect(("127.0.0.1", syslog))?;
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, &mut client);
-        for i in 0..MESSAGES {
+        for i in 0..messages {
             writeln!(out, "<13>1 - host app - - - message {i:07}")
                 .with_context(|| format!("writing message {i}"))?;
         }
         out.flush().context("flushing")?;
         drop(out);
         client.shutdown(std::net::Shutdown::Write)?;
-        Ok(MESSAGES)
+        Ok(messages)
     });
     std::thread::sleep(Duration::from_secs(2));
-    eprintln!("stopping the broker (pid {pid}) for {STALL:?}");
+    eprintln!("stopping the broker (pid {pid}) for {stall:?}");
     signal(&pid, "-STOP")?;
     let resume = Resume(pid);
     // Meanwhile the status says the task is retrying its transaction (once a call failed).
     let stalled = Instant::now();
     let mut retrying_note = None;
-    while stalled.elapsed() < STALL {
+    while stalled.elapsed() < stall {
         std::thread::sleep(Duration::from_millis(500));
         if let Ok((_, status)) = w.get_json("/connectors/s/status") {
             if let Some(trace) = status["tasks"][0]["trace"].as_str() {
@@ -135,6 +143,11 @@ async fn a_broker_stall_loses_nothing_and_resets_no_client() -> Result<()> {
     numbers.sort_unstable();
     let before = numbers.len();
     numbers.dedup();
+    eprintln!(
+        "sent {sent}, in Kafka {before} ({} distinct), missing {}",
+        numbers.len(),
+        sent.saturating_sub(numbers.len())
+    );
     assert_eq!(before, numbers.len(), "duplicates in the topic");
     assert_eq!(
         numbers.len(),
