@@ -290,16 +290,25 @@ pub async fn partition_count(
         let producer: BaseProducer = client_config(&props)
             .create()
             .map_err(|e| redact(&e.to_string(), &props))?;
-        let metadata = producer
-            .client()
-            .fetch_metadata(Some(&name), timeout)
-            .map_err(|e| e.to_string())?;
-        let count = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == name)
-            .map_or(0, |t| t.partitions().len());
-        i32::try_from(count).map_err(|e| e.to_string())
+        // A topic created a moment ago (by us or by auto-creation) can show no partitions
+        // until the broker's metadata catches up: ask again within the timeout.
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&name), left.max(Duration::from_millis(100)))
+                .map_err(|e| e.to_string())?;
+            let count = metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == name)
+                .map_or(0, |t| t.partitions().len());
+            if count > 0 || Instant::now() + Duration::from_millis(100) >= deadline {
+                return i32::try_from(count).map_err(|e| e.to_string());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     });
     let kafka = |message: String| OffsetStoreError::Kafka {
         topic: topic.to_owned(),

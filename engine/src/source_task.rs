@@ -506,7 +506,12 @@ async fn poll_loop(
                 pending.open = true;
                 pending.started = Some(Instant::now());
             }
-            let tags = pending.retain(&routed, origins);
+            // Only a transaction can be sent again: at-least-once keeps nothing.
+            let tags = if producer.is_transactional() {
+                pending.retain(&routed, origins)
+            } else {
+                vec![crate::producer::UNTAGGED; routed.len()]
+            };
             pending.records += records.len() as u64;
             for r in records {
                 pending.offsets.insert(r.source_partition, r.source_offset);

@@ -89,7 +89,8 @@ impl WorkerProcess {
             .append(true)
             .open(&log)?;
         // SLUICE_BIN runs the tests against another build (deploy/chaos runs a release one).
-        let bin = std::env::var("SLUICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_owned());
+        let bin =
+            std::env::var("SLUICE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_owned());
         let child = Command::new(bin)
             .args(args)
             .env("RUST_LOG", "info")
