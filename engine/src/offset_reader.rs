@@ -141,12 +141,18 @@ impl OffsetReader {
         props.insert("group.id".into(), format!("sluice-offset-reader-{topic}"));
         props.insert("enable.auto.commit".into(), "false".into());
         props.insert("isolation.level".into(), "read_committed".into());
-        let consumer: BaseConsumer = client_config(&props).create().map_err(|e| {
-            kafka(format!(
-                "creating the offsets reader: {}",
-                redact(&e.to_string(), &props)
-            ))
-        })?;
+        let create = || -> Result<BaseConsumer, OffsetStoreError> {
+            client_config(&props).create().map_err(|e| {
+                kafka(format!(
+                    "creating the offsets reader: {}",
+                    redact(&e.to_string(), &props)
+                ))
+            })
+        };
+        let consumer = create()?;
+        // End offsets are asked of a client of their own: asked of the consumer that is
+        // fetching the partitions, a watermark query waited out its whole timeout.
+        let meta = create()?;
         let mut assignment = TopicPartitionList::new();
         for p in 0..partitions {
             assignment
@@ -160,7 +166,7 @@ impl OffsetReader {
         let name = topic.to_owned();
         std::thread::Builder::new()
             .name("sluice-offsets-reader".into())
-            .spawn(move || run(&consumer, &name, partitions, &rx))
+            .spawn(move || run(&consumer, &meta, &name, partitions, &rx))
             .map_err(|e| kafka(format!("starting the offsets reader thread: {e}")))?;
         tracing::info!(topic, partitions, "offsets reader started");
         Ok(OffsetReader { requests })
@@ -238,6 +244,7 @@ fn caught_up(consumer: &BaseConsumer, ends: &BTreeMap<i32, i64>) -> bool {
 
 fn run(
     consumer: &BaseConsumer,
+    meta: &BaseConsumer,
     topic: &str,
     partitions: i32,
     requests: &std_mpsc::Receiver<Request>,
@@ -249,7 +256,7 @@ fn run(
             match requests.try_recv() {
                 Ok(request) => {
                     let left = request.deadline.saturating_duration_since(Instant::now());
-                    match ends(consumer, topic, partitions, left) {
+                    match ends(meta, topic, partitions, left) {
                         Ok(ends) => waiting.push((request, ends)),
                         Err(e) => {
                             let _ = request.reply.send(Err(e));
