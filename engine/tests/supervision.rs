@@ -273,26 +273,39 @@ async fn failing_tasks_restart_with_backoff_then_fail_and_others_keep_flowing() 
     Ok(())
 }
 
-/// When each slow task's `stop` began and ended.
-static STOPS: std::sync::Mutex<Vec<(Instant, Instant)>> = std::sync::Mutex::new(Vec::new());
+/// A connector of one task, made by `task`, whose `task_configs` takes `plan_delay`.
+struct OneTask {
+    task: fn() -> Box<dyn SourceTask>,
+    plan_delay: Duration,
+}
 
-struct SlowStop;
-
-impl Connector for SlowStop {
+impl Connector for OneTask {
     fn config_def(&self) -> ConfigDef {
         ConfigDef::new()
     }
 
     fn task_configs(&self, config: &Props, _max: u32) -> Result<Vec<Props>, ConnectorError> {
+        std::thread::sleep(self.plan_delay);
         Ok(vec![config.clone()])
     }
 }
 
-impl SourceConnector for SlowStop {
+impl SourceConnector for OneTask {
     fn task(&self) -> Box<dyn SourceTask> {
-        Box::new(SlowStopTask)
+        (self.task)()
     }
 }
+
+/// A poll that finds nothing.
+fn idle_poll<'a>() -> BoxFuture<'a, Result<Vec<SourceRecord>, ConnectorError>> {
+    Box::pin(async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(Vec::new())
+    })
+}
+
+/// When each slow task's `stop` began and ended.
+static STOPS: std::sync::Mutex<Vec<(Instant, Instant)>> = std::sync::Mutex::new(Vec::new());
 
 struct SlowStopTask;
 
@@ -306,10 +319,7 @@ impl SourceTask for SlowStopTask {
     }
 
     fn poll(&mut self) -> BoxFuture<'_, Result<Vec<SourceRecord>, ConnectorError>> {
-        Box::pin(async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok(Vec::new())
-        })
+        idle_poll()
     }
 
     fn stop(&mut self) -> BoxFuture<'_, ()> {
@@ -324,7 +334,10 @@ impl SourceTask for SlowStopTask {
 }
 
 fn slow_stop() -> Box<dyn SourceConnector> {
-    Box::new(SlowStop)
+    Box::new(OneTask {
+        task: || Box::new(SlowStopTask),
+        plan_delay: Duration::ZERO,
+    })
 }
 
 /// Shutdown stops connectors concurrently: every slow `stop` begins before any ends, so
@@ -359,26 +372,6 @@ async fn stop_all_stops_connectors_concurrently() -> Result<()> {
     Ok(())
 }
 
-struct SlowPlan;
-
-impl Connector for SlowPlan {
-    fn config_def(&self) -> ConfigDef {
-        ConfigDef::new()
-    }
-
-    /// A connector asking its outside system how to split the work, synchronously.
-    fn task_configs(&self, config: &Props, _max: u32) -> Result<Vec<Props>, ConnectorError> {
-        std::thread::sleep(Duration::from_millis(1500));
-        Ok(vec![config.clone()])
-    }
-}
-
-impl SourceConnector for SlowPlan {
-    fn task(&self) -> Box<dyn SourceTask> {
-        Box::new(IdleTask)
-    }
-}
-
 /// Polls nothing, stops at once.
 struct IdleTask;
 
@@ -392,10 +385,7 @@ impl SourceTask for IdleTask {
     }
 
     fn poll(&mut self) -> BoxFuture<'_, Result<Vec<SourceRecord>, ConnectorError>> {
-        Box::pin(async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok(Vec::new())
-        })
+        idle_poll()
     }
 
     fn stop(&mut self) -> BoxFuture<'_, ()> {
@@ -404,7 +394,11 @@ impl SourceTask for IdleTask {
 }
 
 fn slow_plan() -> Box<dyn SourceConnector> {
-    Box::new(SlowPlan)
+    Box::new(OneTask {
+        task: || Box::new(IdleTask),
+        // A connector asking its outside system how to split the work, synchronously.
+        plan_delay: Duration::from_millis(1500),
+    })
 }
 
 /// A connector's slow `task_configs` does not hold the thread that asked for the connector
@@ -449,24 +443,6 @@ async fn a_slow_task_configs_does_not_block_the_calling_thread() -> Result<()> {
 /// Held by the one life of the exclusive task that runs (as a listening port is).
 static HELD: AtomicBool = AtomicBool::new(false);
 
-struct Exclusive;
-
-impl Connector for Exclusive {
-    fn config_def(&self) -> ConfigDef {
-        ConfigDef::new()
-    }
-
-    fn task_configs(&self, config: &Props, _max: u32) -> Result<Vec<Props>, ConnectorError> {
-        Ok(vec![config.clone()])
-    }
-}
-
-impl SourceConnector for Exclusive {
-    fn task(&self) -> Box<dyn SourceTask> {
-        Box::new(ExclusiveTask)
-    }
-}
-
 struct ExclusiveTask;
 
 impl SourceTask for ExclusiveTask {
@@ -486,10 +462,7 @@ impl SourceTask for ExclusiveTask {
     }
 
     fn poll(&mut self) -> BoxFuture<'_, Result<Vec<SourceRecord>, ConnectorError>> {
-        Box::pin(async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok(Vec::new())
-        })
+        idle_poll()
     }
 
     fn stop(&mut self) -> BoxFuture<'_, ()> {
@@ -502,7 +475,10 @@ impl SourceTask for ExclusiveTask {
 }
 
 fn exclusive() -> Box<dyn SourceConnector> {
-    Box::new(Exclusive)
+    Box::new(OneTask {
+        task: || Box::new(ExclusiveTask),
+        plan_delay: Duration::ZERO,
+    })
 }
 
 /// A manual restart waits for the running life to end before the next starts: the next
