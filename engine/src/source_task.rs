@@ -522,8 +522,7 @@ async fn poll_loop(
                 }
                 // The transaction (this batch included) is sent again, then committed.
                 let started = Instant::now();
-                crate::source_txn::recover(spec, producer, pending, ctx, Some(e), Vec::new())
-                    .await?;
+                crate::source_txn::recover(spec, producer, pending, ctx, e).await?;
                 commit_done(spec, task, pending, labels, started).await?;
                 continue;
             }

@@ -105,8 +105,11 @@ impl Pending {
 
 /// Why a resend round did not commit.
 enum RoundFailed {
-    /// A producer call failed.
-    Producer(ProducerError),
+    /// The commit call failed: every record, dead letter and offset of the round is in
+    /// the transaction.
+    Commit(ProducerError),
+    /// A call before the commit failed: the transaction holds part of the round.
+    Interrupted(ProducerError),
     /// A record was refused in this round (found out, or a new suspect): abort, go again.
     Refused,
     /// A refused record and `errors.tolerance=none`.
@@ -125,6 +128,18 @@ fn diagnose(error: &ProducerError, pending: &Pending, producer: &TaskProducer) -
         return ErrorClass::Fatal;
     }
     class
+}
+
+/// What to do first about a failure of class `class`. Retrying a commit is only right
+/// when the failed call was the commit itself (`at_commit`): after a call that failed
+/// earlier (a flush that timed out in a resend round, an abort), the transaction holds part
+/// of what must commit together, and committing it would lose the rest (the suspects, the
+/// dead letters, the offsets). It is aborted instead and the round sent again.
+fn remedy(class: ErrorClass, at_commit: bool) -> ErrorClass {
+    match class {
+        ErrorClass::Retriable if !at_commit => ErrorClass::Abortable,
+        other => other,
+    }
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -147,8 +162,11 @@ pub(crate) async fn commit(
     let first = if refused.is_empty() {
         let offsets = offset_records(spec, pending);
         let attempt = async {
-            producer.send(offsets).await?;
-            producer.commit().await
+            producer
+                .send(offsets)
+                .await
+                .map_err(RoundFailed::Interrupted)?;
+            producer.commit().await.map_err(RoundFailed::Commit)
         };
         match attempt.await {
             Ok(()) => {
@@ -167,17 +185,30 @@ pub(crate) async fn commit(
     } else {
         None
     };
-    recover(spec, producer, pending, ctx, first, refused).await
+    recover_from(spec, producer, pending, ctx, first, refused).await
 }
 
-/// Recovers the open transaction after `first` failed (or, with `None`, after records
-/// were refused): see the module documentation.
+/// Recovers the open transaction after a send into it failed with `first`: see the
+/// module documentation.
 pub(crate) async fn recover(
     spec: &SourceTaskSpec,
     producer: &mut TaskProducer,
     pending: &mut Pending,
     ctx: &Ctx<'_>,
-    first: Option<ProducerError>,
+    first: ProducerError,
+) -> Result<(), TaskError> {
+    let first = Some(RoundFailed::Interrupted(first));
+    recover_from(spec, producer, pending, ctx, first, Vec::new()).await
+}
+
+/// Recovers the open transaction after `first` failed (or, with `None`, after records
+/// were refused).
+async fn recover_from(
+    spec: &SourceTaskSpec,
+    producer: &mut TaskProducer,
+    pending: &mut Pending,
+    ctx: &Ctx<'_>,
+    first: Option<RoundFailed>,
     refused: Vec<(usize, String)>,
 ) -> Result<(), TaskError> {
     let result = recover_in_place(spec, producer, pending, ctx, first, refused).await;
@@ -191,10 +222,17 @@ async fn recover_in_place(
     producer: &mut TaskProducer,
     pending: &mut Pending,
     ctx: &Ctx<'_>,
-    first: Option<ProducerError>,
+    first: Option<RoundFailed>,
     refused: Vec<(usize, String)>,
 ) -> Result<(), TaskError> {
     let labels = ctx.labels;
+    // The failed call, and whether it was the commit (see `remedy`).
+    let (first, mut at_commit) = match first {
+        Some(RoundFailed::Commit(e)) => (Some(e), true),
+        Some(RoundFailed::Interrupted(e)) => (Some(e), false),
+        Some(RoundFailed::Refused) | None => (None, false),
+        Some(RoundFailed::Task(e)) => return Err(e),
+    };
     if !producer.is_transactional() || pending.overflow {
         return Err(match first {
             Some(e) => e.into(),
@@ -208,9 +246,9 @@ async fn recover_in_place(
     let mut attempt = 0_u32;
     loop {
         attempt += 1;
-        let class = error
-            .as_ref()
-            .map_or(ErrorClass::Abortable, |e| diagnose(e, pending, producer));
+        let class = error.as_ref().map_or(ErrorClass::Abortable, |e| {
+            remedy(diagnose(e, pending, producer), at_commit)
+        });
         metrics::counter!("sluice_source_transaction_recoveries_total", "connector" => labels.connector.clone(), "task" => labels.task.clone(), "class" => class.name())
             .increment(1);
         let reason = error
@@ -250,10 +288,17 @@ async fn recover_in_place(
             },
             ErrorClass::Abortable => {
                 if let Err(e) = producer.abort().await {
-                    tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "abort failed; the producer is recreated");
-                    error = Some(ProducerError::Config(format!(
-                        "abort failed, producer unusable: {e}"
-                    )));
+                    at_commit = false;
+                    // librdkafka lets a timed-out abort be called again (`remedy` makes
+                    // a retriable error outside a commit an abort); anything else leaves
+                    // the producer unusable.
+                    error = Some(if e.class() == ErrorClass::Retriable {
+                        tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "abort timed out; it is called again");
+                        e
+                    } else {
+                        tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "abort failed; the producer is recreated");
+                        ProducerError::Config(format!("abort failed, producer unusable: {e}"))
+                    });
                     continue;
                 }
             }
@@ -267,7 +312,9 @@ async fn recover_in_place(
                 {
                     Ok(fresh) => *producer = fresh,
                     Err(e) => {
-                        error = Some(e);
+                        // Whatever went wrong, the next step is another new producer.
+                        error = Some(ProducerError::Config(format!("no new producer: {e}")));
+                        at_commit = false;
                         continue;
                     }
                 }
@@ -280,8 +327,9 @@ async fn recover_in_place(
                 tracing::info!(connector = %spec.connector, task = spec.task, attempt, refused = guilty.len(), "transaction recovered and committed");
                 return Ok(());
             }
-            Err(RoundFailed::Producer(e)) => error = Some(e),
-            Err(RoundFailed::Refused) => error = None,
+            Err(RoundFailed::Commit(e)) => (error, at_commit) = (Some(e), true),
+            Err(RoundFailed::Interrupted(e)) => (error, at_commit) = (Some(e), false),
+            Err(RoundFailed::Refused) => (error, at_commit) = (None, false),
             Err(RoundFailed::Task(e)) => return Err(e),
         }
     }
@@ -297,7 +345,7 @@ async fn resend(
     suspects: &mut BTreeMap<usize, String>,
     guilty: &mut BTreeMap<usize, String>,
 ) -> Result<(), RoundFailed> {
-    let p = |e| RoundFailed::Producer(e);
+    let p = RoundFailed::Interrupted;
     producer.begin().await.map_err(p)?;
     let skip: BTreeSet<usize> = suspects.keys().chain(guilty.keys()).copied().collect();
     let (records, tags): (Vec<OutRecord>, Vec<usize>) = pending
@@ -361,7 +409,7 @@ async fn resend(
         .send(offset_records(spec, pending))
         .await
         .map_err(p)?;
-    producer.commit().await.map_err(p)
+    producer.commit().await.map_err(RoundFailed::Commit)
 }
 
 /// Records the client refused at once never entered the committed transaction: their
@@ -500,6 +548,18 @@ mod tests {
         pending.retain(&[record(RETAIN_LIMIT)], vec![]);
         assert!(pending.overflow);
         assert!(pending.retained.is_empty());
+    }
+
+    #[test]
+    fn only_a_failed_commit_is_retried_as_a_commit() {
+        // A flush that timed out inside a resend round left part of the round in the
+        // transaction: committing it would drop the suspects, dead letters and offsets.
+        assert_eq!(remedy(ErrorClass::Retriable, false), ErrorClass::Abortable);
+        assert_eq!(remedy(ErrorClass::Retriable, true), ErrorClass::Retriable);
+        for class in [ErrorClass::Abortable, ErrorClass::Fatal, ErrorClass::Fenced] {
+            assert_eq!(remedy(class, false), class);
+            assert_eq!(remedy(class, true), class);
+        }
     }
 
     #[test]
