@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice_connector_syslog::parse::{parse, Frame, Framer};
 use sluice_connector_syslog::source::value_schema;
 use sluice_engine::convert::{Converter, JsonConverter, Part};
-use sluice_engine::partitioner::{murmur2, partition_for_key};
+use sluice_engine::kafka::partitioner::{murmur2, partition_for_key};
 use sluice_proto::Value;
 
 const RFC5424: &str = "<134>1 2026-11-25T10:00:00.000Z bench-host bench-app 4242 MSG [exampleSDID@32473 iut=\"3\" eventSource=\"Application\"] benchmark message number 000000000042 with some padding text";

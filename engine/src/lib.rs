@@ -5,29 +5,14 @@
 //! actors, the partition router, the exactly-once source path, and the sink runtime
 //! (consumer groups, Kafka -> Kafka transactions).
 
-pub mod config_store;
-pub mod connector_config;
+pub mod config;
 pub mod convert;
-pub mod errors;
+pub mod herder;
 pub mod kafka;
-mod offset_reader;
-pub mod offset_store;
-pub mod partitioner;
-pub mod producer;
-pub mod properties;
 pub mod registry;
 pub mod replicator;
 pub mod rest;
-pub mod router;
-mod sink_commits;
-pub mod sink_task;
-pub mod source_task;
-mod source_txn;
-pub mod status_store;
-pub mod supervisor;
-pub mod task_actor;
-pub mod task_health;
+pub mod storage;
+pub mod task;
 pub mod telemetry;
 pub mod transforms;
-pub mod worker;
-pub mod worker_config;

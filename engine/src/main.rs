@@ -12,15 +12,16 @@ use std::time::Duration;
 
 use actix::Actor as _;
 use anyhow::{bail, Context as _, Result};
-use sluice_engine::config_store::ConfigStore;
-use sluice_engine::offset_store::{ensure_compacted_topic, partition_count, OffsetStore};
+use sluice_engine::config::worker::{Mode, WorkerConfig};
+use sluice_engine::config::{connector as connector_config, properties};
+use sluice_engine::herder::worker::Worker;
+use sluice_engine::kafka::router::PartitionRouter;
 use sluice_engine::rest::{RestState, ServerInfo};
-use sluice_engine::router::PartitionRouter;
-use sluice_engine::status_store::StatusStore;
-use sluice_engine::supervisor::TargetState;
-use sluice_engine::worker::Worker;
-use sluice_engine::worker_config::{Mode, WorkerConfig};
-use sluice_engine::{connector_config, kafka, properties, rest, telemetry};
+use sluice_engine::storage::configs::ConfigStore;
+use sluice_engine::storage::offsets::{ensure_compacted_topic, partition_count, OffsetStore};
+use sluice_engine::storage::status::StatusStore;
+use sluice_engine::task::supervisor::TargetState;
+use sluice_engine::{kafka, rest, telemetry};
 
 const USAGE: &str = "usage: sluice standalone <worker.properties> <connector.properties|.json>...\n       sluice worker <worker.properties>\n       sluice --version";
 

@@ -151,7 +151,7 @@ fn prometheus_scrapes_rates_lag_and_states_of_a_running_pipeline() -> Result<()>
     // A level set over REST applies to the running process: debug lines appear.
     let (status, body) = w.request(
         "PUT",
-        "/admin/loggers/sluice_engine::source_task",
+        "/admin/loggers/sluice_engine::task::source",
         Some(&json!({"level": "DEBUG"})),
     )?;
     assert_eq!(status, 200, "{body}");
@@ -164,7 +164,7 @@ fn prometheus_scrapes_rates_lag_and_states_of_a_running_pipeline() -> Result<()>
         std::thread::sleep(Duration::from_millis(200));
     }
     let (_, loggers) = w.get_json("/admin/loggers")?;
-    assert_eq!(loggers["sluice_engine::source_task"]["level"], "DEBUG");
+    assert_eq!(loggers["sluice_engine::task::source"]["level"], "DEBUG");
 
     let _ = stop_tx.send(());
     let lines = writer

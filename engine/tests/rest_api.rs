@@ -14,12 +14,12 @@ use actix_web::{test, App};
 use anyhow::Result;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
-use sluice_engine::offset_store::{ensure_compacted_topic, OffsetStore};
+use sluice_engine::config::worker::{Mode, WorkerConfig};
+use sluice_engine::herder::worker::Worker;
+use sluice_engine::kafka::router::PartitionRouter;
 use sluice_engine::rest::{self, RestState, ServerInfo};
-use sluice_engine::router::PartitionRouter;
+use sluice_engine::storage::offsets::{ensure_compacted_topic, OffsetStore};
 use sluice_engine::telemetry::Loggers;
-use sluice_engine::worker::Worker;
-use sluice_engine::worker_config::{Mode, WorkerConfig};
 use sluice_testkit::{stack, unique_name, Stack};
 
 // The recorder installs once per process; a test cannot run without it.
@@ -567,7 +567,7 @@ async fn a_config_write_kafka_does_not_take_answers_503_and_changes_nothing() ->
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
-    let store = sluice_engine::config_store::ConfigStore::open(
+    let store = sluice_engine::storage::configs::ConfigStore::open(
         unique_name("rest-configs"),
         &admin,
         1,

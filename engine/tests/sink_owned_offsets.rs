@@ -12,7 +12,7 @@ use anyhow::Result;
 use common::{in_process_worker, props};
 use rdkafka::producer::{BaseRecord, Producer as _};
 use sluice_engine::registry::{Kind, Plugin};
-use sluice_engine::supervisor::TargetState;
+use sluice_engine::task::supervisor::TargetState;
 use sluice_proto::{
     BoxFuture, ConfigDef, Connector, ConnectorError, Props, SinkConnector, SinkRecord, SinkTask,
     TopicPartition,

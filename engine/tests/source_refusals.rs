@@ -9,9 +9,9 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
+use sluice_engine::herder::worker::Worker;
 use sluice_engine::registry::{Kind, Plugin};
-use sluice_engine::supervisor::{TargetState, TaskState, TaskStatus};
-use sluice_engine::worker::Worker;
+use sluice_engine::task::supervisor::{TargetState, TaskState, TaskStatus};
 use sluice_proto::{
     BoxFuture, ConfigDef, ConfigKey, ConfigType, Connector, ConnectorError, Props, SourceConnector,
     SourceOffset, SourcePartition, SourceRecord, SourceTask, SourceTaskContext, Value,

@@ -160,7 +160,7 @@ async fn task_starts_share_one_offsets_reader() -> Result<()> {
     let stack = stack()?;
     let offsets = unique_name("shared-offsets");
     // 2,000 offsets of other connectors already in the topic.
-    sluice_engine::offset_store::ensure_compacted_topic(
+    sluice_engine::storage::offsets::ensure_compacted_topic(
         &[(
             "bootstrap.servers".to_owned(),
             stack.kafka_bootstrap.clone(),

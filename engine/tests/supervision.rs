@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use actix::Actor as _;
 use anyhow::{bail, Result};
 use common::{committed_lines, TempDir};
-use sluice_engine::offset_store::{ensure_compacted_topic, OffsetStore};
+use sluice_engine::config::worker::{Mode, WorkerConfig};
+use sluice_engine::herder::worker::Worker;
+use sluice_engine::kafka::router::PartitionRouter;
 use sluice_engine::registry::{Kind, Plugin};
-use sluice_engine::router::PartitionRouter;
-use sluice_engine::supervisor::{TargetState, TaskState, TaskStatus};
-use sluice_engine::worker::Worker;
-use sluice_engine::worker_config::{Mode, WorkerConfig};
+use sluice_engine::storage::offsets::{ensure_compacted_topic, OffsetStore};
+use sluice_engine::task::supervisor::{TargetState, TaskState, TaskStatus};
 use sluice_proto::{
     BoxFuture, ConfigDef, ConfigKey, ConfigType, Connector, ConnectorError, Props, SourceConnector,
     SourceRecord, SourceTask, SourceTaskContext,

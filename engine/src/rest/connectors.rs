@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 use sluice_proto::{SourceOffset, SourcePartition};
 
 use super::{method_not_allowed, RestError, RestState};
-use crate::supervisor::{TargetState, TaskStatus};
-use crate::worker::{ConnectorEntry, Worker, WorkerError};
+use crate::herder::worker::{ConnectorEntry, Worker, WorkerError};
+use crate::task::supervisor::{TargetState, TaskStatus};
 
 /// The routes of this module.
 pub const ROUTES: &[(&str, &str)] = &[

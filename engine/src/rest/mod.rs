@@ -17,8 +17,8 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
+use crate::herder::worker::Worker;
 use crate::telemetry::Loggers;
-use crate::worker::Worker;
 
 mod admin;
 mod connectors;
@@ -341,14 +341,14 @@ mod tests {
         let response = test::call_service(
             &app,
             put(
-                "/admin/loggers/sluice_engine::sink_task",
+                "/admin/loggers/sluice_engine::task::sink",
                 r#"{"level":"debug"}"#,
             ),
         )
         .await;
         assert_eq!(response.status(), StatusCode::OK);
         let body: serde_json::Value = test::read_body_json(response).await;
-        assert_eq!(body, serde_json::json!(["sluice_engine::sink_task"]));
+        assert_eq!(body, serde_json::json!(["sluice_engine::task::sink"]));
 
         let all: serde_json::Value = test::call_and_read_body_json(
             &app,
@@ -357,13 +357,13 @@ mod tests {
         .await;
         assert_eq!(all["root"]["level"], "INFO");
         assert_eq!(all["root"]["last_modified"], serde_json::Value::Null);
-        assert_eq!(all["sluice_engine::sink_task"]["level"], "DEBUG");
-        assert!(all["sluice_engine::sink_task"]["last_modified"].is_u64());
+        assert_eq!(all["sluice_engine::task::sink"]["level"], "DEBUG");
+        assert!(all["sluice_engine::task::sink"]["last_modified"].is_u64());
 
         let one: serde_json::Value = test::call_and_read_body_json(
             &app,
             test::TestRequest::get()
-                .uri("/admin/loggers/sluice_engine::sink_task::inner")
+                .uri("/admin/loggers/sluice_engine::task::sink::inner")
                 .to_request(),
         )
         .await;

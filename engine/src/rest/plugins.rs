@@ -10,7 +10,7 @@ use sluice_proto::config::{ConfigKey, DefaultValue};
 use sluice_proto::ConfigDef;
 
 use super::{method_not_allowed, RestError};
-use crate::connector_config::common_def;
+use crate::config::connector::common_def;
 use crate::{convert, registry};
 
 /// The routes of this module.
@@ -76,7 +76,7 @@ async fn list(req: HttpRequest) -> Result<HttpResponse, RestError> {
 
 fn full_def(plugin: registry::Plugin) -> ConfigDef {
     common_def()
-        .merge(&crate::connector_config::kind_def(&plugin))
+        .merge(&crate::config::connector::kind_def(&plugin))
         .merge(&plugin.connector().config_def())
 }
 

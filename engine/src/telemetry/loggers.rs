@@ -1,5 +1,5 @@
 //! Log levels that change at runtime, behind Kafka Connect's `/admin/loggers` (KIP-495):
-//! a logger is a `tracing` target (a module path such as `sluice_engine::sink_task`, or a
+//! a logger is a `tracing` target (a module path such as `sluice_engine::task::sink`, or a
 //! prefix of one), `root` is the default level. Setting a logger also sets the loggers
 //! below it that had their own level, as log4j does in Kafka Connect; setting `root` sets
 //! them all. Changes last until the process exits.
@@ -43,7 +43,7 @@ pub enum LoggersError {
     )]
     BadLevel(String),
     /// Not a target name.
-    #[error("invalid logger name {0:?}: expected a module path such as sluice_engine::sink_task, or root")]
+    #[error("invalid logger name {0:?}: expected a module path such as sluice_engine::task::sink, or root")]
     BadName(String),
     /// The filter could not be applied.
     #[error("could not apply the new levels: {0}")]
@@ -293,28 +293,31 @@ mod tests {
 
     #[test]
     fn start_up_levels_are_listed() {
-        let (l, _) = loggers("warn,sluice_engine::sink_task=debug,rdkafka[span]=trace");
+        let (l, _) = loggers("warn,sluice_engine::task::sink=debug,rdkafka[span]=trace");
         let all = l.all();
         assert_eq!(all["root"].level, "WARN");
-        assert_eq!(all["sluice_engine::sink_task"].level, "DEBUG");
-        assert_eq!(all["sluice_engine::sink_task"].last_modified, None);
+        assert_eq!(all["sluice_engine::task::sink"].level, "DEBUG");
+        assert_eq!(all["sluice_engine::task::sink"].last_modified, None);
         assert_eq!(all.len(), 2);
     }
 
     #[test]
     fn setting_a_logger_sets_those_below_it_and_applies_one_filter() {
-        let (l, applied) = loggers("info,sluice_engine::sink_task=warn,sluice_proto=error");
+        let (l, applied) = loggers("info,sluice_engine::task::sink=warn,sluice_proto=error");
         let changed = l.set("sluice_engine", "debug").unwrap();
-        assert_eq!(changed, ["sluice_engine", "sluice_engine::sink_task"]);
-        assert_eq!(l.get("sluice_engine::sink_task").unwrap().level, "DEBUG");
+        assert_eq!(changed, ["sluice_engine", "sluice_engine::task::sink"]);
+        assert_eq!(l.get("sluice_engine::task::sink").unwrap().level, "DEBUG");
         assert_eq!(l.get("sluice_proto").unwrap().level, "ERROR");
         assert!(l.get("sluice_engine").unwrap().last_modified.is_some());
         // Inherited from the nearest ancestor with a level.
-        assert_eq!(l.get("sluice_engine::worker").unwrap().level, "DEBUG");
+        assert_eq!(
+            l.get("sluice_engine::herder::worker").unwrap().level,
+            "DEBUG"
+        );
         assert_eq!(l.get("other").unwrap().level, "INFO");
         assert_eq!(
             applied.lock().unwrap().last().unwrap(),
-            "info,sluice_engine=debug,sluice_engine::sink_task=debug,sluice_proto=error"
+            "info,sluice_engine=debug,sluice_engine::task::sink=debug,sluice_proto=error"
         );
         let all = l.set("root", "FATAL").unwrap();
         assert_eq!(all.len(), 4);

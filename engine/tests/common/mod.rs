@@ -330,7 +330,7 @@ pub async fn in_process_worker(
     stack: &Stack,
     prefix: &str,
     extra: &[(&str, &str)],
-) -> Result<sluice_engine::worker::Worker> {
+) -> Result<sluice_engine::herder::worker::Worker> {
     use actix::Actor as _;
     let offsets_topic = unique_name(&format!("{prefix}-offsets"));
     let group = unique_name(prefix);
@@ -343,25 +343,28 @@ pub async fn in_process_worker(
         ("admin.broker.address.family", "v4"),
     ];
     pairs.extend_from_slice(extra);
-    let config = std::sync::Arc::new(sluice_engine::worker_config::WorkerConfig::parse(
+    let config = std::sync::Arc::new(sluice_engine::config::worker::WorkerConfig::parse(
         &props(&pairs),
-        sluice_engine::worker_config::Mode::Standalone,
+        sluice_engine::config::worker::Mode::Standalone,
     )?);
-    sluice_engine::offset_store::ensure_compacted_topic(
+    sluice_engine::storage::offsets::ensure_compacted_topic(
         &config.kafka_client_props("admin."),
         &offsets_topic,
         1,
         1,
     )
     .await?;
-    let offsets = sluice_engine::offset_store::OffsetStore::new(
+    let offsets = sluice_engine::storage::offsets::OffsetStore::new(
         offsets_topic,
         1,
         config.kafka_client_props("consumer."),
     );
     let router =
-        sluice_engine::router::PartitionRouter::new(config.kafka_client_props("producer.")).start();
-    Ok(sluice_engine::worker::Worker::new(config, router, offsets))
+        sluice_engine::kafka::router::PartitionRouter::new(config.kafka_client_props("producer."))
+            .start();
+    Ok(sluice_engine::herder::worker::Worker::new(
+        config, router, offsets,
+    ))
 }
 
 /// The number of documents in `index` after a refresh; 0 while OpenSearch is unreachable.

@@ -12,7 +12,7 @@ use actix::prelude::*;
 use sluice_proto::BoxFuture;
 use tokio::sync::watch;
 
-use crate::task_health::TaskHealth;
+use crate::task::health::TaskHealth;
 
 /// One life of a task: runs until `stop` turns true (then commits and returns `Ok`) or
 /// fails (`Err` carries the trace for the status API); reports retries in place through

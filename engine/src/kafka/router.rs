@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::offset_store::partition_count;
-use crate::partitioner::{partition_for_key, StickySpreader};
-use crate::producer::OutRecord;
+use crate::kafka::partitioner::{partition_for_key, StickySpreader};
+use crate::kafka::producer::OutRecord;
+use crate::storage::offsets::partition_count;
 
 /// A converted record whose partition may still be open.
 #[derive(Debug, Clone)]

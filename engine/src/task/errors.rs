@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_proto::{ConfigDef, ConfigKey, ConfigType, Importance, ParsedConfig, Validator};
 
-use crate::task_actor::Labels;
+use crate::task::actor::Labels;
 
 /// Sets `sluice_task_last_error_timestamp_seconds` of a task to now.
 pub(crate) fn note_error_time(labels: &[(&'static str, String)]) {

@@ -10,23 +10,23 @@ use std::time::Duration;
 use actix::prelude::*;
 use sluice_proto::{ConfigDef, ErrorKind, ExactlyOnceSupport, ParsedConfig};
 
-use crate::config_store::ConfigStore;
-use crate::connector_config::common_def;
-use crate::connector_config::kind_def;
+use crate::config::connector::common_def;
+use crate::config::connector::kind_def;
+use crate::config::worker::WorkerConfig;
 use crate::convert::{self, Part};
-use crate::offset_store::OffsetStore;
+use crate::kafka::router::PartitionRouter;
 use crate::registry;
-use crate::router::PartitionRouter;
-use crate::sink_task;
-use crate::source_task::{Boundary, SourceTaskSpec, TaskError, TaskFactory};
-use crate::status_store::StatusStore;
-use crate::supervisor::{
+use crate::storage::configs::ConfigStore;
+use crate::storage::offsets::OffsetStore;
+use crate::storage::status::StatusStore;
+use crate::task::actor::{trace, TaskFailure, TaskLauncher};
+use crate::task::sink;
+use crate::task::source::{Boundary, SourceTaskSpec, TaskError, TaskFactory};
+use crate::task::supervisor::{
     ConnectorSupervisor, GetStatus, RestartPolicy, RestartTask, SetTarget, StopConnector,
     TargetState, TaskState, TaskStatus,
 };
-use crate::task_actor::{trace, TaskFailure, TaskLauncher};
 use crate::transforms::TransformChain;
-use crate::worker_config::WorkerConfig;
 
 /// A connector could not be created; the message names the key at fault. Nothing was
 /// started or stored.
@@ -79,7 +79,7 @@ pub struct ConnectorEntry {
     /// `source` or `sink`.
     pub kind: &'static str,
     /// A sink's topics.
-    pub subscription: Option<sink_task::Subscription>,
+    pub subscription: Option<sink::Subscription>,
 }
 
 /// A connector checked and ready to start: what [`Worker::plan`] hands [`Worker::launch`].
@@ -93,7 +93,7 @@ struct Planned {
     raw_tasks: Vec<BTreeMap<String, String>>,
     specs: Vec<TaskLauncher>,
     topics: Arc<Mutex<BTreeSet<String>>>,
-    subscription: Option<sink_task::Subscription>,
+    subscription: Option<sink::Subscription>,
     exactly_once: bool,
 }
 
@@ -153,12 +153,12 @@ struct TaskCommon {
     value_converter: Arc<dyn convert::Converter>,
     producer_props: BTreeMap<String, String>,
     transforms: Arc<TransformChain>,
-    errors: crate::errors::ErrorPolicy,
+    errors: crate::task::errors::ErrorPolicy,
 }
 
 /// A sink's topics: exactly one of `topics` and `topics.regex`, and never its own
 /// dead-letter queue (Kafka Connect refuses that loop too).
-fn sink_subscription(parsed: &ParsedConfig) -> Result<sink_task::Subscription, WorkerError> {
+fn sink_subscription(parsed: &ParsedConfig) -> Result<sink::Subscription, WorkerError> {
     let topics: Vec<String> = parsed
         .list("topics")
         .unwrap_or_default()
@@ -189,7 +189,7 @@ fn sink_subscription(parsed: &ParsedConfig) -> Result<sink_task::Subscription, W
                     "matches the dead-letter queue topic (errors.deadletterqueue.topic.name)",
                 ));
             }
-            Ok(sink_task::Subscription::Regex(regex.to_owned()))
+            Ok(sink::Subscription::Regex(regex.to_owned()))
         }
         (false, None) => {
             if let Some(d) = dlq.filter(|d| topics.iter().any(|t| t == d)) {
@@ -198,7 +198,7 @@ fn sink_subscription(parsed: &ParsedConfig) -> Result<sink_task::Subscription, W
                     format!("contains the dead-letter queue topic {d}"),
                 ));
             }
-            Ok(sink_task::Subscription::Topics(topics))
+            Ok(sink::Subscription::Topics(topics))
         }
     }
 }
@@ -209,7 +209,7 @@ fn source_launcher(spec: Arc<SourceTaskSpec>) -> TaskLauncher {
         run: Arc::new(move |stop, health| {
             let spec = Arc::clone(&spec);
             Box::pin(async move {
-                crate::source_task::run_source_task(spec, stop, health)
+                crate::task::source::run_source_task(spec, stop, health)
                     .await
                     .map_err(|e| TaskFailure {
                         trace: trace(&e),
@@ -223,17 +223,17 @@ fn source_launcher(spec: Arc<SourceTaskSpec>) -> TaskLauncher {
     }
 }
 
-fn sink_launcher(spec: Arc<sink_task::SinkTaskSpec>) -> TaskLauncher {
+fn sink_launcher(spec: Arc<sink::SinkTaskSpec>) -> TaskLauncher {
     TaskLauncher {
         task: spec.task,
         run: Arc::new(move |stop, health| {
             let spec = Arc::clone(&spec);
             Box::pin(async move {
-                sink_task::run_sink_task(spec, stop, health)
+                sink::run_sink_task(spec, stop, health)
                     .await
                     .map_err(|e| TaskFailure {
                         trace: trace(&e),
-                        permanent: matches!(&e, sink_task::SinkError::Connector(c) if c.kind == ErrorKind::Config),
+                        permanent: matches!(&e, sink::SinkError::Connector(c) if c.kind == ErrorKind::Config),
                     })
             })
         }),
@@ -579,7 +579,7 @@ impl Worker {
         let mut producer_props = self.config.kafka_client_props("producer.");
         producer_props.extend(parsed.with_prefix("producer.override."));
         let topics = Arc::new(Mutex::new(BTreeSet::new()));
-        let errors = crate::errors::ErrorPolicy::from_config(&parsed);
+        let errors = crate::task::errors::ErrorPolicy::from_config(&parsed);
         let transforms = Arc::new(
             TransformChain::from_config(props)
                 .map_err(|e| WorkerError::BadConfig(e.to_string()))?,
@@ -634,11 +634,11 @@ impl Worker {
                 let output = match kind {
                     registry::Kind::Sink(ctor) => {
                         exactly_once = false;
-                        sink_task::Output::Task(Arc::new(move || ctor().task()))
+                        sink::Output::Task(Arc::new(move || ctor().task()))
                     }
                     _ => {
                         exactly_once = true;
-                        sink_task::Output::Kafka {
+                        sink::Output::Kafka {
                             rename: parsed
                                 .string(crate::replicator::RENAME)
                                 .unwrap_or("${topic}.replica")
@@ -675,13 +675,13 @@ impl Worker {
                     .zip(0_u32..)
                     .map(|(config, task)| {
                         let mut output = output.clone();
-                        if let sink_task::Output::Kafka {
+                        if let sink::Output::Kafka {
                             transactional_id, ..
                         } = &mut output
                         {
                             *transactional_id = format!("{}-{}-{}", self.group_id, name, task);
                         }
-                        let spec = Arc::new(sink_task::SinkTaskSpec {
+                        let spec = Arc::new(sink::SinkTaskSpec {
                             connector: name.clone(),
                             task,
                             config,
@@ -799,7 +799,8 @@ impl Worker {
     /// their mailboxes within `timeout` (all together), else says which did not.
     pub async fn health(&self, timeout: Duration) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + timeout;
-        match tokio::time::timeout_at(deadline, self.router.send(crate::router::Ping)).await {
+        match tokio::time::timeout_at(deadline, self.router.send(crate::kafka::router::Ping)).await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(format!("the partition router is gone: {e}")),
             Err(_) => {
@@ -1030,9 +1031,9 @@ impl Worker {
     {
         let entry = self.connector(name)?;
         if let Some(subscription) = &entry.subscription {
-            let offsets = sink_task::group_offsets(
+            let offsets = sink::group_offsets(
                 &self.config.kafka_client_props("consumer."),
-                &sink_task::group_id(name),
+                &sink::group_id(name),
                 subscription,
                 Duration::from_secs(30),
             )
@@ -1067,9 +1068,9 @@ impl Worker {
         )>,
     ) -> Result<(), WorkerError> {
         let props = self.config.kafka_client_props("consumer.");
-        let group = sink_task::group_id(name);
+        let group = sink::group_id(name);
         if changes.iter().all(|(_, o)| o.is_none()) {
-            sink_task::delete_group(&props, &group, Duration::from_secs(30))
+            sink::delete_group(&props, &group, Duration::from_secs(30))
                 .await
                 .map_err(|e| WorkerError::Internal(e.to_string()))?;
             tracing::info!(connector = %name, group = %group, "sink offsets reset (consumer group deleted)");
@@ -1116,7 +1117,7 @@ impl Worker {
             );
         }
         let count = offsets.len();
-        sink_task::alter_group_offsets(&props, &group, offsets, Duration::from_secs(30))
+        sink::alter_group_offsets(&props, &group, offsets, Duration::from_secs(30))
             .await
             .map_err(|e| WorkerError::Internal(e.to_string()))?;
         tracing::info!(connector = %name, group = %group, partitions = count, "sink offsets altered");
@@ -1146,7 +1147,7 @@ impl Worker {
             .iter()
             .map(|(p, o)| self.offsets.record(name, p, o.as_ref()))
             .collect();
-        let producer = crate::producer::TaskProducer::create(
+        let producer = crate::kafka::producer::TaskProducer::create(
             self.config.kafka_client_props("producer."),
             None,
             Duration::from_secs(30),

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::offset_store::{ensure_compacted_topic, partition_count, OffsetStoreError};
-use crate::partitioner::partition_for_key;
-use crate::producer::{OutRecord, ProducerError, TaskProducer};
+use crate::kafka::partitioner::partition_for_key;
+use crate::kafka::producer::{OutRecord, ProducerError, TaskProducer};
+use crate::storage::offsets::{ensure_compacted_topic, partition_count, OffsetStoreError};
 
 /// The status topic and a producer for it.
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@ use sluice_proto::{SourceOffset, SourcePartition};
 use tokio::sync::oneshot;
 
 use crate::kafka::client_config;
-use crate::offset_store::OffsetStoreError;
+use crate::storage::offsets::OffsetStoreError;
 
 /// One connector's offsets.
 pub(crate) type ConnectorOffsets = BTreeMap<SourcePartition, SourceOffset>;

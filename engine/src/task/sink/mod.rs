@@ -25,6 +25,8 @@
 //!   transaction (`send_offsets_to_transaction`), so read_committed readers of the output
 //!   see each input record exactly once, whenever the worker is killed.
 
+mod commits;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
@@ -41,12 +43,12 @@ use sluice_proto::{Header, Props, SinkRecord, SinkTask, TimestampType, TopicPart
 use tokio::sync::{mpsc, watch};
 
 use crate::convert::Converter;
-use crate::errors::ErrorPolicy;
 use crate::kafka::client_config;
-use crate::producer::{OutRecord, ProducerError, TaskProducer};
-use crate::router::{PartitionRouter, Route, Unrouted};
-use crate::task_actor::Labels;
-use crate::task_health::TaskHealth;
+use crate::kafka::producer::{OutRecord, ProducerError, TaskProducer};
+use crate::kafka::router::{PartitionRouter, Route, Unrouted};
+use crate::task::actor::Labels;
+use crate::task::errors::ErrorPolicy;
+use crate::task::health::TaskHealth;
 use crate::transforms::{Envelope, TransformChain};
 
 /// Builds a fresh connector sink task for each (re)start.
@@ -159,10 +161,10 @@ pub enum SinkError {
     Producer(#[from] ProducerError),
     /// The router refused the batch.
     #[error(transparent)]
-    Route(#[from] crate::router::RouteError),
+    Route(#[from] crate::kafka::router::RouteError),
     /// The output topic could not be created.
     #[error(transparent)]
-    Topic(#[from] crate::offset_store::OffsetStoreError),
+    Topic(#[from] crate::storage::offsets::OffsetStoreError),
     /// The router is gone (worker shutting down).
     #[error("partition router unavailable: {0}")]
     Mailbox(#[from] MailboxError),
@@ -215,7 +217,7 @@ fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> Raw {
     }
 }
 
-use crate::sink_commits::{CommitBook, Confirmations, Offsets};
+use crate::task::sink::commits::{CommitBook, Confirmations, Offsets};
 
 /// What the poller tells the task's loop, in order.
 enum Event {
@@ -701,7 +703,7 @@ fn tolerate(
     stage: &str,
     error: &dyn std::fmt::Display,
 ) -> Option<OutRecord> {
-    crate::errors::count_tolerated(labels, stage);
+    crate::task::errors::count_tolerated(labels, stage);
     if spec.errors.log {
         if spec.errors.log_messages {
             tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, record = ?r, "bad record tolerated");
@@ -710,7 +712,7 @@ fn tolerate(
         }
     }
     let topic = spec.errors.dlq_topic.clone()?;
-    use crate::errors::headers as h;
+    use crate::task::errors::headers as h;
     let text = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
     let mut headers = r.headers.clone();
     let class = if stage == "TASK_PUT" {
@@ -1079,14 +1081,14 @@ impl Life<'_> {
         };
         let topics: BTreeSet<&str> = partitions.iter().map(|tp| tp.topic.as_str()).collect();
         for topic in topics {
-            let count = crate::offset_store::partition_count(
+            let count = crate::storage::offsets::partition_count(
                 &spec.consumer_props,
                 topic,
                 spec.kafka_timeout,
             )
             .await?;
             let target = rename.replace("${topic}", topic);
-            crate::offset_store::ensure_topic(&spec.producer_props, &target, count, -1, false)
+            crate::storage::offsets::ensure_topic(&spec.producer_props, &target, count, -1, false)
                 .await?;
         }
         Ok(())
@@ -1256,7 +1258,7 @@ pub async fn run_sink_task(
     };
     let dlq = match (&spec.errors.dlq_topic, &spec.output) {
         (Some(topic), Output::Task(_)) => {
-            crate::offset_store::ensure_topic(
+            crate::storage::offsets::ensure_topic(
                 &spec.producer_props,
                 topic,
                 1,
@@ -1267,7 +1269,7 @@ pub async fn run_sink_task(
             Some(TaskProducer::create(spec.producer_props.clone(), None, spec.kafka_timeout).await?)
         }
         (Some(topic), Output::Kafka { .. }) => {
-            crate::offset_store::ensure_topic(
+            crate::storage::offsets::ensure_topic(
                 &spec.producer_props,
                 topic,
                 1,

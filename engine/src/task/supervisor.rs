@@ -4,16 +4,16 @@
 //! until restarted by hand. A restart resumes from committed offsets, so it neither loses
 //! nor duplicates records. Each task runs on its own arbiter (thread): a connector that
 //! blocks or spins cannot stall another connector or the REST API. A RUNNING task that is
-//! retrying a failure in place shows it in its trace (see [`crate::task_health`]).
+//! retrying a failure in place shows it in its trace (see [`crate::task::health`]).
 
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde::Serialize;
 
-use crate::status_store::StatusStore;
-use crate::task_actor::{StopTask, TaskActor, TaskExited, TaskLauncher};
-use crate::task_health::{HealthWatch, TaskHealth};
+use crate::storage::status::StatusStore;
+use crate::task::actor::{StopTask, TaskActor, TaskExited, TaskLauncher};
+use crate::task::health::{HealthWatch, TaskHealth};
 
 /// How failed tasks are restarted.
 #[derive(Debug, Clone, Copy)]
@@ -341,7 +341,7 @@ impl Handler<TaskExited> for ConnectorSupervisor {
                 slot.status.attempts = u32::try_from(slot.failures.len()).unwrap_or(u32::MAX);
                 slot.status.trace = Some(trace.clone());
                 metrics::counter!("sluice_task_failures_total", &labels).increment(1);
-                crate::errors::note_error_time(&labels);
+                crate::task::errors::note_error_time(&labels);
                 if failure.permanent {
                     slot.status.state = TaskState::Failed;
                     tracing::error!(connector = %name, task = msg.task, trace = %trace, "task FAILED: its configuration is wrong, a restart would not help");

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::offset_store::{ensure_compacted_topic, read_to_end, OffsetStoreError};
-use crate::producer::{OutRecord, TaskProducer};
-use crate::supervisor::TargetState;
+use crate::kafka::producer::{OutRecord, TaskProducer};
+use crate::storage::offsets::{ensure_compacted_topic, read_to_end, OffsetStoreError};
+use crate::task::supervisor::TargetState;
 
 /// A connector as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -175,7 +175,7 @@ impl ConfigStore {
     }
 
     async fn write(&self, records: Vec<OutRecord>) -> Result<(), ConfigStoreError> {
-        let err = |e: crate::producer::ProducerError| ConfigStoreError::Write {
+        let err = |e: crate::kafka::producer::ProducerError| ConfigStoreError::Write {
             topic: self.topic.clone(),
             message: e.to_string(),
         };

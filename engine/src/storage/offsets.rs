@@ -20,9 +20,9 @@ use sluice_proto::offsets::{encode_offset, OffsetKey};
 use sluice_proto::{SourceOffset, SourcePartition};
 
 use crate::kafka::client_config;
-use crate::offset_reader::OffsetReader;
-use crate::partitioner::partition_for_key;
-use crate::producer::OutRecord;
+use crate::kafka::partitioner::partition_for_key;
+use crate::kafka::producer::OutRecord;
+use crate::storage::offset_reader::OffsetReader;
 
 /// Reading or creating the offsets topic failed.
 #[derive(Debug, thiserror::Error)]

@@ -65,7 +65,7 @@ pub fn common_def() -> ConfigDef {
                 .group("Predicates")
                 .doc("Aliases of the predicates transforms may refer to."),
         )
-        .merge(&crate::errors::config_def())
+        .merge(&crate::task::errors::config_def())
         .pass_through("transforms.")
         .pass_through("predicates.")
         .pass_through("key.converter.")
@@ -141,7 +141,7 @@ pub fn read_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
     if path.extension().is_some_and(|e| e == "json") {
         from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
     } else {
-        crate::properties::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        crate::config::properties::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use sluice_proto::{SourceOffset, SourcePartition};
 
-use crate::producer::{ErrorClass, OutRecord, ProducerError, TaskProducer};
-use crate::source_task::{Ctx, SourceTaskSpec, TaskError};
-use crate::task_actor::Labels;
+use crate::kafka::producer::{ErrorClass, OutRecord, ProducerError, TaskProducer};
+use crate::task::actor::Labels;
+use crate::task::source::{Ctx, SourceTaskSpec, TaskError};
 
 /// The most bytes of records an open transaction keeps for a resend; past it, a failure
 /// ends the task's life as before (it resumes from the committed offsets).
@@ -398,7 +398,7 @@ async fn resend(
             .iter()
             .filter_map(|(i, reason)| {
                 let r = pending.retained.get(*i)?;
-                crate::errors::count_tolerated(labels, "KAFKA_PRODUCE");
+                crate::task::errors::count_tolerated(labels, "KAFKA_PRODUCE");
                 dead_letter(spec, labels, &r.record, r.origin.as_ref(), reason)
             })
             .collect();
@@ -428,7 +428,7 @@ async fn dead_letters_alone(
         .iter()
         .filter_map(|(i, reason)| {
             metrics::counter!("sluice_source_records_refused_total", &labels.pairs()).increment(1);
-            crate::errors::count_tolerated(labels, "KAFKA_PRODUCE");
+            crate::task::errors::count_tolerated(labels, "KAFKA_PRODUCE");
             let r = pending.retained.get(*i)?;
             dead_letter(spec, labels, &r.record, r.origin.as_ref(), reason)
         })
@@ -487,7 +487,7 @@ fn dead_letter(
     reason: &str,
 ) -> Option<OutRecord> {
     let topic = spec.errors.dlq_topic.clone()?;
-    use crate::errors::headers as h;
+    use crate::task::errors::headers as h;
     let text = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
     let too_large = record.size() > 512 * 1024;
     let mut headers = vec![

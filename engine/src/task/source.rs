@@ -20,13 +20,13 @@ use sluice_proto::{Props, SourceRecord, SourceTask, SourceTaskContext};
 use tokio::sync::watch;
 
 use crate::convert::Converter;
-use crate::errors::ErrorPolicy;
-use crate::offset_store::OffsetStore;
-use crate::producer::{ProducerError, TaskProducer};
-use crate::router::{PartitionRouter, Route, Unrouted};
-use crate::source_txn::Pending;
-use crate::task_actor::Labels;
-use crate::task_health::TaskHealth;
+use crate::kafka::producer::{ProducerError, TaskProducer};
+use crate::kafka::router::{PartitionRouter, Route, Unrouted};
+use crate::storage::offsets::OffsetStore;
+use crate::task::actor::Labels;
+use crate::task::errors::ErrorPolicy;
+use crate::task::health::TaskHealth;
+use crate::task::source_txn::Pending;
 use crate::transforms::{Envelope, TransformChain};
 
 /// When a transaction commits.
@@ -112,10 +112,10 @@ pub enum TaskError {
     Producer(#[from] ProducerError),
     /// The offsets could not be read.
     #[error(transparent)]
-    Offsets(#[from] crate::offset_store::OffsetStoreError),
+    Offsets(#[from] crate::storage::offsets::OffsetStoreError),
     /// The router refused the batch.
     #[error(transparent)]
-    Route(#[from] crate::router::RouteError),
+    Route(#[from] crate::kafka::router::RouteError),
     /// A transform failed on a record; names its source coordinates.
     #[error(
         "transforming the record from source partition {partition} at offset {offset}: {source}"
@@ -184,7 +184,7 @@ fn tolerate(
     stage: &str,
     labels: &Labels,
 ) -> Option<Unrouted> {
-    crate::errors::count_tolerated(labels, stage);
+    crate::task::errors::count_tolerated(labels, stage);
     if spec.errors.log {
         if spec.errors.log_messages {
             tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, record = ?r, "bad record tolerated");
@@ -221,18 +221,24 @@ fn tolerate(
         value: render(&r.value),
         timestamp: r.timestamp,
         headers: vec![
-            text(crate::errors::headers::STAGE, stage.to_owned()),
-            text(crate::errors::headers::CLASS, failing),
+            text(crate::task::errors::headers::STAGE, stage.to_owned()),
+            text(crate::task::errors::headers::CLASS, failing),
             text(
-                crate::errors::headers::EXCEPTION_CLASS,
+                crate::task::errors::headers::EXCEPTION_CLASS,
                 error_class.to_owned(),
             ),
-            text(crate::errors::headers::EXCEPTION_MESSAGE, error.to_string()),
-            text(crate::errors::headers::CONNECTOR, spec.connector.clone()),
-            text(crate::errors::headers::TASK, spec.task.to_string()),
-            text(crate::errors::headers::TOPIC, r.topic.clone()),
-            text(crate::errors::headers::SOURCE_PARTITION, partition),
-            text(crate::errors::headers::SOURCE_OFFSET, offset),
+            text(
+                crate::task::errors::headers::EXCEPTION_MESSAGE,
+                error.to_string(),
+            ),
+            text(
+                crate::task::errors::headers::CONNECTOR,
+                spec.connector.clone(),
+            ),
+            text(crate::task::errors::headers::TASK, spec.task.to_string()),
+            text(crate::task::errors::headers::TOPIC, r.topic.clone()),
+            text(crate::task::errors::headers::SOURCE_PARTITION, partition),
+            text(crate::task::errors::headers::SOURCE_OFFSET, offset),
         ],
     })
 }
@@ -384,7 +390,7 @@ async fn commit(
     let started = Instant::now();
     if producer.is_transactional() {
         // Offsets ride in the same transaction: both commit, or neither.
-        crate::source_txn::commit(spec, producer, pending, ctx).await?;
+        crate::task::source_txn::commit(spec, producer, pending, ctx).await?;
     } else {
         // At-least-once: records must be durable before their offsets are written. The
         // offsets need no flush of their own: the next batch's flush (or the one when the
@@ -489,7 +495,7 @@ async fn poll_loop(
                     Some(unrouted) => {
                         batch.push(unrouted);
                         let (partition, offset) = coordinates(r);
-                        origins.push(Some(crate::source_txn::Origin { partition, offset }));
+                        origins.push(Some(crate::task::source_txn::Origin { partition, offset }));
                     }
                     // Dropped by a transform: its offset still commits below, so it is not read again.
                     None => {
@@ -510,7 +516,7 @@ async fn poll_loop(
             let tags = if producer.is_transactional() {
                 pending.retain(&routed, origins)
             } else {
-                vec![crate::producer::UNTAGGED; routed.len()]
+                vec![crate::kafka::producer::UNTAGGED; routed.len()]
             };
             pending.records += records.len() as u64;
             for r in records {
@@ -522,7 +528,7 @@ async fn poll_loop(
                 }
                 // The transaction (this batch included) is sent again, then committed.
                 let started = Instant::now();
-                crate::source_txn::recover(spec, producer, pending, ctx, e).await?;
+                crate::task::source_txn::recover(spec, producer, pending, ctx, e).await?;
                 commit_done(spec, task, pending, labels, started).await?;
                 continue;
             }
@@ -564,7 +570,7 @@ pub async fn run_source_task(
     )
     .await?;
     if let Some(dlq) = &spec.errors.dlq_topic {
-        crate::offset_store::ensure_topic(
+        crate::storage::offsets::ensure_topic(
             &spec.producer_props,
             dlq,
             1,
