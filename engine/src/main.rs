@@ -15,6 +15,7 @@ use anyhow::{bail, Context as _, Result};
 use sluice_engine::config::worker::{Mode, WorkerConfig};
 use sluice_engine::config::{connector as connector_config, properties};
 use sluice_engine::herder::worker::Worker;
+use sluice_engine::herder::{Herder, Standalone};
 use sluice_engine::kafka::router::PartitionRouter;
 use sluice_engine::rest::{RestState, ServerInfo};
 use sluice_engine::storage::configs::ConfigStore;
@@ -139,8 +140,8 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
         });
 
         // The REST API answers from the start: /health says 503 until the worker runs.
-        let state = RestState::new(ServerInfo::new(cluster_id), metrics, None, loggers);
-        let slot = Arc::clone(&state.worker);
+        let herder = Arc::new(Standalone::new(loggers));
+        let state = RestState::new(ServerInfo::new(cluster_id), metrics, Arc::clone(&herder) as Arc<dyn Herder>);
         let mut server = actix_web::HttpServer::new(move || {
             actix_web::App::new().configure(rest::configure(state.clone()))
         })
@@ -164,7 +165,7 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
                 return Err(e);
             }
         };
-        let _ = slot.set(worker.clone());
+        herder.ready(worker.clone());
         tracing::info!("worker started");
         let grace = Duration::from_millis(
             config

@@ -16,6 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use sluice_engine::config::worker::{Mode, WorkerConfig};
 use sluice_engine::herder::worker::Worker;
+use sluice_engine::herder::Standalone;
 use sluice_engine::kafka::router::PartitionRouter;
 use sluice_engine::rest::{self, RestState, ServerInfo};
 use sluice_engine::storage::offsets::{ensure_compacted_topic, OffsetStore};
@@ -53,11 +54,14 @@ async fn worker(stack: &Stack) -> Result<Worker> {
 }
 
 fn state(worker: Option<Worker>) -> RestState {
+    let herder = Standalone::new(Arc::new(Loggers::new("info", Box::new(|_| Ok(())))));
+    if let Some(worker) = worker {
+        herder.ready(worker);
+    }
     RestState::new(
         ServerInfo::new("test-cluster".into()),
         metrics(),
-        worker,
-        Arc::new(Loggers::new("info", Box::new(|_| Ok(())))),
+        Arc::new(herder),
     )
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use sluice_proto::{ConfigDef, ErrorKind, ExactlyOnceSupport, ParsedConfig};
 
+use super::HerderError;
 use crate::config::connector::common_def;
 use crate::config::connector::kind_def;
 use crate::config::worker::WorkerConfig;
@@ -27,33 +28,6 @@ use crate::task::supervisor::{
     TargetState, TaskState, TaskStatus,
 };
 use crate::transforms::TransformChain;
-
-/// A connector could not be created; the message names the key at fault. Nothing was
-/// started or stored.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum WorkerError {
-    /// The config is invalid.
-    #[error("{0}")]
-    BadConfig(String),
-    /// A connector of that name exists.
-    #[error("Connector {0} already exists")]
-    Exists(String),
-    /// The request needs another connector state (e.g. offsets of a running connector).
-    #[error("{0}")]
-    WrongState(String),
-    /// No connector of that name.
-    #[error("Connector {0} not found")]
-    NotFound(String),
-    /// No such task.
-    #[error("Task {1} of connector {0} not found")]
-    TaskNotFound(String, u32),
-    /// An actor did not answer.
-    #[error("worker internal error: {0}")]
-    Internal(String),
-    /// Kafka (the config topic) did not take the change; nothing changed, try again.
-    #[error("{0} (Kafka is unavailable; nothing was changed, the request can be retried)")]
-    Unavailable(String),
-}
 
 /// What the worker keeps per connector.
 #[derive(Clone)]
@@ -136,15 +110,15 @@ impl std::fmt::Debug for Worker {
 
 /// Counts a connector creation in `sluice_connector_startup_total`.
 fn count_startup(
-    result: Result<ConnectorEntry, WorkerError>,
-) -> Result<ConnectorEntry, WorkerError> {
+    result: Result<ConnectorEntry, HerderError>,
+) -> Result<ConnectorEntry, HerderError> {
     let outcome = if result.is_ok() { "success" } else { "failure" };
     metrics::counter!("sluice_connector_startup_total", "result" => outcome).increment(1);
     result
 }
 
-fn key_error(key: &str, message: impl std::fmt::Display) -> WorkerError {
-    WorkerError::BadConfig(format!("{key}: {message}"))
+fn key_error(key: &str, message: impl std::fmt::Display) -> HerderError {
+    HerderError::BadConfig(format!("{key}: {message}"))
 }
 
 /// What every task of a connector shares, whatever its kind.
@@ -158,7 +132,7 @@ struct TaskCommon {
 
 /// A sink's topics: exactly one of `topics` and `topics.regex`, and never its own
 /// dead-letter queue (Kafka Connect refuses that loop too).
-fn sink_subscription(parsed: &ParsedConfig) -> Result<sink::Subscription, WorkerError> {
+fn sink_subscription(parsed: &ParsedConfig) -> Result<sink::Subscription, HerderError> {
     let topics: Vec<String> = parsed
         .list("topics")
         .unwrap_or_default()
@@ -301,14 +275,14 @@ impl Worker {
 
     /// Starts every connector found in the config store. A connector whose stored config
     /// no longer validates is logged and skipped; the others start.
-    pub async fn restore(&self) -> Result<usize, WorkerError> {
+    pub async fn restore(&self) -> Result<usize, HerderError> {
         let Some(store) = &self.store else {
             return Ok(0);
         };
         let stored = store
             .read_all(Duration::from_secs(60))
             .await
-            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+            .map_err(|e| HerderError::Internal(e.to_string()))?;
         let mut started = 0;
         for (name, connector) in stored {
             match self.create_connector(&connector.config, connector.target) {
@@ -325,7 +299,7 @@ impl Worker {
     }
 
     /// Writes the connector's current config and target to the store (if any).
-    async fn persist(&self, name: &str) -> Result<(), WorkerError> {
+    async fn persist(&self, name: &str) -> Result<(), HerderError> {
         let Some(store) = &self.store else {
             return Ok(());
         };
@@ -333,7 +307,7 @@ impl Worker {
         store
             .put(name, &entry.config, &entry.raw_task_configs, entry.target)
             .await
-            .map_err(|e| WorkerError::Unavailable(format!("could not store connector {name}: {e}")))
+            .map_err(|e| HerderError::Unavailable(format!("could not store connector {name}: {e}")))
     }
 
     /// Creates a connector and stores it; if storing fails the connector is removed again,
@@ -342,7 +316,7 @@ impl Worker {
         &self,
         props: &BTreeMap<String, String>,
         target: TargetState,
-    ) -> Result<ConnectorEntry, WorkerError> {
+    ) -> Result<ConnectorEntry, HerderError> {
         let plugin = match Self::plugin_of(props) {
             Ok(plugin) => plugin,
             Err(e) => return count_startup(Err(e)),
@@ -358,10 +332,10 @@ impl Worker {
         plugin: registry::Plugin,
         props: &BTreeMap<String, String>,
         target: TargetState,
-    ) -> Result<ConnectorEntry, WorkerError> {
+    ) -> Result<ConnectorEntry, HerderError> {
         let name = props.get("name").cloned().unwrap_or_default();
         if self.read_connectors().contains_key(&name) {
-            return count_startup(Err(WorkerError::Exists(name)));
+            return count_startup(Err(HerderError::Exists(name)));
         }
         let planned = match self.plan_off_thread(plugin, props).await {
             Ok(planned) => planned,
@@ -382,12 +356,12 @@ impl Worker {
         &self,
         plugin: registry::Plugin,
         props: &BTreeMap<String, String>,
-    ) -> Result<Planned, WorkerError> {
+    ) -> Result<Planned, HerderError> {
         let worker = self.clone();
         let props = props.clone();
         tokio::task::spawn_blocking(move || worker.plan(plugin, &props))
             .await
-            .map_err(|e| WorkerError::Internal(format!("planning the connector failed: {e}")))?
+            .map_err(|e| HerderError::Internal(format!("planning the connector failed: {e}")))?
     }
 
     fn policy(&self) -> RestartPolicy {
@@ -422,7 +396,7 @@ impl Worker {
         connector: &dyn sluice_proto::SourceConnector,
         parsed: &ParsedConfig,
         props: &BTreeMap<String, String>,
-    ) -> Result<bool, WorkerError> {
+    ) -> Result<bool, HerderError> {
         let worker_eos =
             self.config.parsed.string("exactly.once.source.support") == Some("enabled");
         let required = parsed.string("exactly.once.support") == Some("required");
@@ -459,7 +433,7 @@ impl Worker {
         parsed: &ParsedConfig,
         part: Part,
         default: Option<&str>,
-    ) -> Result<Arc<dyn convert::Converter>, WorkerError> {
+    ) -> Result<Arc<dyn convert::Converter>, HerderError> {
         let key = match part {
             Part::Key => "key.converter",
             Part::Value => "value.converter",
@@ -488,7 +462,7 @@ impl Worker {
         &self,
         props: &BTreeMap<String, String>,
         target: TargetState,
-    ) -> Result<ConnectorEntry, WorkerError> {
+    ) -> Result<ConnectorEntry, HerderError> {
         count_startup(
             Self::plugin_of(props).and_then(|plugin| self.start_connector(plugin, props, target)),
         )
@@ -501,7 +475,7 @@ impl Worker {
         plugin: registry::Plugin,
         props: &BTreeMap<String, String>,
         target: TargetState,
-    ) -> Result<ConnectorEntry, WorkerError> {
+    ) -> Result<ConnectorEntry, HerderError> {
         count_startup(self.start_connector(plugin, props, target))
     }
 
@@ -510,23 +484,23 @@ impl Worker {
         plugin: registry::Plugin,
         props: &BTreeMap<String, String>,
         target: TargetState,
-    ) -> Result<ConnectorEntry, WorkerError> {
+    ) -> Result<ConnectorEntry, HerderError> {
         let common = common_def()
             .parse(props)
-            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+            .map_err(|e| HerderError::BadConfig(e.to_string()))?;
         let name = common.string("name").unwrap_or_default().to_owned();
         if self.read_connectors().contains_key(&name) {
-            return Err(WorkerError::Exists(name));
+            return Err(HerderError::Exists(name));
         }
         let planned = self.plan(plugin, props)?;
         self.launch(planned, target)
     }
 
     /// Looks `props`' connector class up in the registry.
-    fn plugin_of(props: &BTreeMap<String, String>) -> Result<registry::Plugin, WorkerError> {
+    fn plugin_of(props: &BTreeMap<String, String>) -> Result<registry::Plugin, HerderError> {
         let common = common_def()
             .parse(props)
-            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+            .map_err(|e| HerderError::BadConfig(e.to_string()))?;
         let class = common.string("connector.class").unwrap_or_default();
         registry::lookup(class).ok_or_else(|| {
             let known: Vec<&str> = registry::plugins().iter().map(|p| p.class).collect();
@@ -547,10 +521,10 @@ impl Worker {
         &self,
         plugin: registry::Plugin,
         props: &BTreeMap<String, String>,
-    ) -> Result<Planned, WorkerError> {
+    ) -> Result<Planned, HerderError> {
         let common = common_def()
             .parse(props)
-            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+            .map_err(|e| HerderError::BadConfig(e.to_string()))?;
         let name = common.string("name").unwrap_or_default().to_owned();
         let connector = plugin.connector();
         let def: ConfigDef = common_def()
@@ -558,7 +532,7 @@ impl Worker {
             .merge(&connector.config_def());
         let parsed = def
             .parse(props)
-            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+            .map_err(|e| HerderError::BadConfig(e.to_string()))?;
         for key in parsed.unknown_keys() {
             tracing::warn!(connector = %name, key = %key, "unknown connector config key, ignored");
         }
@@ -575,14 +549,14 @@ impl Worker {
         let max_tasks = u32::try_from(parsed.long("tasks.max").unwrap_or(1)).unwrap_or(1);
         let task_configs = connector
             .task_configs(props, max_tasks)
-            .map_err(|e| WorkerError::BadConfig(e.to_string()))?;
+            .map_err(|e| HerderError::BadConfig(e.to_string()))?;
         let mut producer_props = self.config.kafka_client_props("producer.");
         producer_props.extend(parsed.with_prefix("producer.override."));
         let topics = Arc::new(Mutex::new(BTreeSet::new()));
         let errors = crate::task::errors::ErrorPolicy::from_config(&parsed);
         let transforms = Arc::new(
             TransformChain::from_config(props)
-                .map_err(|e| WorkerError::BadConfig(e.to_string()))?,
+                .map_err(|e| HerderError::BadConfig(e.to_string()))?,
         );
         let masked_tasks: Vec<BTreeMap<String, String>> =
             task_configs.iter().map(|c| def.mask(c)).collect();
@@ -701,7 +675,7 @@ impl Worker {
                     })
                     .collect()
             }
-            (_, None) => return Err(WorkerError::Internal("sink without subscription".into())),
+            (_, None) => return Err(HerderError::Internal("sink without subscription".into())),
         };
         Ok(Planned {
             name,
@@ -719,7 +693,7 @@ impl Worker {
     }
 
     /// Starts a planned connector's supervisor and enters it in the connector table.
-    fn launch(&self, planned: Planned, target: TargetState) -> Result<ConnectorEntry, WorkerError> {
+    fn launch(&self, planned: Planned, target: TargetState) -> Result<ConnectorEntry, HerderError> {
         let Planned {
             name,
             class,
@@ -740,9 +714,9 @@ impl Worker {
             let mut table = self
                 .connectors
                 .write()
-                .map_err(|_| WorkerError::Internal("connector table poisoned".into()))?;
+                .map_err(|_| HerderError::Internal("connector table poisoned".into()))?;
             if table.contains_key(&name) {
-                return Err(WorkerError::Exists(name));
+                return Err(HerderError::Exists(name));
             }
             let supervisor = ConnectorSupervisor::new(
                 name.clone(),
@@ -840,35 +814,35 @@ impl Worker {
     }
 
     /// One connector's entry.
-    pub fn connector(&self, name: &str) -> Result<ConnectorEntry, WorkerError> {
+    pub fn connector(&self, name: &str) -> Result<ConnectorEntry, HerderError> {
         self.read_connectors()
             .get(name)
             .cloned()
-            .ok_or_else(|| WorkerError::NotFound(name.to_owned()))
+            .ok_or_else(|| HerderError::NotFound(name.to_owned()))
     }
 
     /// The tasks' statuses.
-    pub async fn task_statuses(&self, name: &str) -> Result<Vec<TaskStatus>, WorkerError> {
+    pub async fn task_statuses(&self, name: &str) -> Result<Vec<TaskStatus>, HerderError> {
         let entry = self.connector(name)?;
         entry
             .supervisor
             .send(GetStatus)
             .await
-            .map_err(|e| WorkerError::Internal(e.to_string()))
+            .map_err(|e| HerderError::Internal(e.to_string()))
     }
 
     /// Restarts one task by hand.
-    pub async fn restart_task(&self, name: &str, task: u32) -> Result<(), WorkerError> {
+    pub async fn restart_task(&self, name: &str, task: u32) -> Result<(), HerderError> {
         let entry = self.connector(name)?;
         let found = entry
             .supervisor
             .send(RestartTask(task))
             .await
-            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+            .map_err(|e| HerderError::Internal(e.to_string()))?;
         if found {
             Ok(())
         } else {
-            Err(WorkerError::TaskNotFound(name.to_owned(), task))
+            Err(HerderError::TaskNotFound(name.to_owned(), task))
         }
     }
 
@@ -876,25 +850,25 @@ impl Worker {
         &self,
         name: &str,
         f: impl FnOnce(&mut ConnectorEntry),
-    ) -> Result<(), WorkerError> {
+    ) -> Result<(), HerderError> {
         let mut table = self
             .connectors
             .write()
-            .map_err(|_| WorkerError::Internal("connector table poisoned".into()))?;
+            .map_err(|_| HerderError::Internal("connector table poisoned".into()))?;
         let entry = table
             .get_mut(name)
-            .ok_or_else(|| WorkerError::NotFound(name.to_owned()))?;
+            .ok_or_else(|| HerderError::NotFound(name.to_owned()))?;
         f(entry);
         Ok(())
     }
 
     /// Stops a connector's tasks (each commits what it has) and forgets it, in the store
     /// too. Its offsets stay.
-    pub async fn delete_connector(&self, name: &str) -> Result<(), WorkerError> {
+    pub async fn delete_connector(&self, name: &str) -> Result<(), HerderError> {
         self.connector(name)?;
         if let Some(store) = &self.store {
             store.delete(name).await.map_err(|e| {
-                WorkerError::Unavailable(format!(
+                HerderError::Unavailable(format!(
                     "could not delete connector {name} from the config topic: {e}"
                 ))
             })?;
@@ -908,7 +882,7 @@ impl Worker {
     }
 
     /// Stops and drops a connector, leaving the store alone.
-    async fn forget(&self, name: &str) -> Result<(), WorkerError> {
+    async fn forget(&self, name: &str) -> Result<(), HerderError> {
         let entry = self.connector(name)?;
         let _ = tokio::time::timeout(
             Duration::from_secs(30),
@@ -917,7 +891,7 @@ impl Worker {
         .await;
         self.connectors
             .write()
-            .map_err(|_| WorkerError::Internal("connector table poisoned".into()))?
+            .map_err(|_| HerderError::Internal("connector table poisoned".into()))?
             .remove(name);
         crate::telemetry::live().connector_down(name);
         self.count_connectors();
@@ -934,7 +908,7 @@ impl Worker {
         &self,
         name: &str,
         props: &BTreeMap<String, String>,
-    ) -> Result<bool, WorkerError> {
+    ) -> Result<bool, HerderError> {
         let mut props = props.clone();
         match props.get("name") {
             Some(n) if n != name => {
@@ -960,7 +934,7 @@ impl Worker {
                 .put(name, &planned.config, &planned.raw_tasks, target)
                 .await
                 .map_err(|e| {
-                    WorkerError::Unavailable(format!("could not store connector {name}: {e}"))
+                    HerderError::Unavailable(format!("could not store connector {name}: {e}"))
                 })?;
         }
         if existing.is_some() {
@@ -971,11 +945,11 @@ impl Worker {
     }
 
     /// Pauses, resumes or stops a connector, and stores the new target.
-    pub async fn set_target(&self, name: &str, target: TargetState) -> Result<(), WorkerError> {
+    pub async fn set_target(&self, name: &str, target: TargetState) -> Result<(), HerderError> {
         let entry = self.connector(name)?;
         if let Some(store) = &self.store {
             store.put_target(name, target).await.map_err(|e| {
-                WorkerError::Unavailable(format!("could not store the state of {name}: {e}"))
+                HerderError::Unavailable(format!("could not store the state of {name}: {e}"))
             })?;
         }
         entry.supervisor.do_send(SetTarget(target));
@@ -988,7 +962,7 @@ impl Worker {
         &self,
         name: &str,
         only_failed: bool,
-    ) -> Result<Vec<u32>, WorkerError> {
+    ) -> Result<Vec<u32>, HerderError> {
         let statuses = self.task_statuses(name).await?;
         let mut restarted = Vec::new();
         for t in statuses {
@@ -1001,22 +975,22 @@ impl Worker {
     }
 
     /// Topics the connector has written to since it started or the last reset.
-    pub fn topics(&self, name: &str) -> Result<Vec<String>, WorkerError> {
+    pub fn topics(&self, name: &str) -> Result<Vec<String>, HerderError> {
         let entry = self.connector(name)?;
         let topics = entry
             .topics
             .lock()
-            .map_err(|_| WorkerError::Internal("topic set poisoned".into()))?;
+            .map_err(|_| HerderError::Internal("topic set poisoned".into()))?;
         Ok(topics.iter().cloned().collect())
     }
 
     /// Forgets the connector's active topics.
-    pub fn reset_topics(&self, name: &str) -> Result<(), WorkerError> {
+    pub fn reset_topics(&self, name: &str) -> Result<(), HerderError> {
         let entry = self.connector(name)?;
         entry
             .topics
             .lock()
-            .map_err(|_| WorkerError::Internal("topic set poisoned".into()))?
+            .map_err(|_| HerderError::Internal("topic set poisoned".into()))?
             .clear();
         Ok(())
     }
@@ -1027,7 +1001,7 @@ impl Worker {
     pub async fn offsets(
         &self,
         name: &str,
-    ) -> Result<BTreeMap<sluice_proto::SourcePartition, sluice_proto::SourceOffset>, WorkerError>
+    ) -> Result<BTreeMap<sluice_proto::SourcePartition, sluice_proto::SourceOffset>, HerderError>
     {
         let entry = self.connector(name)?;
         if let Some(subscription) = &entry.subscription {
@@ -1038,7 +1012,7 @@ impl Worker {
                 Duration::from_secs(30),
             )
             .await
-            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+            .map_err(|e| HerderError::Internal(e.to_string()))?;
             return Ok(offsets
                 .into_iter()
                 .map(|(tp, o)| {
@@ -1055,7 +1029,7 @@ impl Worker {
         self.offsets
             .read(name, Duration::from_secs(30))
             .await
-            .map_err(|e| WorkerError::Internal(e.to_string()))
+            .map_err(|e| HerderError::Internal(e.to_string()))
     }
 
     /// Alters a STOPPED sink's group offsets; all-`None` (a reset) deletes the group.
@@ -1066,13 +1040,13 @@ impl Worker {
             sluice_proto::SourcePartition,
             Option<sluice_proto::SourceOffset>,
         )>,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<(), HerderError> {
         let props = self.config.kafka_client_props("consumer.");
         let group = sink::group_id(name);
         if changes.iter().all(|(_, o)| o.is_none()) {
             sink::delete_group(&props, &group, Duration::from_secs(30))
                 .await
-                .map_err(|e| WorkerError::Internal(e.to_string()))?;
+                .map_err(|e| HerderError::Internal(e.to_string()))?;
             tracing::info!(connector = %name, group = %group, "sink offsets reset (consumer group deleted)");
             return Ok(());
         }
@@ -1119,7 +1093,7 @@ impl Worker {
         let count = offsets.len();
         sink::alter_group_offsets(&props, &group, offsets, Duration::from_secs(30))
             .await
-            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+            .map_err(|e| HerderError::Internal(e.to_string()))?;
         tracing::info!(connector = %name, group = %group, partitions = count, "sink offsets altered");
         Ok(())
     }
@@ -1132,10 +1106,10 @@ impl Worker {
             sluice_proto::SourcePartition,
             Option<sluice_proto::SourceOffset>,
         )>,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<(), HerderError> {
         let entry = self.connector(name)?;
         if entry.target != TargetState::Stopped {
-            return Err(WorkerError::WrongState(format!(
+            return Err(HerderError::WrongState(format!(
                 "Connectors must be in the STOPPED state before their offsets can be modified. {name} is {:?}",
                 entry.target
             )));
@@ -1153,15 +1127,15 @@ impl Worker {
             Duration::from_secs(30),
         )
         .await
-        .map_err(|e| WorkerError::Internal(e.to_string()))?;
+        .map_err(|e| HerderError::Internal(e.to_string()))?;
         producer
             .send(records)
             .await
-            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+            .map_err(|e| HerderError::Internal(e.to_string()))?;
         producer
             .commit()
             .await
-            .map_err(|e| WorkerError::Internal(e.to_string()))?;
+            .map_err(|e| HerderError::Internal(e.to_string()))?;
         tracing::info!(connector = %name, partitions = changes.len(), "source offsets altered");
         Ok(())
     }

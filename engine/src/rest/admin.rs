@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::{method_not_allowed, RestError, RestState};
-use crate::telemetry::LoggersError;
+use crate::herder::LoggersError;
 
 /// The routes this module serves, for the OpenAPI check.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -22,15 +22,15 @@ fn loggers_error(e: LoggersError) -> RestError {
     RestError::new(status, e.to_string())
 }
 
-async fn list(state: web::Data<RestState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.loggers.all())
+async fn list(state: web::Data<RestState>) -> Result<HttpResponse, RestError> {
+    Ok(HttpResponse::Ok().json(state.herder().logger_levels()))
 }
 
 async fn get(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
-    let level = state.loggers.get(&path).map_err(loggers_error)?;
+    let level = state.herder().logger_level(&path).map_err(loggers_error)?;
     Ok(HttpResponse::Ok().json(level))
 }
 
@@ -78,9 +78,12 @@ async fn put(
             ))
         }
     };
-    let changed = state.loggers.set(&path, &level).map_err(loggers_error)?;
-    // One worker per cluster for now: the cluster scope is this worker; Kafka Connect
-    // answers it with 204 and no body.
+    let changed = state
+        .herder()
+        .set_logger_level(&path, &level, cluster)
+        .await
+        .map_err(loggers_error)?;
+    // Kafka Connect answers the cluster scope with 204 and no body.
     if cluster {
         Ok(HttpResponse::NoContent().finish())
     } else {

@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
-use sluice_proto::{SourceOffset, SourcePartition};
 
 use super::{method_not_allowed, RestError, RestState};
-use crate::herder::worker::{ConnectorEntry, Worker, WorkerError};
-use crate::task::supervisor::{TargetState, TaskStatus};
+use crate::herder::{
+    ConfigPatch, ConnectorInfo, ConnectorStatus, Herder, HerderError, SourceOffset,
+    SourcePartition, TargetState,
+};
 
 /// The routes of this module.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -37,28 +38,21 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/connectors/{connector}/offsets"),
 ];
 
-pub(crate) fn worker_error(e: WorkerError) -> RestError {
+pub(crate) fn herder_error(e: HerderError) -> RestError {
     let status = match e {
-        WorkerError::BadConfig(_) | WorkerError::WrongState(_) => StatusCode::BAD_REQUEST,
-        WorkerError::Exists(_) => StatusCode::CONFLICT,
-        WorkerError::NotFound(_) | WorkerError::TaskNotFound(..) => StatusCode::NOT_FOUND,
-        WorkerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        WorkerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        HerderError::BadConfig(_) | HerderError::WrongState(_) => StatusCode::BAD_REQUEST,
+        HerderError::Exists(_) => StatusCode::CONFLICT,
+        HerderError::NotFound(_)
+        | HerderError::TaskNotFound(..)
+        | HerderError::UnknownPlugin(_) => StatusCode::NOT_FOUND,
+        HerderError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        HerderError::Unavailable(_) | HerderError::Starting => StatusCode::SERVICE_UNAVAILABLE,
     };
     RestError::new(status, e.to_string())
 }
 
 fn bad_request(message: impl Into<String>) -> RestError {
     RestError::new(StatusCode::BAD_REQUEST, message)
-}
-
-fn worker(state: &RestState) -> Result<&Worker, RestError> {
-    state.worker.get().ok_or_else(|| {
-        RestError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Request cannot be completed because the worker is still starting up.",
-        )
-    })
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, RestError> {
@@ -111,48 +105,37 @@ fn flag(req: &HttpRequest, key: &str) -> Result<bool, RestError> {
     }
 }
 
-fn info(name: &str, entry: &ConnectorEntry) -> Value {
-    let tasks: Vec<Value> = (0..entry.tasks)
-        .map(|t| json!({"connector": name, "task": t}))
+fn info(c: &ConnectorInfo) -> Value {
+    let tasks: Vec<Value> = (0..c.tasks)
+        .map(|t| json!({"connector": c.name, "task": t}))
         .collect();
-    json!({"name": name, "config": entry.masked_config, "tasks": tasks, "type": entry.kind})
+    json!({"name": c.name, "config": c.config, "tasks": tasks, "type": c.kind})
 }
 
-fn connector_state(entry: &ConnectorEntry) -> &'static str {
-    match entry.target {
+fn connector_state(target: TargetState) -> &'static str {
+    match target {
         TargetState::Started => "RUNNING",
         TargetState::Paused => "PAUSED",
         TargetState::Stopped => "STOPPED",
     }
 }
 
-fn task_json(worker: &Worker, t: &TaskStatus) -> Value {
-    let mut v = json!({"id": t.id, "state": t.state, "worker_id": worker.worker_id});
-    if let Some(trace) = &t.trace {
-        v["trace"] = json!(trace);
-    }
-    v
+fn status_json(s: &ConnectorStatus) -> Value {
+    json!({
+        "name": s.name,
+        "connector": {"state": connector_state(s.target), "worker_id": s.worker_id},
+        "tasks": s.tasks,
+        "type": s.kind,
+    })
 }
 
-async fn status(worker: &Worker, name: &str) -> Result<Value, RestError> {
-    let entry = worker.connector(name).map_err(worker_error)?;
-    let statuses = worker.task_statuses(name).await.map_err(worker_error)?;
-    // A STOPPED connector has no tasks (KIP-875).
-    let tasks: Vec<Value> = if entry.target == TargetState::Stopped {
-        Vec::new()
-    } else {
-        statuses.iter().map(|t| task_json(worker, t)).collect()
-    };
-    Ok(json!({
-        "name": name,
-        "connector": {"state": connector_state(&entry), "worker_id": worker.worker_id},
-        "tasks": tasks,
-        "type": entry.kind,
-    }))
+async fn status(herder: &dyn Herder, name: &str) -> Result<Value, RestError> {
+    let s = herder.connector_status(name).await.map_err(herder_error)?;
+    Ok(status_json(&s))
 }
 
 async fn list(state: web::Data<RestState>, req: HttpRequest) -> Result<HttpResponse, RestError> {
-    let names = worker(&state)?.connector_names();
+    let names = state.herder().connectors().await.map_err(herder_error)?;
     let expand: Vec<String> = query(&req)
         .into_iter()
         .filter(|(k, _)| k == "expand")
@@ -166,16 +149,16 @@ async fn list(state: web::Data<RestState>, req: HttpRequest) -> Result<HttpRespo
             "query parameter expand: unknown value {bad:?} (status, info)"
         )));
     }
-    let worker = worker(&state)?;
+    let herder = state.herder();
     let mut out = Map::new();
     for name in names {
         let mut item = Map::new();
         if expand.iter().any(|e| e == "status") {
-            item.insert("status".into(), status(worker, &name).await?);
+            item.insert("status".into(), status(herder, &name).await?);
         }
         if expand.iter().any(|e| e == "info") {
-            let entry = worker.connector(&name).map_err(worker_error)?;
-            item.insert("info".into(), info(&name, &entry));
+            let c = herder.connector_info(&name).await.map_err(herder_error)?;
+            item.insert("info".into(), info(&c));
         }
         out.insert(name, Value::Object(item));
     }
@@ -183,7 +166,7 @@ async fn list(state: web::Data<RestState>, req: HttpRequest) -> Result<HttpRespo
 }
 
 async fn create(state: web::Data<RestState>, body: web::Bytes) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
+    let herder = state.herder();
     let Value::Object(mut request) = parse_json(&body)? else {
         return Err(bad_request("Request body must be a JSON object"));
     };
@@ -231,33 +214,38 @@ async fn create(state: web::Data<RestState>, body: web::Bytes) -> Result<HttpRes
             config.insert("name".into(), name.clone());
         }
     }
-    let entry = worker
-        .create_connector_stored(&config, target)
+    let created = herder
+        .create_connector(config, target)
         .await
-        .map_err(worker_error)?;
+        .map_err(herder_error)?;
     tracing::info!(connector = %name, "connector created over REST");
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/connectors/{name}")))
-        .json(info(&name, &entry)))
+        .json(info(&created)))
 }
 
 async fn get(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
-    let name = path.into_inner();
-    let entry = worker.connector(&name).map_err(worker_error)?;
-    Ok(HttpResponse::Ok().json(info(&name, &entry)))
+    let c = state
+        .herder()
+        .connector_info(&path.into_inner())
+        .await
+        .map_err(herder_error)?;
+    Ok(HttpResponse::Ok().json(info(&c)))
 }
 
 async fn delete(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
     let name = path.into_inner();
-    worker.delete_connector(&name).await.map_err(worker_error)?;
+    state
+        .herder()
+        .delete_connector(&name)
+        .await
+        .map_err(herder_error)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -265,9 +253,12 @@ async fn get_config(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
-    let entry = worker.connector(&path.into_inner()).map_err(worker_error)?;
-    Ok(HttpResponse::Ok().json(entry.masked_config))
+    let c = state
+        .herder()
+        .connector_info(&path.into_inner())
+        .await
+        .map_err(herder_error)?;
+    Ok(HttpResponse::Ok().json(c.config))
 }
 
 async fn put_config(
@@ -275,20 +266,19 @@ async fn put_config(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
+    let herder = state.herder();
     let name = path.into_inner();
     let config = config_map(parse_json(&body)?, "config")?;
-    let created = worker
-        .put_config(&name, &config)
+    let (created, c) = herder
+        .put_connector_config(&name, config)
         .await
-        .map_err(worker_error)?;
-    let entry = worker.connector(&name).map_err(worker_error)?;
+        .map_err(herder_error)?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(HttpResponse::build(status).json(info(&name, &entry)))
+    Ok(HttpResponse::build(status).json(info(&c)))
 }
 
 async fn patch_config(
@@ -296,23 +286,23 @@ async fn patch_config(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
+    let herder = state.herder();
     let name = path.into_inner();
-    let Value::Object(patch) = parse_json(&body)? else {
+    let Value::Object(body) = parse_json(&body)? else {
         return Err(bad_request("Request body must be a JSON object"));
     };
-    let mut config = worker.connector(&name).map_err(worker_error)?.config;
-    for (k, v) in patch {
+    let mut patch = ConfigPatch::new();
+    for (k, v) in body {
         match v {
             // A null removes the key, as in Kafka Connect's PATCH.
             Value::Null => {
-                config.remove(&k);
+                patch.insert(k, None);
             }
             Value::String(s) => {
-                config.insert(k, s);
+                patch.insert(k, Some(s));
             }
             Value::Number(_) | Value::Bool(_) => {
-                config.insert(k, v.to_string());
+                patch.insert(k, Some(v.to_string()));
             }
             other => {
                 return Err(bad_request(format!(
@@ -321,20 +311,18 @@ async fn patch_config(
             }
         }
     }
-    worker
-        .put_config(&name, &config)
+    let c = herder
+        .patch_connector_config(&name, patch)
         .await
-        .map_err(worker_error)?;
-    let entry = worker.connector(&name).map_err(worker_error)?;
-    Ok(HttpResponse::Ok().json(info(&name, &entry)))
+        .map_err(herder_error)?;
+    Ok(HttpResponse::Ok().json(info(&c)))
 }
 
 async fn get_status(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
-    Ok(HttpResponse::Ok().json(status(worker, &path.into_inner()).await?))
+    Ok(HttpResponse::Ok().json(status(state.herder(), &path.into_inner()).await?))
 }
 
 async fn restart(
@@ -342,29 +330,29 @@ async fn restart(
     path: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
+    let herder = state.herder();
     let name = path.into_inner();
     let include_tasks = flag(&req, "includeTasks")?;
     let only_failed = flag(&req, "onlyFailed")?;
-    worker.connector(&name).map_err(worker_error)?;
+    herder.connector_info(&name).await.map_err(herder_error)?;
     if !include_tasks {
         // The connector object itself holds no running state in Sluice: nothing to restart.
         return Ok(HttpResponse::NoContent().finish());
     }
-    let restarted = worker
+    let restarted = herder
         .restart_connector(&name, only_failed)
         .await
-        .map_err(worker_error)?;
+        .map_err(herder_error)?;
     tracing::info!(connector = %name, ?restarted, only_failed, "tasks restarted over REST");
-    Ok(HttpResponse::Accepted().json(status(worker, &name).await?))
+    Ok(HttpResponse::Accepted().json(status(herder, &name).await?))
 }
 
 async fn set_target(state: &RestState, name: &str, target: TargetState) -> Result<(), RestError> {
-    let worker = worker(state)?;
-    worker
-        .set_target(name, target)
+    state
+        .herder()
+        .set_target_state(name, target)
         .await
-        .map_err(worker_error)?;
+        .map_err(herder_error)?;
     tracing::info!(connector = %name, ?target, "target state set over REST");
     Ok(())
 }
@@ -397,10 +385,13 @@ async fn tasks(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
     let name = path.into_inner();
-    let entry = worker.connector(&name).map_err(worker_error)?;
-    let tasks: Vec<Value> = entry
+    let c = state
+        .herder()
+        .connector_info(&name)
+        .await
+        .map_err(herder_error)?;
+    let tasks: Vec<Value> = c
         .task_configs
         .iter()
         .zip(0_u32..)
@@ -422,25 +413,32 @@ async fn task_status(
     state: web::Data<RestState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
     let (name, task) = path.into_inner();
     let id = task_id(&name, &task)?;
-    let statuses = worker.task_statuses(&name).await.map_err(worker_error)?;
-    let t = statuses
+    let status = state
+        .herder()
+        .connector_status(&name)
+        .await
+        .map_err(herder_error)?;
+    let t = status
+        .tasks
         .iter()
         .find(|t| t.id == id)
-        .ok_or_else(|| worker_error(WorkerError::TaskNotFound(name.clone(), id)))?;
-    Ok(HttpResponse::Ok().json(task_json(worker, t)))
+        .ok_or_else(|| herder_error(HerderError::TaskNotFound(name.clone(), id)))?;
+    Ok(HttpResponse::Ok().json(t))
 }
 
 async fn task_restart(
     state: web::Data<RestState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
     let (name, task) = path.into_inner();
     let id = task_id(&name, &task)?;
-    worker.restart_task(&name, id).await.map_err(worker_error)?;
+    state
+        .herder()
+        .restart_task(&name, id)
+        .await
+        .map_err(herder_error)?;
     tracing::info!(connector = %name, task = id, "task restart requested over REST");
     Ok(HttpResponse::NoContent().finish())
 }
@@ -449,9 +447,8 @@ async fn topics(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
     let name = path.into_inner();
-    let topics = worker.topics(&name).map_err(worker_error)?;
+    let topics = state.herder().topics(&name).await.map_err(herder_error)?;
     Ok(HttpResponse::Ok().json(json!({ name: {"topics": topics} })))
 }
 
@@ -459,10 +456,11 @@ async fn reset_topics(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
-    worker
+    state
+        .herder()
         .reset_topics(&path.into_inner())
-        .map_err(worker_error)?;
+        .await
+        .map_err(herder_error)?;
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -470,11 +468,11 @@ async fn get_offsets(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
-    let offsets = worker
+    let offsets = state
+        .herder()
         .offsets(&path.into_inner())
         .await
-        .map_err(worker_error)?;
+        .map_err(herder_error)?;
     let list: Vec<Value> = offsets
         .iter()
         .map(|(p, o)| json!({"partition": p.as_map(), "offset": o.0}))
@@ -487,7 +485,7 @@ async fn patch_offsets(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
+    let herder = state.herder();
     let name = path.into_inner();
     let request = parse_json(&body)?;
     let entries = request
@@ -515,10 +513,10 @@ async fn patch_offsets(
         };
         changes.push((SourcePartition::new(partition.clone()), offset));
     }
-    worker
+    herder
         .alter_offsets(&name, changes)
         .await
-        .map_err(worker_error)?;
+        .map_err(herder_error)?;
     Ok(HttpResponse::Ok()
         .json(json!({"message": "The offsets for this connector have been altered successfully"})))
 }
@@ -527,14 +525,11 @@ async fn delete_offsets(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
-    let worker = worker(&state)?;
-    let name = path.into_inner();
-    let existing = worker.offsets(&name).await.map_err(worker_error)?;
-    let changes = existing.into_keys().map(|p| (p, None)).collect();
-    worker
-        .alter_offsets(&name, changes)
+    state
+        .herder()
+        .reset_offsets(&path.into_inner())
         .await
-        .map_err(worker_error)?;
+        .map_err(herder_error)?;
     Ok(HttpResponse::Ok()
         .json(json!({"message": "The offsets for this connector have been reset successfully"})))
 }

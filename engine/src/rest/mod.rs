@@ -5,7 +5,7 @@
 //! (`/connector-plugins/...`) and log levels (`/admin/loggers`). `openapi.json` beside
 //! this crate documents every route.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -17,8 +17,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
-use crate::herder::worker::Worker;
-use crate::telemetry::Loggers;
+use crate::herder::{Health, Herder};
 
 mod admin;
 mod connectors;
@@ -77,31 +76,24 @@ pub struct RestState {
     pub info: ServerInfo,
     /// Renders `GET /metrics`.
     pub metrics: PrometheusHandle,
-    /// The worker, set once it has started (until then `/health` answers 503 and the
-    /// connector routes 503 too).
-    pub worker: Arc<OnceLock<Worker>>,
-    /// Log levels, for `/admin/loggers`.
-    pub loggers: Arc<Loggers>,
+    /// The herder (while the worker starts, `/health` and the connector routes answer
+    /// 503).
+    pub herder: Arc<dyn Herder>,
 }
 
 impl RestState {
-    /// State for a worker that is already running (or, with `None`, still starting).
-    pub fn new(
-        info: ServerInfo,
-        metrics: PrometheusHandle,
-        worker: Option<Worker>,
-        loggers: Arc<Loggers>,
-    ) -> Self {
-        let slot = Arc::new(OnceLock::new());
-        if let Some(worker) = worker {
-            let _ = slot.set(worker);
-        }
+    /// State for the API of `herder`.
+    pub fn new(info: ServerInfo, metrics: PrometheusHandle, herder: Arc<dyn Herder>) -> Self {
         RestState {
             info,
             metrics,
-            worker: slot,
-            loggers,
+            herder,
         }
+    }
+
+    /// The herder.
+    pub(crate) fn herder(&self) -> &dyn Herder {
+        self.herder.as_ref()
     }
 }
 
@@ -145,18 +137,16 @@ async fn root(state: web::Data<RestState>) -> HttpResponse {
 /// KIP-1017: 503 while starting, 200 when every actor the worker relies on answers,
 /// 500 (naming the one that did not) otherwise.
 async fn health(state: web::Data<RestState>) -> HttpResponse {
-    let Some(worker) = state.worker.get() else {
-        return HttpResponse::ServiceUnavailable().json(serde_json::json!({
+    match state.herder.health(HEALTH_TIMEOUT).await {
+        Health::Starting => HttpResponse::ServiceUnavailable().json(serde_json::json!({
             "status": "starting",
             "message": "Worker is still starting up."
-        }));
-    };
-    match worker.health(HEALTH_TIMEOUT).await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({
+        })),
+        Health::Healthy => HttpResponse::Ok().json(serde_json::json!({
             "status": "healthy",
             "message": "Worker has completed startup and is ready to handle requests."
         })),
-        Err(problem) => {
+        Health::Unhealthy(problem) => {
             tracing::warn!(problem = %problem, "health check failed");
             HttpResponse::InternalServerError().json(serde_json::json!({
                 "status": "unhealthy",
@@ -298,11 +288,11 @@ mod tests {
     }
 
     fn state() -> RestState {
+        let loggers = Arc::new(crate::telemetry::Loggers::new("info", Box::new(|_| Ok(()))));
         RestState::new(
             ServerInfo::new("abc123".into()),
             handle(),
-            None,
-            Arc::new(Loggers::new("info", Box::new(|_| Ok(())))),
+            Arc::new(crate::herder::Standalone::new(loggers)),
         )
     }
 
