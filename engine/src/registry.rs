@@ -92,6 +92,10 @@ fn syslog_relp() -> Box<dyn SourceConnector> {
     ))
 }
 
+fn datagen_source() -> Box<dyn SourceConnector> {
+    Box::new(sluice_connector_datagen::DatagenSource)
+}
+
 fn elasticsearch_sink() -> Box<dyn SinkConnector> {
     Box::new(sluice_connector_elasticsearch::ElasticsearchSink)
 }
@@ -132,6 +136,11 @@ pub fn plugins() -> Vec<Plugin> {
             class: sluice_connector_syslog::RELP_ALIASES[0],
             aliases: sluice_connector_syslog::RELP_ALIASES,
             kind: Kind::Source(syslog_relp),
+        },
+        Plugin {
+            class: sluice_connector_datagen::ALIASES[0],
+            aliases: sluice_connector_datagen::ALIASES,
+            kind: Kind::Source(datagen_source),
         },
         Plugin {
             class: sluice_connector_elasticsearch::ALIASES[0],
@@ -175,6 +184,16 @@ mod tests {
             lookup("FileStreamSink").map(|p| p.type_name()),
             Some("sink")
         );
+        for name in [
+            "io.confluent.kafka.connect.datagen.DatagenConnector",
+            "DatagenConnector",
+        ] {
+            assert_eq!(
+                lookup(name).map(|p| p.class),
+                Some("io.sluice.connect.datagen.DatagenSourceConnector"),
+                "{name}"
+            );
+        }
         assert!(lookup("com.example.Nope").is_none());
     }
 }

@@ -6,9 +6,6 @@
 //! A task that has generated its iterations stays RUNNING and writes nothing more. The
 //! connector is created under Confluent's class name; Confluent's Avro keys are refused by
 //! name.
-//!
-//! PENDING, not compiled: it belongs in `engine/tests/datagen_source.rs` once the datagen
-//! connector is in `engine/src/registry.rs` and `engine/Cargo.toml`.
 
 mod common;
 
