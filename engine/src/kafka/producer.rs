@@ -371,16 +371,18 @@ impl TaskProducer {
     /// back-pressure a slow broker puts on the source.
     pub async fn send(&self, records: Vec<OutRecord>) -> Result<(), ProducerError> {
         let tags = vec![UNTAGGED; records.len()];
-        self.send_tagged(records, tags).await
+        self.send_tagged(Arc::from(records), tags).await
     }
 
     /// Like [`TaskProducer::send`], each record with a tag: a record the client or the
     /// broker refuses (too large, a timestamp out of the topic's window, ...) is reported
     /// by [`TaskProducer::take_refused`] under its tag. A record the client refuses at
     /// once is not sent, and the send goes on.
+    /// The records are shared, not copied: an exactly-once source keeps the same batch for
+    /// a resend.
     pub async fn send_tagged(
         &self,
-        records: Vec<OutRecord>,
+        records: Arc<[OutRecord]>,
         tags: Vec<usize>,
     ) -> Result<(), ProducerError> {
         let p = Arc::clone(&self.inner);

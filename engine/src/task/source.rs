@@ -11,12 +11,14 @@
 //! into the same transaction and commit. Any failure aborts and ends the loop; the
 //! supervisor restarts the task, which resumes from the last committed offsets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use sluice_proto::{Props, SourceRecord, SourceTask, SourceTaskContext};
+use sluice_proto::{
+    Props, SourceOffset, SourcePartition, SourceRecord, SourceTask, SourceTaskContext,
+};
 use tokio::sync::watch;
 
 use crate::convert::Converter;
@@ -184,23 +186,16 @@ fn tolerate(
     stage: &str,
     labels: &Labels,
 ) -> Option<Unrouted> {
-    crate::task::errors::count_tolerated(labels, stage);
-    if spec.errors.log {
-        if spec.errors.log_messages {
-            tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, record = ?r, "bad record tolerated");
-        } else {
-            tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, "bad record tolerated");
-        }
-    }
-    let topic = spec.errors.dlq_topic.clone()?;
+    use crate::task::dead_letter::{self, Failure, Origin};
+    dead_letter::tolerated(&spec.errors, labels, stage, error, r);
+    let topic = spec.errors.dlq_topic.as_deref()?;
     let json = crate::convert::JsonConverter::new(crate::convert::Part::Value, false);
     let render = |v: &sluice_proto::Value| {
-        json.to_kafka(&topic, None, v)
+        json.to_kafka(topic, None, v)
             .unwrap_or_else(|_| Some(format!("{v:?}").into_bytes()))
     };
-    let (partition, offset) = coordinates(r);
-    let text = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
-    let error_class = match error {
+    let (partition, offset) = crate::task::source_txn::coordinates(r);
+    let kind = match error {
         TaskError::Transform { .. } => "TransformError",
         TaskError::StateTopic { .. } => "InvalidTopicError",
         _ => "ConvertError",
@@ -213,33 +208,26 @@ fn tolerate(
         TaskError::Convert { source, .. } => source.converter.to_owned(),
         _ => String::new(),
     };
-    metrics::counter!("sluice_dlq_records_total", &labels.pairs()).increment(1);
+    let failure = Failure {
+        stage,
+        kind,
+        failing: Some(failing),
+        message: error.to_string(),
+    };
+    let origin = Origin::Source {
+        topic: &r.topic,
+        partition: Some(&partition),
+        offset: Some(&offset),
+    };
+    let body = (render(&r.key), render(&r.value), r.timestamp);
+    let letter = dead_letter::build(&spec.errors, labels, failure, origin, body, Vec::new())?;
     Some(Unrouted {
-        topic: topic.clone(),
+        topic: letter.topic,
         partition: None,
-        key: render(&r.key),
-        value: render(&r.value),
-        timestamp: r.timestamp,
-        headers: vec![
-            text(crate::task::errors::headers::STAGE, stage.to_owned()),
-            text(crate::task::errors::headers::CLASS, failing),
-            text(
-                crate::task::errors::headers::EXCEPTION_CLASS,
-                error_class.to_owned(),
-            ),
-            text(
-                crate::task::errors::headers::EXCEPTION_MESSAGE,
-                error.to_string(),
-            ),
-            text(
-                crate::task::errors::headers::CONNECTOR,
-                spec.connector.clone(),
-            ),
-            text(crate::task::errors::headers::TASK, spec.task.to_string()),
-            text(crate::task::errors::headers::TOPIC, r.topic.clone()),
-            text(crate::task::errors::headers::SOURCE_PARTITION, partition),
-            text(crate::task::errors::headers::SOURCE_OFFSET, offset),
-        ],
+        key: letter.key,
+        value: letter.value,
+        timestamp: letter.timestamp,
+        headers: letter.headers,
     })
 }
 
@@ -277,11 +265,15 @@ async fn poll_with_retry(
     }
 }
 
-fn coordinates(r: &SourceRecord) -> (String, String) {
-    (
-        serde_json::Value::Object(r.source_partition.as_map().clone()).to_string(),
-        serde_json::Value::Object(r.source_offset.0.clone()).to_string(),
-    )
+/// Notes the batch's last offset of each source partition (copied once per partition and
+/// batch: most batches come from one partition).
+fn note_offsets(offsets: &mut BTreeMap<SourcePartition, SourceOffset>, records: &[SourceRecord]) {
+    let mut seen: BTreeSet<&SourcePartition> = BTreeSet::new();
+    for r in records.iter().rev() {
+        if seen.insert(&r.source_partition) {
+            offsets.insert(r.source_partition.clone(), r.source_offset.clone());
+        }
+    }
 }
 
 /// Transforms then converts one record; `None` when a transform dropped it.
@@ -304,7 +296,7 @@ fn convert(spec: &SourceTaskSpec, r: &SourceRecord) -> Result<Option<Unrouted>, 
             Ok(Some(e)) => e,
             Ok(None) => return Ok(None),
             Err(source) => {
-                let (partition, offset) = coordinates(r);
+                let (partition, offset) = crate::task::source_txn::coordinates(r);
                 return Err(TaskError::Transform {
                     partition,
                     offset,
@@ -316,7 +308,7 @@ fn convert(spec: &SourceTaskSpec, r: &SourceRecord) -> Result<Option<Unrouted>, 
     if let Some(key) = spec.state_topics.get(&envelope.topic) {
         metrics::counter!("sluice_records_refused_state_topic_total", "connector" => spec.connector.clone(), "task" => spec.task.to_string())
             .increment(1);
-        let (partition, offset) = coordinates(r);
+        let (partition, offset) = crate::task::source_txn::coordinates(r);
         return Err(TaskError::StateTopic {
             topic: envelope.topic,
             key,
@@ -325,7 +317,7 @@ fn convert(spec: &SourceTaskSpec, r: &SourceRecord) -> Result<Option<Unrouted>, 
         });
     }
     let fail = |part, source| {
-        let (partition, offset) = coordinates(r);
+        let (partition, offset) = crate::task::source_txn::coordinates(r);
         TaskError::Convert {
             part,
             partition,
@@ -476,7 +468,7 @@ async fn poll_loop(
             let mut batch = Vec::with_capacity(records.len());
             // Where each record of the batch came from, for a refusal by the broker.
             let mut origins = Vec::with_capacity(records.len());
-            for r in &records {
+            for (index, r) in records.iter().enumerate() {
                 let converted = match convert(spec, r) {
                     Err(e) if spec.errors.tolerate_all => match e.record_stage() {
                         Some(stage) => {
@@ -494,8 +486,7 @@ async fn poll_loop(
                 match converted {
                     Some(unrouted) => {
                         batch.push(unrouted);
-                        let (partition, offset) = coordinates(r);
-                        origins.push(Some(crate::task::source_txn::Origin { partition, offset }));
+                        origins.push(u32::try_from(index).ok());
                     }
                     // Dropped by a transform: its offset still commits below, so it is not read again.
                     None => {
@@ -506,22 +497,20 @@ async fn poll_loop(
             }
             note_topics(spec, &batch);
             // Bounded mailbox: waits when the router is busy (back-pressure).
-            let routed = spec.router.send(Route(batch)).await??;
+            let routed: Arc<[_]> = Arc::from(spec.router.send(Route(batch)).await??);
             if !pending.open {
                 producer.begin().await?;
                 pending.open = true;
                 pending.started = Some(Instant::now());
             }
+            pending.records += records.len() as u64;
+            note_offsets(&mut pending.offsets, &records);
             // Only a transaction can be sent again: at-least-once keeps nothing.
             let tags = if producer.is_transactional() {
-                pending.retain(&routed, origins)
+                pending.retain(&routed, origins, records)
             } else {
                 vec![crate::kafka::producer::UNTAGGED; routed.len()]
             };
-            pending.records += records.len() as u64;
-            for r in records {
-                pending.offsets.insert(r.source_partition, r.source_offset);
-            }
             if let Err(e) = producer.send_tagged(routed, tags).await {
                 if !producer.is_transactional() {
                     return Err(e.into());

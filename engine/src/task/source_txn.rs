@@ -20,9 +20,10 @@
 //! applies back-pressure to its clients instead of dropping their data.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_proto::{SourceOffset, SourcePartition};
+use sluice_proto::{SourceOffset, SourcePartition, SourceRecord};
 
 use crate::kafka::producer::{ErrorClass, OutRecord, ProducerError, TaskProducer};
 use crate::task::actor::Labels;
@@ -36,20 +37,34 @@ pub(crate) const RETAIN_LIMIT: usize = 64 * 1024 * 1024;
 /// supervisor restarts it).
 pub(crate) const RECOVERY_BUDGET: Duration = Duration::from_secs(300);
 
-/// Where a record came from: its source partition and offset, as JSON.
-#[derive(Debug, Clone)]
-pub(crate) struct Origin {
-    /// Source partition.
-    pub(crate) partition: String,
-    /// Source offset.
-    pub(crate) offset: String,
+/// A source record's source partition and offset, as JSON (for dead-letter headers and
+/// error messages; made only when a record is refused, never on the hot path).
+pub(crate) fn coordinates(r: &SourceRecord) -> (String, String) {
+    (
+        serde_json::Value::Object(r.source_partition.as_map().clone()).to_string(),
+        serde_json::Value::Object(r.source_offset.0.clone()).to_string(),
+    )
+}
+
+/// Records of the open transaction as they were sent: the batch itself, shared with the
+/// producer's send (kept without a copy), and where each record came from.
+#[derive(Debug)]
+struct Chunk {
+    /// The tag (send index) of its first record.
+    first: usize,
+    records: Arc<[OutRecord]>,
+    /// For each record, the index in `sources` of the source record it came from (none for
+    /// a dead letter).
+    origins: Vec<Option<u32>>,
+    /// The connector's records of the batch, moved here once their offsets are noted.
+    sources: Vec<SourceRecord>,
 }
 
 /// A record of the open transaction, kept for a resend.
-#[derive(Debug, Clone)]
-struct Retained {
-    record: OutRecord,
-    origin: Option<Origin>,
+#[derive(Debug, Clone, Copy)]
+struct Retained<'a> {
+    record: &'a OutRecord,
+    origin: Option<&'a SourceRecord>,
 }
 
 /// One open transaction's bookkeeping.
@@ -65,22 +80,26 @@ pub(crate) struct Pending {
     pub(crate) dead: u64,
     /// The source offsets it commits.
     pub(crate) offsets: BTreeMap<SourcePartition, SourceOffset>,
-    /// Its records in send order; a record's tag is its index here.
-    retained: Vec<Retained>,
+    /// Its records in send order; a record's tag is its index in this order.
+    retained: Vec<Chunk>,
+    retained_count: usize,
     retained_bytes: usize,
     /// Too much to keep: a failure cannot be recovered in place.
     overflow: bool,
 }
 
 impl Pending {
-    /// Keeps `records` (with their origins) for a resend and returns their send tags.
+    /// Keeps `records` for a resend, with where each came from (an index into `sources`),
+    /// and returns their send tags.
     pub(crate) fn retain(
         &mut self,
-        records: &[OutRecord],
-        origins: Vec<Option<Origin>>,
+        records: &Arc<[OutRecord]>,
+        origins: Vec<Option<u32>>,
+        sources: Vec<SourceRecord>,
     ) -> Vec<usize> {
-        let first = self.retained.len();
-        let tags: Vec<usize> = (first..first + records.len()).collect();
+        let first = self.retained_count;
+        self.retained_count += records.len();
+        let tags: Vec<usize> = (first..self.retained_count).collect();
         if self.overflow {
             return tags;
         }
@@ -92,14 +111,41 @@ impl Pending {
             return tags;
         }
         self.retained_bytes += bytes;
-        self.retained.extend(
-            records
-                .iter()
-                .cloned()
-                .zip(origins.into_iter().chain(std::iter::repeat(None)))
-                .map(|(record, origin)| Retained { record, origin }),
-        );
+        self.retained.push(Chunk {
+            first,
+            records: Arc::clone(records),
+            origins,
+            sources,
+        });
         tags
+    }
+
+    /// How many records the open transaction sent.
+    fn len(&self) -> usize {
+        if self.overflow {
+            0
+        } else {
+            self.retained_count
+        }
+    }
+
+    /// The record sent with tag `i`.
+    fn get(&self, i: usize) -> Option<Retained<'_>> {
+        let after = self.retained.partition_point(|c| c.first <= i);
+        let chunk = self.retained.get(after.checked_sub(1)?)?;
+        let at = i - chunk.first;
+        let origin = chunk.origins.get(at).copied().flatten();
+        Some(Retained {
+            record: chunk.records.get(at)?,
+            origin: origin.and_then(|o| chunk.sources.get(o as usize)),
+        })
+    }
+
+    /// Every kept record with its tag, in send order.
+    fn iter(&self) -> impl Iterator<Item = (usize, &OutRecord)> {
+        self.retained
+            .iter()
+            .flat_map(|c| (c.first..).zip(c.records.iter()))
     }
 }
 
@@ -265,7 +311,7 @@ async fn recover_in_place(
             tracing::error!(connector = %spec.connector, task = spec.task, error = %reason, budget_s = RECOVERY_BUDGET.as_secs(), "transaction not recovered in time; the task restarts from its committed offsets");
             return Err(error.map_or_else(|| refusal_error(spec, pending, &[]), TaskError::from));
         }
-        tracing::warn!(connector = %spec.connector, task = spec.task, class = class.name(), attempt, records = pending.retained.len(), error = %reason, "transaction failed; recovering in place");
+        tracing::warn!(connector = %spec.connector, task = spec.task, class = class.name(), attempt, records = pending.len(), error = %reason, "transaction failed; recovering in place");
         ctx.health.retrying(
             &format_args!("transaction ({}): {reason}", class.name()),
             attempt,
@@ -349,13 +395,14 @@ async fn resend(
     producer.begin().await.map_err(p)?;
     let skip: BTreeSet<usize> = suspects.keys().chain(guilty.keys()).copied().collect();
     let (records, tags): (Vec<OutRecord>, Vec<usize>) = pending
-        .retained
         .iter()
-        .enumerate()
         .filter(|(i, _)| !skip.contains(i))
-        .map(|(i, r)| (r.record.clone(), i))
+        .map(|(i, r)| (r.clone(), i))
         .unzip();
-    producer.send_tagged(records, tags).await.map_err(p)?;
+    producer
+        .send_tagged(Arc::from(records), tags)
+        .await
+        .map_err(p)?;
     producer.drain().await.map_err(p)?;
     let refused = producer.take_refused();
     if !refused.is_empty() {
@@ -364,12 +411,12 @@ async fn resend(
     }
     let testing: Vec<usize> = suspects.keys().copied().collect();
     for i in testing {
-        let Some(r) = pending.retained.get(i) else {
+        let Some(r) = pending.get(i) else {
             suspects.remove(&i);
             continue;
         };
         producer
-            .send_tagged(vec![r.record.clone()], vec![i])
+            .send_tagged(Arc::from(vec![r.record.clone()]), vec![i])
             .await
             .map_err(p)?;
         producer.drain().await.map_err(p)?;
@@ -397,9 +444,9 @@ async fn resend(
         let letters: Vec<OutRecord> = guilty
             .iter()
             .filter_map(|(i, reason)| {
-                let r = pending.retained.get(*i)?;
+                let r = pending.get(*i)?;
                 crate::task::errors::count_tolerated(labels, "KAFKA_PRODUCE");
-                dead_letter(spec, labels, &r.record, r.origin.as_ref(), reason)
+                dead_letter(spec, labels, r.record, r.origin, reason)
             })
             .collect();
         pending.dead += letters.len() as u64;
@@ -429,8 +476,8 @@ async fn dead_letters_alone(
         .filter_map(|(i, reason)| {
             metrics::counter!("sluice_source_records_refused_total", &labels.pairs()).increment(1);
             crate::task::errors::count_tolerated(labels, "KAFKA_PRODUCE");
-            let r = pending.retained.get(*i)?;
-            dead_letter(spec, labels, &r.record, r.origin.as_ref(), reason)
+            let r = pending.get(*i)?;
+            dead_letter(spec, labels, r.record, r.origin, reason)
         })
         .collect();
     if letters.is_empty() {
@@ -450,15 +497,14 @@ fn refusal_error(
     refused: &[(usize, String)],
 ) -> TaskError {
     let first = refused.first();
-    let retained = first.and_then(|(i, _)| pending.retained.get(*i));
+    let retained = first.and_then(|(i, _)| pending.get(*i));
+    let (partition, offset) = retained
+        .and_then(|r| r.origin)
+        .map_or_else(|| ("?".to_owned(), "?".to_owned()), coordinates);
     TaskError::Refused {
         topic: retained.map_or_else(String::new, |r| r.record.topic.clone()),
-        partition: retained
-            .and_then(|r| r.origin.as_ref())
-            .map_or_else(|| "?".to_owned(), |o| o.partition.clone()),
-        offset: retained
-            .and_then(|r| r.origin.as_ref())
-            .map_or_else(|| "?".to_owned(), |o| o.offset.clone()),
+        partition,
+        offset,
         reason: first.map_or_else(
             || format!("{} record(s) refused", refused.len()),
             |(_, r)| r.clone(),
@@ -483,45 +529,36 @@ fn dead_letter(
     spec: &SourceTaskSpec,
     labels: &Labels,
     record: &OutRecord,
-    origin: Option<&Origin>,
+    origin: Option<&SourceRecord>,
     reason: &str,
 ) -> Option<OutRecord> {
-    let topic = spec.errors.dlq_topic.clone()?;
-    use crate::task::errors::headers as h;
-    let text = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
+    use crate::task::dead_letter::{self, Failure, Origin as From};
+    let coordinates = origin.map(coordinates);
+    // A record refused for its size would be refused again in the dead-letter queue:
+    // its key and value are left out, and the message says so.
     let too_large = record.size() > 512 * 1024;
-    let mut headers = vec![
-        text(h::STAGE, "KAFKA_PRODUCE".to_owned()),
-        text(h::EXCEPTION_CLASS, "RecordRefused".to_owned()),
-        text(
-            h::EXCEPTION_MESSAGE,
-            if too_large {
-                format!("{reason} (value of {} bytes dropped)", record.size())
-            } else {
-                reason.to_owned()
-            },
-        ),
-        text(h::CONNECTOR, spec.connector.clone()),
-        text(h::TASK, spec.task.to_string()),
-        text(h::TOPIC, record.topic.clone()),
-    ];
-    if let Some(o) = origin {
-        headers.push(text(h::SOURCE_PARTITION, o.partition.clone()));
-        headers.push(text(h::SOURCE_OFFSET, o.offset.clone()));
-    }
-    metrics::counter!("sluice_dlq_records_total", &labels.pairs()).increment(1);
-    Some(OutRecord {
-        topic,
-        partition: 0,
-        key: if too_large { None } else { record.key.clone() },
-        value: if too_large {
-            None
+    let failure = Failure {
+        stage: "KAFKA_PRODUCE",
+        kind: "RecordRefused",
+        failing: None,
+        message: if too_large {
+            format!("{reason} (value of {} bytes dropped)", record.size())
         } else {
-            record.value.clone()
+            reason.to_owned()
         },
-        timestamp: None,
-        headers,
-    })
+    };
+    let from = From::Source {
+        topic: &record.topic,
+        partition: coordinates.as_ref().map(|(p, _)| p.as_str()),
+        offset: coordinates.as_ref().map(|(_, o)| o.as_str()),
+    };
+    let body = if too_large {
+        (None, None, None)
+    } else {
+        (record.key.clone(), record.value.clone(), None)
+    };
+    dead_letter::build(&spec.errors, labels, failure, from, body, Vec::new())
+        .map(dead_letter::DeadLetter::into_record)
 }
 
 #[cfg(test)]
@@ -542,11 +579,27 @@ mod tests {
     #[test]
     fn tags_follow_send_order_and_overflow_stops_keeping() {
         let mut pending = Pending::default();
-        assert_eq!(pending.retain(&[record(1), record(1)], vec![]), [0, 1]);
-        assert_eq!(pending.retain(&[record(1)], vec![]), [2]);
-        assert_eq!(pending.retained.len(), 3);
-        pending.retain(&[record(RETAIN_LIMIT)], vec![]);
+        let batch = |records: Vec<OutRecord>| -> Arc<[OutRecord]> { Arc::from(records) };
+        assert_eq!(
+            pending.retain(&batch(vec![record(1), record(1)]), vec![], vec![]),
+            [0, 1]
+        );
+        assert_eq!(pending.retain(&batch(vec![record(2)]), vec![], vec![]), [2]);
+        assert_eq!(pending.len(), 3);
+        assert_eq!(
+            pending.get(2).map(|r| r.record.size()),
+            Some(record(2).size())
+        );
+        assert_eq!(
+            pending.get(1).map(|r| r.record.size()),
+            Some(record(1).size())
+        );
+        assert!(pending.get(3).is_none());
+        let tags: Vec<usize> = pending.iter().map(|(i, _)| i).collect();
+        assert_eq!(tags, [0, 1, 2]);
+        pending.retain(&batch(vec![record(RETAIN_LIMIT)]), vec![], vec![]);
         assert!(pending.overflow);
+        assert_eq!(pending.len(), 0);
         assert!(pending.retained.is_empty());
     }
 

@@ -56,42 +56,34 @@ pub(super) fn tolerate(
     stage: &str,
     error: &dyn std::fmt::Display,
 ) -> Option<OutRecord> {
-    crate::task::errors::count_tolerated(labels, stage);
-    if spec.errors.log {
-        if spec.errors.log_messages {
-            tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, record = ?r, "bad record tolerated");
-        } else {
-            tracing::warn!(connector = %spec.connector, task = spec.task, stage, error = %error, "bad record tolerated");
-        }
-    }
-    let topic = spec.errors.dlq_topic.clone()?;
-    use crate::task::errors::headers as h;
-    let text = |k: &str, v: String| (k.to_owned(), Some(v.into_bytes()));
-    let mut headers = r.headers.clone();
-    let class = if stage == "TASK_PUT" {
+    use crate::task::dead_letter::{self, Failure, Origin};
+    dead_letter::tolerated(&spec.errors, labels, stage, error, r);
+    let kind = if stage == "TASK_PUT" {
         "ConnectorError"
     } else {
         "SinkRecordError"
     };
-    headers.extend([
-        text(h::TOPIC, r.topic.clone()),
-        text(h::PARTITION, r.partition.to_string()),
-        text(h::OFFSET, r.offset.to_string()),
-        text(h::CONNECTOR, spec.connector.clone()),
-        text(h::TASK, spec.task.to_string()),
-        text(h::STAGE, stage.to_owned()),
-        text(h::EXCEPTION_CLASS, class.to_owned()),
-        text(h::EXCEPTION_MESSAGE, error.to_string()),
-    ]);
-    metrics::counter!("sluice_dlq_records_total", &labels.pairs()).increment(1);
-    Some(OutRecord {
-        topic,
-        partition: 0,
-        key: r.key.clone(),
-        value: r.value.clone(),
-        timestamp: r.timestamp,
-        headers,
-    })
+    let failure = Failure {
+        stage,
+        kind,
+        failing: None,
+        message: error.to_string(),
+    };
+    let origin = Origin::Consumed {
+        topic: &r.topic,
+        partition: r.partition,
+        offset: r.offset,
+    };
+    let body = (r.key.clone(), r.value.clone(), r.timestamp);
+    dead_letter::build(
+        &spec.errors,
+        labels,
+        failure,
+        origin,
+        body,
+        r.headers.clone(),
+    )
+    .map(dead_letter::DeadLetter::into_record)
 }
 
 impl Life<'_> {
