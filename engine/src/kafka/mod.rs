@@ -2,6 +2,7 @@
 //! one of them runs on tokio's blocking pool under an outer timeout: an unreachable broker
 //! never stalls an actor or the REST server.
 
+pub mod commit;
 pub mod partitioner;
 pub mod producer;
 pub mod router;

@@ -31,14 +31,7 @@ use crate::task::health::TaskHealth;
 use crate::task::source_txn::Pending;
 use crate::transforms::{Envelope, TransformChain};
 
-/// When a transaction commits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Boundary {
-    /// After every non-empty poll (`transaction.boundary=poll`).
-    Poll,
-    /// After this much time (`transaction.boundary=interval`).
-    Interval(Duration),
-}
+pub use crate::kafka::commit::Boundary;
 
 /// Builds a fresh connector task for each (re)start.
 pub type TaskFactory = Arc<dyn Fn() -> Box<dyn SourceTask> + Send + Sync>;
@@ -376,7 +369,7 @@ async fn commit(
     ctx: &Ctx<'_>,
 ) -> Result<(), TaskError> {
     let labels = ctx.labels;
-    if !pending.open {
+    if !pending.txn.is_open() {
         return Ok(());
     }
     let started = Instant::now();
@@ -415,24 +408,16 @@ async fn commit_done(
     labels: &Labels,
     started: Instant,
 ) -> Result<(), TaskError> {
-    let elapsed = started.elapsed();
-    metrics::histogram!("sluice_source_transaction_commit_seconds", &labels.pairs())
-        .record(elapsed.as_secs_f64());
-    metrics::histogram!("sluice_source_transaction_size_records", &labels.pairs())
-        .record(pending.records as f64);
-    metrics::counter!(
-        "sluice_source_transactions_committed_total",
-        &labels.pairs()
-    )
-    .increment(1);
-    metrics::counter!("sluice_source_records_written_total", &labels.pairs())
-        .increment(pending.records);
+    let partitions = pending.offsets.len();
+    let (records, _) = pending
+        .txn
+        .committed(&crate::kafka::commit::SOURCE, labels, started);
     tracing::debug!(
         connector = %spec.connector,
         task = spec.task,
-        records = pending.records,
-        partitions = pending.offsets.len(),
-        commit_ms = elapsed.as_millis() as u64,
+        records,
+        partitions,
+        commit_ms = started.elapsed().as_millis() as u64,
         "transaction committed"
     );
     *pending = Pending::default();
@@ -498,12 +483,8 @@ async fn poll_loop(
             note_topics(spec, &batch);
             // Bounded mailbox: waits when the router is busy (back-pressure).
             let routed: Arc<[_]> = Arc::from(spec.router.send(Route(batch)).await??);
-            if !pending.open {
-                producer.begin().await?;
-                pending.open = true;
-                pending.started = Some(Instant::now());
-            }
-            pending.records += records.len() as u64;
+            pending.txn.begin(producer).await?;
+            pending.txn.add(records.len() as u64);
             note_offsets(&mut pending.offsets, &records);
             // Only a transaction can be sent again: at-least-once keeps nothing.
             let tags = if producer.is_transactional() {
@@ -522,13 +503,9 @@ async fn poll_loop(
                 continue;
             }
             metrics::gauge!("sluice_source_records_active", &labels.pairs())
-                .set(pending.records as f64);
+                .set(pending.txn.records() as f64);
         }
-        let due = match spec.boundary {
-            Boundary::Poll => true,
-            Boundary::Interval(every) => pending.started.is_some_and(|s| s.elapsed() >= every),
-        };
-        if due {
+        if pending.txn.due(spec.boundary) {
             commit(spec, producer, task, pending, ctx).await?;
             metrics::gauge!("sluice_source_records_active", &labels.pairs()).set(0.0);
         }
@@ -614,15 +591,10 @@ pub async fn run_source_task(
             metrics::counter!("sluice_dlq_produce_failures_total", &labels.pairs())
                 .increment(pending.dead);
         }
-        if producer.is_transactional() {
-            metrics::counter!("sluice_source_transactions_aborted_total", &labels.pairs())
-                .increment(1);
-            // The producer is dropped either way; an abort releases the partitions sooner
-            // for read_committed readers. It may fail (e.g. fenced); that is fine.
-            if let Err(abort) = producer.abort().await {
-                tracing::debug!(connector = %spec.connector, task = spec.task, error = %abort, "abort after failure also failed");
-            }
-        }
+        pending
+            .txn
+            .abort(&producer, &crate::kafka::commit::SOURCE, &labels)
+            .await;
         if matches!(e, TaskError::Producer(p) if p.is_fenced()) {
             metrics::counter!("sluice_source_task_fenced_total", &labels.pairs()).increment(1);
             tracing::error!(connector = %spec.connector, task = spec.task, error = %e, "source task fenced: another instance with the same transactional.id took over; this task stops (FAILED) rather than fence it back");

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use sluice_proto::{SourceOffset, SourcePartition, SourceRecord};
 
+use crate::kafka::commit::Transaction;
 use crate::kafka::producer::{ErrorClass, OutRecord, ProducerError, TaskProducer};
 use crate::task::actor::Labels;
 use crate::task::source::{Ctx, SourceTaskSpec, TaskError};
@@ -70,12 +71,9 @@ struct Retained<'a> {
 /// One open transaction's bookkeeping.
 #[derive(Default)]
 pub(crate) struct Pending {
-    /// A transaction is open.
-    pub(crate) open: bool,
-    /// When it was opened.
-    pub(crate) started: Option<Instant>,
-    /// Records of the connector in it (dead letters excluded).
-    pub(crate) records: u64,
+    /// The transaction's bookkeeping (records of the connector in it, dead letters
+    /// excluded).
+    pub(crate) txn: Transaction,
     /// Dead letters in it.
     pub(crate) dead: u64,
     /// The source offsets it commits.
@@ -168,7 +166,8 @@ enum RoundFailed {
 fn diagnose(error: &ProducerError, pending: &Pending, producer: &TaskProducer) -> ErrorClass {
     let class = error.class();
     let timed_out = pending
-        .started
+        .txn
+        .started()
         .is_some_and(|s| s.elapsed() >= producer.transaction_timeout());
     if error.is_epoch_error() || (class == ErrorClass::Fenced && timed_out) {
         return ErrorClass::Fatal;

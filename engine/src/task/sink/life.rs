@@ -3,6 +3,7 @@
 //! Kafka in a transaction with the consumer offsets), and offsets committed.
 
 use super::*;
+use crate::kafka::commit::{Transaction, SINK};
 
 /// The running writer of a task life.
 pub(super) enum Writer {
@@ -10,9 +11,7 @@ pub(super) enum Writer {
     Kafka {
         producer: TaskProducer,
         group: Option<Arc<rdkafka::consumer::ConsumerGroupMetadata>>,
-        open: bool,
-        opened_at: Option<Instant>,
-        records: u64,
+        txn: Transaction,
     },
 }
 
@@ -233,13 +232,7 @@ impl Life<'_> {
                     }
                 }
             }
-            Writer::Kafka {
-                producer,
-                open,
-                opened_at,
-                records: in_txn,
-                ..
-            } => {
+            Writer::Kafka { producer, txn, .. } => {
                 let Output::Kafka {
                     rename,
                     preserve_partitions,
@@ -254,17 +247,13 @@ impl Life<'_> {
                     out.push(self.spec.to_kafka(raw, e, rename, *preserve_partitions)?);
                 }
                 let routed = router.send(Route(out)).await??;
-                if !*open {
-                    producer.begin().await?;
-                    *open = true;
-                    *opened_at = Some(Instant::now());
-                }
+                txn.begin(producer).await?;
                 producer.send(routed).await?;
                 if !dead.is_empty() {
                     // Same transaction: the dead letters are exactly-once too.
                     producer.send(dead).await?;
                 }
-                *in_txn += read;
+                txn.add(read);
             }
         }
         for r in &records {
@@ -298,11 +287,9 @@ impl Life<'_> {
             Writer::Kafka {
                 producer,
                 group,
-                open,
-                opened_at,
-                records,
+                txn,
             } => {
-                if !*open {
+                if !txn.is_open() {
                     return Ok(Offsets::new());
                 }
                 let Some(group) = group.as_ref() else {
@@ -315,20 +302,8 @@ impl Life<'_> {
                     .send_offsets(pending.clone(), Arc::clone(group))
                     .await?;
                 producer.commit().await?;
-                *open = false;
-                metrics::histogram!(
-                    "sluice_sink_transaction_commit_seconds",
-                    &self.labels.pairs()
-                )
-                .record(started.elapsed().as_secs_f64());
-                metrics::counter!(
-                    "sluice_sink_transactions_committed_total",
-                    &self.labels.pairs()
-                )
-                .increment(1);
-                tracing::debug!(connector = %self.spec.connector, task = self.spec.task, records = *records, open_ms = opened_at.map_or(0, |t| t.elapsed().as_millis() as u64), "transaction committed with consumer offsets");
-                *records = 0;
-                *opened_at = None;
+                let (records, open_for) = txn.committed(&SINK, &self.labels, started);
+                tracing::debug!(connector = %self.spec.connector, task = self.spec.task, records, open_ms = open_for.as_millis() as u64, "transaction committed with consumer offsets");
                 self.commits.confirm(&pending);
                 Ok(Offsets::new())
             }

@@ -296,9 +296,7 @@ pub async fn run_sink_task(
             Writer::Kafka {
                 producer: producer?,
                 group: None,
-                open: false,
-                opened_at: None,
-                records: 0,
+                txn: crate::kafka::commit::Transaction::default(),
             }
         }
     };
@@ -408,7 +406,10 @@ pub async fn run_sink_task(
         tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "the poll thread did not end; left behind");
     }
     let Life {
-        writer, assigned, ..
+        writer,
+        assigned,
+        labels,
+        ..
     } = life;
     match writer {
         Writer::Task(mut task) => {
@@ -418,11 +419,13 @@ pub async fn run_sink_task(
             }
             task.stop().await;
         }
-        Writer::Kafka { producer, open, .. } => {
-            if open {
+        Writer::Kafka {
+            producer, mut txn, ..
+        } => {
+            if txn.is_open() {
                 // Not committed: the records come back with the offsets on restart.
-                let _ = producer.abort().await;
-                metrics::counter!("sluice_sink_transactions_aborted_total", "connector" => spec.connector.clone(), "task" => spec.task.to_string()).increment(1);
+                txn.abort(&producer, &crate::kafka::commit::SINK, &labels)
+                    .await;
             }
         }
     }
