@@ -240,6 +240,9 @@ async fn start(config: Arc<WorkerConfig>, mode: Mode, connectors: &[PathBuf]) ->
             connectors = restored,
             "connectors restored from config.storage.topic"
         );
+        worker
+            .follow_config_topic()
+            .context("following config.storage.topic")?;
     }
     Ok(worker)
 }

@@ -14,6 +14,7 @@ pub use crate::telemetry::{LoggerLevel, LoggersError};
 pub use plugins::{ConfigInfos, ConfigKeyInfo, PluginInfo};
 pub use sluice_proto::{SourceOffset, SourcePartition};
 
+mod follow;
 pub mod plugins;
 mod standalone;
 

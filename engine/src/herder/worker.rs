@@ -57,7 +57,7 @@ pub struct ConnectorEntry {
 }
 
 /// A connector checked and ready to start: what [`Worker::plan`] hands [`Worker::launch`].
-struct Planned {
+pub(super) struct Planned {
     name: String,
     class: &'static str,
     kind: &'static str,
@@ -98,6 +98,11 @@ pub struct Worker {
     connectors: Arc<RwLock<BTreeMap<String, ConnectorEntry>>>,
     store: Option<ConfigStore>,
     status: Option<StatusStore>,
+    /// Held by every change of the connector table (REST, or a config-topic record), so
+    /// the config-topic follower sees a change this worker wrote only once it is applied.
+    pub(super) changes: Arc<tokio::sync::Mutex<()>>,
+    /// What the config-topic follower has read, once it runs.
+    pub(super) followed: Arc<std::sync::OnceLock<crate::storage::configs::Followed>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -238,6 +243,8 @@ impl Worker {
             connectors: Arc::new(RwLock::new(BTreeMap::new())),
             store: None,
             status: None,
+            changes: Arc::new(tokio::sync::Mutex::new(())),
+            followed: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
@@ -248,7 +255,7 @@ impl Worker {
         self
     }
 
-    fn report_connector(&self, name: &str, target: TargetState) {
+    pub(super) fn report_connector(&self, name: &str, target: TargetState) {
         let state = match target {
             TargetState::Started => "RUNNING",
             TargetState::Paused => "PAUSED",
@@ -263,6 +270,11 @@ impl Worker {
         };
         let name = name.to_owned();
         actix::spawn(async move { status.put_connector(&name, state).await });
+    }
+
+    /// The config store, for a REST-managed worker.
+    pub(super) fn config_store(&self) -> Option<&ConfigStore> {
+        self.store.as_ref()
     }
 
     /// Keeps connector configs in `store` (the REST-managed worker), so they survive a
@@ -333,6 +345,7 @@ impl Worker {
         props: &BTreeMap<String, String>,
         target: TargetState,
     ) -> Result<ConnectorEntry, HerderError> {
+        let _change = self.changes.lock().await;
         let name = props.get("name").cloned().unwrap_or_default();
         if self.read_connectors().contains_key(&name) {
             return count_startup(Err(HerderError::Exists(name)));
@@ -346,13 +359,14 @@ impl Worker {
             let _ = self.forget(&name).await;
             return Err(e);
         }
+        self.settle().await;
         Ok(entry)
     }
 
     /// [`Worker::plan`] on the blocking pool: it runs the connector's own `task_configs`,
     /// which may be slow (a connector asking its outside system how to split the work), and
     /// nothing slow may run on the REST or an actor thread.
-    async fn plan_off_thread(
+    pub(super) async fn plan_off_thread(
         &self,
         plugin: registry::Plugin,
         props: &BTreeMap<String, String>,
@@ -497,7 +511,9 @@ impl Worker {
     }
 
     /// Looks `props`' connector class up in the registry.
-    fn plugin_of(props: &BTreeMap<String, String>) -> Result<registry::Plugin, HerderError> {
+    pub(super) fn plugin_of(
+        props: &BTreeMap<String, String>,
+    ) -> Result<registry::Plugin, HerderError> {
         let common = common_def()
             .parse(props)
             .map_err(|e| HerderError::BadConfig(e.to_string()))?;
@@ -693,7 +709,11 @@ impl Worker {
     }
 
     /// Starts a planned connector's supervisor and enters it in the connector table.
-    fn launch(&self, planned: Planned, target: TargetState) -> Result<ConnectorEntry, HerderError> {
+    pub(super) fn launch(
+        &self,
+        planned: Planned,
+        target: TargetState,
+    ) -> Result<ConnectorEntry, HerderError> {
         let Planned {
             name,
             class,
@@ -801,7 +821,7 @@ impl Worker {
         Ok(())
     }
 
-    fn read_connectors(&self) -> BTreeMap<String, ConnectorEntry> {
+    pub(super) fn read_connectors(&self) -> BTreeMap<String, ConnectorEntry> {
         self.connectors
             .read()
             .map(|c| c.clone())
@@ -846,7 +866,7 @@ impl Worker {
         }
     }
 
-    fn update_entry(
+    pub(super) fn update_entry(
         &self,
         name: &str,
         f: impl FnOnce(&mut ConnectorEntry),
@@ -865,6 +885,7 @@ impl Worker {
     /// Stops a connector's tasks (each commits what it has) and forgets it, in the store
     /// too. Its offsets stay.
     pub async fn delete_connector(&self, name: &str) -> Result<(), HerderError> {
+        let _change = self.changes.lock().await;
         self.connector(name)?;
         if let Some(store) = &self.store {
             store.delete(name).await.map_err(|e| {
@@ -878,11 +899,12 @@ impl Worker {
         if let Some(status) = &self.status {
             status.delete(name, tasks).await;
         }
+        self.settle().await;
         Ok(())
     }
 
     /// Stops and drops a connector, leaving the store alone.
-    async fn forget(&self, name: &str) -> Result<(), HerderError> {
+    pub(super) async fn forget(&self, name: &str) -> Result<(), HerderError> {
         let entry = self.connector(name)?;
         let _ = tokio::time::timeout(
             Duration::from_secs(30),
@@ -909,6 +931,7 @@ impl Worker {
         name: &str,
         props: &BTreeMap<String, String>,
     ) -> Result<bool, HerderError> {
+        let _change = self.changes.lock().await;
         let mut props = props.clone();
         match props.get("name") {
             Some(n) if n != name => {
@@ -941,11 +964,13 @@ impl Worker {
             self.forget(name).await?;
         }
         count_startup(self.launch(planned, target))?;
+        self.settle().await;
         Ok(existing.is_none())
     }
 
     /// Pauses, resumes or stops a connector, and stores the new target.
     pub async fn set_target(&self, name: &str, target: TargetState) -> Result<(), HerderError> {
+        let _change = self.changes.lock().await;
         let entry = self.connector(name)?;
         if let Some(store) = &self.store {
             store.put_target(name, target).await.map_err(|e| {
@@ -954,7 +979,9 @@ impl Worker {
         }
         entry.supervisor.do_send(SetTarget(target));
         self.report_connector(name, target);
-        self.update_entry(name, |e| e.target = target)
+        self.update_entry(name, |e| e.target = target)?;
+        self.settle().await;
+        Ok(())
     }
 
     /// Restarts a connector's tasks: all of them, or only the failed ones.

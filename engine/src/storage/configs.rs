@@ -9,11 +9,18 @@
 //! Like Kafka Connect's, the topic holds configs as given, secrets included: protect it
 //! with ACLs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
+use sluice_proto::config::redact;
 
+use crate::kafka::client_config;
 use crate::kafka::producer::{OutRecord, TaskProducer};
 use crate::storage::offsets::{ensure_compacted_topic, read_to_end, OffsetStoreError};
 use crate::task::supervisor::TargetState;
@@ -25,6 +32,98 @@ pub struct StoredConnector {
     pub config: BTreeMap<String, String>,
     /// Its target state.
     pub target: TargetState,
+}
+
+/// The connectors a replay of the config topic has found so far.
+#[derive(Debug, Default)]
+pub(crate) struct Replay {
+    configs: BTreeMap<String, BTreeMap<String, String>>,
+    targets: BTreeMap<String, TargetState>,
+}
+
+impl Replay {
+    /// Applies one record; returns the connector it changed (task and commit records,
+    /// derived from the connector config, change none).
+    pub(crate) fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Option<String> {
+        let key = String::from_utf8_lossy(key);
+        let value: Option<Value> = value.and_then(|v| serde_json::from_slice(v).ok());
+        if let Some(name) = key.strip_prefix("connector-") {
+            match value
+                .as_ref()
+                .and_then(|v| v.get("properties"))
+                .and_then(Value::as_object)
+            {
+                Some(props) => {
+                    let config = props
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                            )
+                        })
+                        .collect();
+                    self.configs.insert(name.to_owned(), config);
+                }
+                None => {
+                    self.configs.remove(name);
+                    self.targets.remove(name);
+                }
+            }
+            Some(name.to_owned())
+        } else if let Some(name) = key.strip_prefix("target-state-") {
+            match value.as_ref().and_then(parse_target) {
+                Some(t) => self.targets.insert(name.to_owned(), t),
+                None => self.targets.remove(name),
+            };
+            Some(name.to_owned())
+        } else {
+            None
+        }
+    }
+
+    /// One connector as stored now (`None`: deleted, or never created).
+    pub(crate) fn get(&self, name: &str) -> Option<StoredConnector> {
+        let config = self.configs.get(name)?.clone();
+        let target = self
+            .targets
+            .get(name)
+            .copied()
+            .unwrap_or(TargetState::Started);
+        Some(StoredConnector { config, target })
+    }
+
+    /// Every stored connector.
+    pub(crate) fn all(&self) -> BTreeMap<String, StoredConnector> {
+        self.configs
+            .keys()
+            .filter_map(|name| Some((name.clone(), self.get(name)?)))
+            .collect()
+    }
+}
+
+/// What the config-topic follower has read: every connector as stored, and how far it
+/// has read.
+#[derive(Debug, Clone, Default)]
+pub struct Followed {
+    replay: Arc<Mutex<Replay>>,
+    position: Arc<AtomicI64>,
+}
+
+impl Followed {
+    fn apply(&self, key: &[u8], value: Option<&[u8]>) -> Option<String> {
+        self.replay.lock().ok()?.apply(key, value)
+    }
+
+    /// A connector as stored, as of the follower's position (`None`: deleted or unknown).
+    pub fn get(&self, name: &str) -> Option<StoredConnector> {
+        self.replay.lock().ok()?.get(name)
+    }
+
+    /// The offset the follower reads next.
+    pub fn position(&self) -> i64 {
+        self.position.load(Ordering::SeqCst)
+    }
 }
 
 /// Reading or writing the config topic failed.
@@ -104,8 +203,7 @@ impl ConfigStore {
     ) -> Result<BTreeMap<String, StoredConnector>, ConfigStoreError> {
         let store = self.clone();
         let handle = crate::kafka::blocking(timeout, move || {
-            let mut configs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-            let mut targets: BTreeMap<String, TargetState> = BTreeMap::new();
+            let mut replay = Replay::default();
             read_to_end(
                 &store.consumer_props,
                 "sluice-config-reader",
@@ -113,54 +211,135 @@ impl ConfigStore {
                 1,
                 timeout,
                 |_, _, key, value| {
-                    let key = String::from_utf8_lossy(key);
-                    let value: Option<Value> = value.and_then(|v| serde_json::from_slice(v).ok());
-                    if let Some(name) = key.strip_prefix("connector-") {
-                        match value
-                            .as_ref()
-                            .and_then(|v| v.get("properties"))
-                            .and_then(Value::as_object)
-                        {
-                            Some(props) => {
-                                let config = props
-                                    .iter()
-                                    .map(|(k, v)| {
-                                        (
-                                            k.clone(),
-                                            v.as_str().map_or_else(|| v.to_string(), str::to_owned),
-                                        )
-                                    })
-                                    .collect();
-                                configs.insert(name.to_owned(), config);
-                            }
-                            None => {
-                                configs.remove(name);
-                                targets.remove(name);
-                            }
-                        }
-                    } else if let Some(name) = key.strip_prefix("target-state-") {
-                        match value.as_ref().and_then(parse_target) {
-                            Some(t) => targets.insert(name.to_owned(), t),
-                            None => targets.remove(name),
-                        };
-                    }
+                    replay.apply(key, value);
                     Ok(())
                 },
             )?;
-            Ok::<_, ConfigStoreError>(
-                configs
-                    .into_iter()
-                    .map(|(name, config)| {
-                        let target = targets.get(&name).copied().unwrap_or(TargetState::Started);
-                        (name, StoredConnector { config, target })
-                    })
-                    .collect(),
-            )
+            Ok::<_, ConfigStoreError>(replay.all())
         });
         handle.await.map_err(|e| ConfigStoreError::Write {
             topic: self.topic.clone(),
             message: format!("reader thread failed: {e}"),
         })?
+    }
+
+    /// Follows the topic from its beginning on a thread of its own, for as long as
+    /// `changes` is open. It first catches up with the end of the topic as it was when
+    /// it started, then names every connector it has seen on `changes`; from then on it
+    /// names each connector a record changes, as it reads it. Whoever wrote the record
+    /// (this worker, another one, a tool), the worker hears of it; [`Followed`] says how
+    /// each connector is stored as of the follower's position.
+    pub fn follow(
+        &self,
+        changes: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<Followed, ConfigStoreError> {
+        let kafka = |message: String| {
+            ConfigStoreError::Kafka(OffsetStoreError::Kafka {
+                topic: self.topic.clone(),
+                message,
+            })
+        };
+        let mut props = self.consumer_props.clone();
+        props.insert("group.id".into(), "sluice-config-follower".into());
+        props.insert("enable.auto.commit".into(), "false".into());
+        props.insert("isolation.level".into(), "read_committed".into());
+        let consumer: BaseConsumer = client_config(&props).create().map_err(|e| {
+            kafka(format!(
+                "creating the follower: {}",
+                redact(&e.to_string(), &props)
+            ))
+        })?;
+        let (_, end) = consumer
+            .fetch_watermarks(&self.topic, 0, Duration::from_secs(30))
+            .map_err(|e| kafka(format!("end offset: {e}")))?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&self.topic, 0, Offset::Beginning)
+            .map_err(|e| kafka(e.to_string()))?;
+        consumer
+            .assign(&assignment)
+            .map_err(|e| kafka(e.to_string()))?;
+        let followed = Followed::default();
+        let view = followed.clone();
+        let topic = self.topic.clone();
+        std::thread::Builder::new()
+            .name("sluice-config-follower".into())
+            .spawn(move || {
+                // Names seen while catching up: the worker hears of each once, at its
+                // final state, not of every state it went through.
+                let mut seen: Option<BTreeSet<String>> = (end > 0).then(BTreeSet::new);
+                while !changes.is_closed() {
+                    let changed = match consumer.poll(Duration::from_millis(200)) {
+                        None => None,
+                        Some(Ok(m)) => {
+                            metrics::counter!("sluice_config_topic_records_total").increment(1);
+                            m.key().and_then(|key| view.apply(key, m.payload()))
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(topic = %topic, error = %e, "reading the config topic failed; retrying");
+                            std::thread::sleep(Duration::from_secs(1));
+                            None
+                        }
+                    };
+                    // The fetch position moves past transaction markers too.
+                    let position = consumer.position().ok().and_then(|list| {
+                        match list.find_partition(&topic, 0)?.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        }
+                    });
+                    if let Some(position) = position {
+                        view.position.fetch_max(position, Ordering::SeqCst);
+                    }
+                    let names: Vec<String> = match (&mut seen, changed) {
+                        (Some(seen), changed) => {
+                            seen.extend(changed);
+                            if view.position() < end {
+                                continue;
+                            }
+                            let all = std::mem::take(seen).into_iter().collect();
+                            tracing::info!(topic = %topic, end, "config topic caught up; following it");
+                            all
+                        }
+                        (None, Some(name)) => vec![name],
+                        (None, None) => continue,
+                    };
+                    seen = None;
+                    if names.into_iter().any(|name| changes.send(name).is_err()) {
+                        break;
+                    }
+                }
+                tracing::debug!(topic = %topic, "config topic follower stopped");
+            })
+            .map_err(|e| kafka(format!("starting the follower thread: {e}")))?;
+        Ok(followed)
+    }
+
+    /// The topic's end offset now (what a follower must have read to have seen every
+    /// record written so far).
+    pub async fn end_offset(&self) -> Result<i64, ConfigStoreError> {
+        let store = self.clone();
+        let timeout = Duration::from_secs(10);
+        let ends = crate::kafka::blocking(timeout, move || {
+            let mut props = store.consumer_props.clone();
+            props.insert("group.id".into(), "sluice-config-follower".into());
+            let consumer: BaseConsumer =
+                client_config(&props).create().map_err(|e| e.to_string())?;
+            consumer
+                .fetch_watermarks(&store.topic, 0, timeout)
+                .map(|(_, high)| high)
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        let message = match ends {
+            Ok(Ok(end)) => return Ok(end),
+            Ok(Err(message)) => message,
+            Err(e) => format!("{e:?}"),
+        };
+        Err(ConfigStoreError::Kafka(OffsetStoreError::Kafka {
+            topic: self.topic.clone(),
+            message,
+        }))
     }
 
     fn record(&self, key: String, value: Option<Value>) -> OutRecord {
