@@ -141,7 +141,9 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
 
         // The REST API answers from the start: /health says 503 until the worker runs.
         let herder = Arc::new(Standalone::new(loggers));
-        let state = RestState::new(ServerInfo::new(cluster_id), metrics, Arc::clone(&herder) as Arc<dyn Herder>);
+        let exposition = metrics.clone();
+        let exposition: rest::Exposition = Arc::new(move || telemetry::render(&exposition));
+        let state = RestState::new(ServerInfo::new(cluster_id), exposition, Arc::clone(&herder) as Arc<dyn Herder>);
         let mut server = actix_web::HttpServer::new(move || {
             actix_web::App::new().configure(rest::configure(state.clone()))
         })

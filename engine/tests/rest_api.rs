@@ -58,9 +58,10 @@ fn state(worker: Option<Worker>) -> RestState {
     if let Some(worker) = worker {
         herder.ready(worker);
     }
+    let handle = metrics();
     RestState::new(
         ServerInfo::new("test-cluster".into()),
-        metrics(),
+        Arc::new(move || sluice_engine::telemetry::render(&handle)),
         Arc::new(herder),
     )
 }

@@ -14,7 +14,6 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
 use crate::herder::{Health, Herder};
@@ -69,13 +68,16 @@ impl ServerInfo {
     }
 }
 
+/// Renders the Prometheus text exposition of `GET /metrics`.
+pub type Exposition = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Everything the handlers share.
 #[derive(Clone)]
 pub struct RestState {
     /// `GET /`.
     pub info: ServerInfo,
-    /// Renders `GET /metrics`.
-    pub metrics: PrometheusHandle,
+    /// Renders `GET /metrics` (the worker's Prometheus exposition).
+    pub metrics: Exposition,
     /// The herder (while the worker starts, `/health` and the connector routes answer
     /// 503).
     pub herder: Arc<dyn Herder>,
@@ -83,7 +85,7 @@ pub struct RestState {
 
 impl RestState {
     /// State for the API of `herder`.
-    pub fn new(info: ServerInfo, metrics: PrometheusHandle, herder: Arc<dyn Herder>) -> Self {
+    pub fn new(info: ServerInfo, metrics: Exposition, herder: Arc<dyn Herder>) -> Self {
         RestState {
             info,
             metrics,
@@ -159,7 +161,7 @@ async fn health(state: web::Data<RestState>) -> HttpResponse {
 async fn metrics(state: web::Data<RestState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(crate::telemetry::render(&state.metrics))
+        .body((state.metrics)())
 }
 
 pub(crate) async fn not_found() -> Result<HttpResponse, RestError> {
@@ -280,11 +282,12 @@ mod tests {
     use actix_web::{test, App};
     use std::sync::OnceLock;
 
-    fn handle() -> PrometheusHandle {
-        static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-        HANDLE
+    fn handle() -> Exposition {
+        static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+        let handle = HANDLE
             .get_or_init(|| crate::telemetry::install_metrics().unwrap())
-            .clone()
+            .clone();
+        Arc::new(move || crate::telemetry::render(&handle))
     }
 
     fn state() -> RestState {
