@@ -15,6 +15,8 @@ pub use plugins::{ConfigInfos, ConfigKeyInfo, PluginInfo};
 pub use sluice_proto::{SourceOffset, SourcePartition};
 
 mod follow;
+mod offsets;
+mod plan;
 pub mod plugins;
 mod standalone;
 
