@@ -5,7 +5,8 @@
 //!
 //! `cargo build --release -p sluice-engine --bin sluice && \
 //!  cargo run --release -p sluice-bench --bin source-eos -- [records] [bytes]`
-//! (defaults: 1000000 100). The worker binary is `target/release/sluice`, or `SLUICE_BIN`.
+//! (defaults: 1000000 100). The worker binary is `target/release/sluice`, or `SLUICE_BIN`;
+//! `SLUICE_BENCH_BOUNDARY_MS=100` commits every 100 ms (KIP-618) instead of once per poll.
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -40,11 +41,16 @@ fn main() -> Result<()> {
         worker_properties(stack, port, "exactly.once.source.support=enabled\n"),
     )?;
     let connector = dir.join("source.properties");
+    // SLUICE_BENCH_BOUNDARY_MS: KIP-618 interval transactions instead of one per poll.
+    let boundary = match std::env::var("SLUICE_BENCH_BOUNDARY_MS") {
+        Ok(ms) => format!("transaction.boundary=interval\ntransaction.boundary.interval.ms={ms}\n"),
+        Err(_) => String::new(),
+    };
     std::fs::write(
         &connector,
         format!(
             "name=bench\nconnector.class=FileStreamSource\nfile={}\ntopic={topic}\nbatch.size=2000\n\
-             value.converter=org.apache.kafka.connect.storage.StringConverter\n",
+             value.converter=org.apache.kafka.connect.storage.StringConverter\n{boundary}",
             input.display()
         ),
     )?;

@@ -57,7 +57,8 @@ struct Chunk {
     /// For each record, the index in `sources` of the source record it came from (none for
     /// a dead letter).
     origins: Vec<Option<u32>>,
-    /// The connector's records of the batch, moved here once their offsets are noted.
+    /// The connector's records of the batch (their source partition and offset; key,
+    /// value and headers dropped), moved here once their offsets are noted.
     sources: Vec<SourceRecord>,
 }
 
@@ -109,6 +110,14 @@ impl Pending {
             return tags;
         }
         self.retained_bytes += bytes;
+        // Only where each record came from is needed (its converted bytes are in
+        // `records`): the payloads go now, not at the commit.
+        let mut sources = sources;
+        for source in &mut sources {
+            source.key = sluice_proto::Value::Null;
+            source.value = sluice_proto::Value::Null;
+            source.headers = Vec::new();
+        }
         self.retained.push(Chunk {
             first,
             records: Arc::clone(records),
