@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use super::worker::Worker;
 use super::HerderError;
-use crate::task::supervisor::SetTarget;
 
 /// How long a change made over REST waits for the follower to read it back.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,10 +44,10 @@ impl Worker {
     /// the follower has read it: the follower then judges later records against a state
     /// that includes it, never against the one before. Called with the change lock held.
     pub(super) async fn settle(&self) {
-        let (Some(store), Some(followed)) = (self.config_store(), self.followed.get()) else {
+        let Some(followed) = self.followed.get() else {
             return;
         };
-        let end = match store.end_offset().await {
+        let end = match followed.end_offset().await {
             Ok(end) => end,
             Err(e) => {
                 tracing::warn!(error = %e, "the config topic's end offset is unknown; not waiting for the follower");
@@ -116,12 +115,7 @@ impl Worker {
                 "updated"
             }
             (Some(entry), Some(stored)) if entry.target != stored.target => {
-                entry.supervisor.do_send(SetTarget(stored.target));
-                self.report_connector(name, stored.target);
-                if self
-                    .update_entry(name, |e| e.target = stored.target)
-                    .is_err()
-                {
+                if self.apply_target(name, &entry, stored.target).is_err() {
                     return;
                 }
                 "target"

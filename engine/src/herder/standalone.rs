@@ -30,13 +30,6 @@ impl Standalone {
         }
     }
 
-    /// A herder over a running `worker`.
-    pub fn running(worker: Worker, loggers: Arc<Loggers>) -> Self {
-        let herder = Standalone::new(loggers);
-        herder.ready(worker);
-        herder
-    }
-
     /// The worker has started: connector actions are served from now on.
     pub fn ready(&self, worker: Worker) {
         if self.worker.set(worker).is_err() {

@@ -139,7 +139,7 @@ impl Worker {
         self
     }
 
-    pub(super) fn report_connector(&self, name: &str, target: TargetState) {
+    fn report_connector(&self, name: &str, target: TargetState) {
         let state = match target {
             TargetState::Started => "RUNNING",
             TargetState::Paused => "PAUSED",
@@ -432,7 +432,7 @@ impl Worker {
         }
     }
 
-    pub(super) fn update_entry(
+    fn update_entry(
         &self,
         name: &str,
         f: impl FnOnce(&mut ConnectorEntry),
@@ -543,11 +543,21 @@ impl Worker {
                 HerderError::Unavailable(format!("could not store the state of {name}: {e}"))
             })?;
         }
-        entry.supervisor.do_send(SetTarget(target));
-        self.report_connector(name, target);
-        self.update_entry(name, |e| e.target = target)?;
+        self.apply_target(name, &entry, target)?;
         self.settle().await;
         Ok(())
+    }
+
+    /// Pauses, resumes or stops a running connector (the store is the caller's).
+    pub(super) fn apply_target(
+        &self,
+        name: &str,
+        entry: &ConnectorEntry,
+        target: TargetState,
+    ) -> Result<(), HerderError> {
+        entry.supervisor.do_send(SetTarget(target));
+        self.report_connector(name, target);
+        self.update_entry(name, |e| e.target = target)
     }
 
     /// Restarts a connector's tasks: all of them, or only the failed ones.

@@ -31,12 +31,6 @@ pub(crate) enum Side {
     Sink,
 }
 
-/// A source task's transactions.
-pub(crate) const SOURCE: Side = Side::Source;
-
-/// The replicator's transactions.
-pub(crate) const SINK: Side = Side::Sink;
-
 /// The open transaction of a task's producer.
 #[derive(Debug, Default)]
 pub(crate) struct Transaction {
@@ -89,7 +83,7 @@ impl Transaction {
     /// many records it held and how long it had been open.
     pub(crate) fn committed(
         &mut self,
-        side: &Side,
+        side: Side,
         labels: &Labels,
         since: Instant,
     ) -> (u64, Duration) {
@@ -124,7 +118,7 @@ impl Transaction {
     /// without committing: read_committed readers see the partitions released sooner, and
     /// the records come back from the committed offsets on restart. A failed abort (e.g.
     /// fenced) is only logged: the producer is dropped anyway.
-    pub(crate) async fn abort(&mut self, producer: &TaskProducer, side: &Side, labels: &Labels) {
+    pub(crate) async fn abort(&mut self, producer: &TaskProducer, side: Side, labels: &Labels) {
         if !producer.is_transactional() {
             return;
         }
@@ -173,7 +167,7 @@ mod tests {
         };
         t.add(5);
         t.add(2);
-        let (records, _) = t.committed(&SOURCE, &labels, Instant::now());
+        let (records, _) = t.committed(Side::Source, &labels, Instant::now());
         assert_eq!(records, 7);
         assert!(!t.is_open());
         assert_eq!((t.records(), t.started()), (0, None));

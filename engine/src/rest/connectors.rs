@@ -55,7 +55,7 @@ fn bad_request(message: impl Into<String>) -> RestError {
     RestError::new(StatusCode::BAD_REQUEST, message)
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, RestError> {
+pub(super) fn parse_json(body: &[u8]) -> Result<Value, RestError> {
     serde_json::from_slice(body).map_err(|e| {
         bad_request(format!(
             "Request body is not valid JSON (line {}, column {}): {e}",

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::connectors::herder_error;
+use super::connectors::{herder_error, parse_json};
 use super::{method_not_allowed, RestError, RestState};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -53,34 +53,20 @@ async fn validate(
 ) -> Result<HttpResponse, RestError> {
     let herder = state.herder();
     let name = path.into_inner();
-    let config: BTreeMap<String, String> = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(map)) => map
-            .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, v)
-            })
-            .collect(),
-        Ok(_) => {
-            return Err(RestError::new(
-                StatusCode::BAD_REQUEST,
-                "Request body must be a JSON object of config values",
-            ))
-        }
-        Err(e) => {
-            return Err(RestError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "Request body is not valid JSON (line {}, column {}): {e}",
-                    e.line(),
-                    e.column()
-                ),
-            ))
-        }
+    // Any JSON value is taken as its text: validation reports what is wrong with it.
+    let Value::Object(map) = parse_json(&body)? else {
+        return Err(RestError::new(
+            StatusCode::BAD_REQUEST,
+            "Request body must be a JSON object of config values",
+        ));
     };
+    let config: BTreeMap<String, String> = map
+        .into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect();
     let infos = herder.validate(&name, config).await.map_err(herder_error)?;
     Ok(HttpResponse::Ok().json(infos))
 }

@@ -104,10 +104,23 @@ impl Replay {
 
 /// What the config-topic follower has read: every connector as stored, and how far it
 /// has read.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct Followed {
+    topic: String,
     replay: Arc<Mutex<Replay>>,
     position: Arc<AtomicI64>,
+    /// Asks for the topic's end offset. A client of its own: asked of the fetching
+    /// consumer, a watermark query can wait out its whole timeout.
+    meta: Arc<BaseConsumer>,
+}
+
+impl std::fmt::Debug for Followed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Followed")
+            .field("topic", &self.topic)
+            .field("position", &self.position())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Followed {
@@ -123,6 +136,28 @@ impl Followed {
     /// The offset the follower reads next.
     pub fn position(&self) -> i64 {
         self.position.load(Ordering::SeqCst)
+    }
+
+    /// The topic's end offset now: what the follower must have read to have seen every
+    /// record written so far.
+    pub async fn end_offset(&self) -> Result<i64, ConfigStoreError> {
+        let meta = Arc::clone(&self.meta);
+        let topic = self.topic.clone();
+        let timeout = Duration::from_secs(10);
+        let end = crate::kafka::blocking(timeout, move || {
+            meta.fetch_watermarks(&topic, 0, timeout)
+                .map(|(_, high)| high)
+        })
+        .await;
+        let message = match end {
+            Ok(Ok(end)) => return Ok(end),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("{e:?}"),
+        };
+        Err(ConfigStoreError::Kafka(OffsetStoreError::Kafka {
+            topic: self.topic.clone(),
+            message,
+        }))
     }
 }
 
@@ -243,13 +278,17 @@ impl ConfigStore {
         props.insert("group.id".into(), "sluice-config-follower".into());
         props.insert("enable.auto.commit".into(), "false".into());
         props.insert("isolation.level".into(), "read_committed".into());
-        let consumer: BaseConsumer = client_config(&props).create().map_err(|e| {
-            kafka(format!(
-                "creating the follower: {}",
-                redact(&e.to_string(), &props)
-            ))
-        })?;
-        let (_, end) = consumer
+        let client = || -> Result<BaseConsumer, ConfigStoreError> {
+            client_config(&props).create().map_err(|e| {
+                kafka(format!(
+                    "creating the follower: {}",
+                    redact(&e.to_string(), &props)
+                ))
+            })
+        };
+        let consumer = client()?;
+        let meta = Arc::new(client()?);
+        let (_, end) = meta
             .fetch_watermarks(&self.topic, 0, Duration::from_secs(30))
             .map_err(|e| kafka(format!("end offset: {e}")))?;
         let mut assignment = TopicPartitionList::new();
@@ -259,7 +298,12 @@ impl ConfigStore {
         consumer
             .assign(&assignment)
             .map_err(|e| kafka(e.to_string()))?;
-        let followed = Followed::default();
+        let followed = Followed {
+            topic: self.topic.clone(),
+            replay: Arc::default(),
+            position: Arc::default(),
+            meta,
+        };
         let view = followed.clone();
         let topic = self.topic.clone();
         std::thread::Builder::new()
@@ -313,33 +357,6 @@ impl ConfigStore {
             })
             .map_err(|e| kafka(format!("starting the follower thread: {e}")))?;
         Ok(followed)
-    }
-
-    /// The topic's end offset now (what a follower must have read to have seen every
-    /// record written so far).
-    pub async fn end_offset(&self) -> Result<i64, ConfigStoreError> {
-        let store = self.clone();
-        let timeout = Duration::from_secs(10);
-        let ends = crate::kafka::blocking(timeout, move || {
-            let mut props = store.consumer_props.clone();
-            props.insert("group.id".into(), "sluice-config-follower".into());
-            let consumer: BaseConsumer =
-                client_config(&props).create().map_err(|e| e.to_string())?;
-            consumer
-                .fetch_watermarks(&store.topic, 0, timeout)
-                .map(|(_, high)| high)
-                .map_err(|e| e.to_string())
-        })
-        .await;
-        let message = match ends {
-            Ok(Ok(end)) => return Ok(end),
-            Ok(Err(message)) => message,
-            Err(e) => format!("{e:?}"),
-        };
-        Err(ConfigStoreError::Kafka(OffsetStoreError::Kafka {
-            topic: self.topic.clone(),
-            message,
-        }))
     }
 
     fn record(&self, key: String, value: Option<Value>) -> OutRecord {

@@ -8,8 +8,9 @@
 //! The loop follows KIP-618: (1) create the producer and `init_transactions`, fencing any
 //! zombie of this task; (2) read the committed offsets with read_committed; (3) poll,
 //! convert, route, send; (4) at each transaction boundary write the offsets of the batch
-//! into the same transaction and commit. Any failure aborts and ends the loop; the
-//! supervisor restarts the task, which resumes from the last committed offsets.
+//! into the same transaction and commit. A failed transaction is recovered in place
+//! (`source_txn`); what cannot be recovered ends the loop, and the supervisor restarts the
+//! task, which resumes from the last committed offsets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -411,7 +412,7 @@ async fn commit_done(
     let partitions = pending.offsets.len();
     let (records, _) = pending
         .txn
-        .committed(&crate::kafka::commit::SOURCE, labels, started);
+        .committed(crate::kafka::commit::Side::Source, labels, started);
     tracing::debug!(
         connector = %spec.connector,
         task = spec.task,
@@ -488,7 +489,7 @@ async fn poll_loop(
             note_offsets(&mut pending.offsets, &records);
             // Only a transaction can be sent again: at-least-once keeps nothing.
             let tags = if producer.is_transactional() {
-                pending.retain(&routed, origins, records)
+                pending.retain(&routed, origins, &records)
             } else {
                 vec![crate::kafka::producer::UNTAGGED; routed.len()]
             };
@@ -593,7 +594,7 @@ pub async fn run_source_task(
         }
         pending
             .txn
-            .abort(&producer, &crate::kafka::commit::SOURCE, &labels)
+            .abort(&producer, crate::kafka::commit::Side::Source, &labels)
             .await;
         if matches!(e, TaskError::Producer(p) if p.is_fenced()) {
             metrics::counter!("sluice_source_task_fenced_total", &labels.pairs()).increment(1);

@@ -41,10 +41,12 @@ pub(crate) const RECOVERY_BUDGET: Duration = Duration::from_secs(300);
 /// A source record's source partition and offset, as JSON (for dead-letter headers and
 /// error messages; made only when a record is refused, never on the hot path).
 pub(crate) fn coordinates(r: &SourceRecord) -> (String, String) {
-    (
-        serde_json::Value::Object(r.source_partition.as_map().clone()).to_string(),
-        serde_json::Value::Object(r.source_offset.0.clone()).to_string(),
-    )
+    (json(r.source_partition.as_map()), json(&r.source_offset.0))
+}
+
+/// A JSON object as compact text (serialised in place, not cloned into a `Value`).
+fn json(map: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::to_string(map).unwrap_or_default()
 }
 
 /// Records of the open transaction as they were sent: the batch itself, shared with the
@@ -104,7 +106,7 @@ impl Pending {
         &mut self,
         records: &Arc<[OutRecord]>,
         origins: Vec<Option<u32>>,
-        sources: Vec<SourceRecord>,
+        sources: &[SourceRecord],
     ) -> Vec<usize> {
         let first = self.retained_count;
         self.retained_count += records.len();
@@ -121,22 +123,23 @@ impl Pending {
         }
         self.retained_bytes += bytes;
         let mut partitions: Vec<SourcePartition> = Vec::new();
+        let mut index: BTreeMap<&SourcePartition, u32> = BTreeMap::new();
         let origins = origins
             .into_iter()
             .map(|o| {
                 let source = sources.get(o? as usize)?;
-                let known = partitions
-                    .iter()
-                    .rposition(|p| *p == source.source_partition);
-                let partition = known.unwrap_or_else(|| {
-                    partitions.push(source.source_partition.clone());
-                    partitions.len() - 1
-                });
+                let partition = match index.get(&source.source_partition) {
+                    Some(at) => *at,
+                    None => {
+                        let at = u32::try_from(partitions.len()).ok()?;
+                        partitions.push(source.source_partition.clone());
+                        index.insert(&source.source_partition, at);
+                        at
+                    }
+                };
                 Some(Coordinates {
-                    partition: u32::try_from(partition).ok()?,
-                    offset: serde_json::Value::Object(source.source_offset.0.clone())
-                        .to_string()
-                        .into_boxed_str(),
+                    partition,
+                    offset: json(&source.source_offset.0).into_boxed_str(),
                 })
             })
             .collect();
@@ -623,10 +626,10 @@ mod tests {
         let mut pending = Pending::default();
         let batch = |records: Vec<OutRecord>| -> Arc<[OutRecord]> { Arc::from(records) };
         assert_eq!(
-            pending.retain(&batch(vec![record(1), record(1)]), vec![], vec![]),
+            pending.retain(&batch(vec![record(1), record(1)]), vec![], &[]),
             [0, 1]
         );
-        assert_eq!(pending.retain(&batch(vec![record(2)]), vec![], vec![]), [2]);
+        assert_eq!(pending.retain(&batch(vec![record(2)]), vec![], &[]), [2]);
         assert_eq!(pending.len(), 3);
         assert_eq!(
             pending.get(2).map(|r| r.record.size()),
@@ -639,7 +642,7 @@ mod tests {
         assert!(pending.get(3).is_none());
         let tags: Vec<usize> = pending.iter().map(|(i, _)| i).collect();
         assert_eq!(tags, [0, 1, 2]);
-        pending.retain(&batch(vec![record(RETAIN_LIMIT)]), vec![], vec![]);
+        pending.retain(&batch(vec![record(RETAIN_LIMIT)]), vec![], &[]);
         assert!(pending.overflow);
         assert_eq!(pending.len(), 0);
         assert!(pending.retained.is_empty());

@@ -3,7 +3,7 @@
 //! Kafka in a transaction with the consumer offsets), and offsets committed.
 
 use super::*;
-use crate::kafka::commit::{Transaction, SINK};
+use crate::kafka::commit::{Side, Transaction};
 
 /// The running writer of a task life.
 pub(super) enum Writer {
@@ -302,7 +302,7 @@ impl Life<'_> {
                     .send_offsets(pending.clone(), Arc::clone(group))
                     .await?;
                 producer.commit().await?;
-                let (records, open_for) = txn.committed(&SINK, &self.labels, started);
+                let (records, open_for) = txn.committed(Side::Sink, &self.labels, started);
                 tracing::debug!(connector = %self.spec.connector, task = self.spec.task, records, open_ms = open_for.as_millis() as u64, "transaction committed with consumer offsets");
                 self.commits.confirm(&pending);
                 Ok(Offsets::new())

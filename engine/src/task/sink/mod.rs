@@ -424,7 +424,7 @@ pub async fn run_sink_task(
         } => {
             if txn.is_open() {
                 // Not committed: the records come back with the offsets on restart.
-                txn.abort(&producer, &crate::kafka::commit::SINK, &labels)
+                txn.abort(&producer, crate::kafka::commit::Side::Sink, &labels)
                     .await;
             }
         }
