@@ -112,11 +112,19 @@ async fn a_broker_stall_loses_nothing_and_resets_no_client() -> Result<()> {
     let sent = sender
         .join()
         .map_err(|_| anyhow::anyhow!("sender panicked"))?
-        .context("the client was reset or refused")?;
-    let deadline = Instant::now() + Duration::from_secs(180);
+        .with_context(|| {
+            format!(
+                "the client was reset or refused; worker log:\n{}",
+                w.log_text()
+            )
+        })?;
+    // Reading the whole topic back takes time at the drill's full size (1.2M lines: more
+    // than 30 s for this debug-built reader on a loaded machine).
+    let read_timeout = Duration::from_secs(30 + sent as u64 / 20_000);
+    let deadline = Instant::now() + Duration::from_secs(180) + 2 * read_timeout;
     let mut seen = Vec::new();
     while Instant::now() < deadline {
-        match stack.read_topic(&topic, Isolation::ReadCommitted, Duration::from_secs(30)) {
+        match stack.read_topic(&topic, Isolation::ReadCommitted, read_timeout) {
             Ok(records) if records.len() >= sent => {
                 seen = records;
                 break;
