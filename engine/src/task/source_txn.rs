@@ -229,6 +229,25 @@ fn remedy(class: ErrorClass, at_commit: bool) -> ErrorClass {
     }
 }
 
+/// How many times in a row an abort may time out before the producer is recreated. A
+/// timed-out abort may be called again (librdkafka resumes it), but after a stall in which
+/// messages timed out, librdkafka's abort can keep timing out with the broker back (seen in
+/// the broker-stall drill: ten 30 s aborts in a row, then the recovery budget ran out). A new
+/// producer's `init_transactions` fences the stuck one, and the coordinator aborts its
+/// transaction, which is what the abort was for.
+const ABORT_TIMEOUTS_BEFORE_NEW_PRODUCER: u32 = 2;
+
+/// What to do after an abort failed with an error of class `class`, the `timeouts`-th
+/// timed-out abort in a row: call it again (retriable, the abort is resumed) or recreate
+/// the producer (fatal).
+fn after_failed_abort(class: ErrorClass, timeouts: u32) -> ErrorClass {
+    if class == ErrorClass::Retriable && timeouts < ABORT_TIMEOUTS_BEFORE_NEW_PRODUCER {
+        ErrorClass::Retriable
+    } else {
+        ErrorClass::Fatal
+    }
+}
+
 fn backoff(attempt: u32) -> Duration {
     let factor = 2_u32.saturating_pow(attempt.saturating_sub(1).min(6));
     Duration::from_millis(100)
@@ -331,6 +350,7 @@ async fn recover_in_place(
     let mut guilty: BTreeMap<usize, String> = BTreeMap::new();
     let mut error = first;
     let mut attempt = 0_u32;
+    let mut abort_timeouts = 0_u32;
     loop {
         attempt += 1;
         let class = error.as_ref().map_or(ErrorClass::Abortable, |e| {
@@ -376,18 +396,25 @@ async fn recover_in_place(
             ErrorClass::Abortable => {
                 if let Err(e) = producer.abort().await {
                     at_commit = false;
-                    // librdkafka lets a timed-out abort be called again (`remedy` makes
-                    // a retriable error outside a commit an abort); anything else leaves
-                    // the producer unusable.
-                    error = Some(if e.class() == ErrorClass::Retriable {
-                        tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "abort timed out; it is called again");
-                        e
-                    } else {
-                        tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "abort failed; the producer is recreated");
-                        ProducerError::Config(format!("abort failed, producer unusable: {e}"))
+                    if e.class() == ErrorClass::Retriable {
+                        abort_timeouts += 1;
+                    }
+                    // `remedy` makes a retriable error outside a commit an abort, so a
+                    // timed-out abort is called again, a bounded number of times.
+                    error = Some(match after_failed_abort(e.class(), abort_timeouts) {
+                        ErrorClass::Retriable => {
+                            tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, abort_timeouts, "abort timed out; it is called again");
+                            e
+                        }
+                        _ => {
+                            abort_timeouts = 0;
+                            tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "abort failed; the producer is recreated (its successor's init_transactions aborts the transaction)");
+                            ProducerError::Config(format!("abort failed, producer unusable: {e}"))
+                        }
                     });
                     continue;
                 }
+                abort_timeouts = 0;
             }
             ErrorClass::Fatal => {
                 match TaskProducer::create(
@@ -657,6 +684,21 @@ mod tests {
         for class in [ErrorClass::Abortable, ErrorClass::Fatal, ErrorClass::Fenced] {
             assert_eq!(remedy(class, false), class);
             assert_eq!(remedy(class, true), class);
+        }
+    }
+
+    #[test]
+    fn an_abort_that_keeps_timing_out_gets_a_new_producer() {
+        assert_eq!(
+            after_failed_abort(ErrorClass::Retriable, 1),
+            ErrorClass::Retriable
+        );
+        assert_eq!(
+            after_failed_abort(ErrorClass::Retriable, ABORT_TIMEOUTS_BEFORE_NEW_PRODUCER),
+            ErrorClass::Fatal
+        );
+        for class in [ErrorClass::Abortable, ErrorClass::Fatal, ErrorClass::Fenced] {
+            assert_eq!(after_failed_abort(class, 0), ErrorClass::Fatal);
         }
     }
 
