@@ -1,0 +1,170 @@
+//! One connection to one broker: framing, correlation ids and version negotiation.
+//!
+//! Requests go one at a time (a group member has at most one outstanding request: a
+//! JoinGroup blocks until the rebalance completes, and nothing else is due meanwhile).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiVersionsRequest, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::GroupError;
+
+/// The largest response accepted (a JoinGroup response carries every member's metadata).
+const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
+/// A connection with the versions both sides support.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    addr: String,
+    stream: TcpStream,
+    client_id: StrBytes,
+    correlation: i32,
+    /// Per API key: the highest version the broker supports.
+    broker_max: HashMap<i16, (i16, i16)>,
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`) and asks which versions the broker speaks.
+    pub(crate) async fn open(
+        addr: &str,
+        client_id: &str,
+        timeout: Duration,
+    ) -> Result<Self, GroupError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| GroupError::Timeout {
+                what: format!("connecting to {addr}"),
+            })?
+            .map_err(|e| GroupError::Io {
+                addr: addr.to_owned(),
+                source: e,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = Connection {
+            addr: addr.to_owned(),
+            stream,
+            client_id: StrBytes::from_string(client_id.to_owned()),
+            correlation: 0,
+            broker_max: HashMap::new(),
+        };
+        // v0 is understood by every broker and answers with every API's range.
+        let versions = conn
+            .call_at(&ApiVersionsRequest::default(), 0, timeout)
+            .await?;
+        if versions.error_code != 0 {
+            return Err(GroupError::broker("ApiVersions", versions.error_code, None));
+        }
+        conn.broker_max = versions
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, (k.min_version, k.max_version)))
+            .collect();
+        Ok(conn)
+    }
+
+    /// The address this connection goes to.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The version of `R` to use: the highest both sides (and `cap`) support.
+    pub(crate) fn version<R: Request>(&self, cap: i16) -> Result<i16, GroupError> {
+        let ours = R::VERSIONS;
+        let Some(&(min, max)) = self.broker_max.get(&R::KEY) else {
+            return Err(GroupError::Unsupported {
+                api: R::KEY,
+                addr: self.addr.clone(),
+            });
+        };
+        let high = max.min(ours.max).min(cap);
+        let low = min.max(ours.min);
+        if high < low {
+            return Err(GroupError::Unsupported {
+                api: R::KEY,
+                addr: self.addr.clone(),
+            });
+        }
+        Ok(high)
+    }
+
+    /// Sends `request` at `version` and waits up to `wait` for its response.
+    pub(crate) async fn call_at<R: Request>(
+        &mut self,
+        request: &R,
+        version: i16,
+        wait: Duration,
+    ) -> Result<R::Response, GroupError> {
+        let codec = |e: String| GroupError::Codec {
+            api: R::KEY,
+            detail: e,
+        };
+        self.correlation = self.correlation.wrapping_add(1);
+        let correlation = self.correlation;
+        let mut header = RequestHeader::default();
+        header.request_api_key = R::KEY;
+        header.request_api_version = version;
+        header.correlation_id = correlation;
+        header.client_id = Some(self.client_id.clone());
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .map_err(|e| codec(e.to_string()))?;
+        request
+            .encode(&mut body, version)
+            .map_err(|e| codec(e.to_string()))?;
+        let len = i32::try_from(body.len()).map_err(|e| codec(e.to_string()))?;
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_i32(len);
+        frame.extend_from_slice(&body);
+        tracing::trace!(addr = %self.addr, api = R::KEY, version, correlation, "request");
+        let exchange = async {
+            self.stream.write_all(&frame).await?;
+            let len = self.stream.read_i32().await?;
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|l| *l <= MAX_RESPONSE && *l >= 4)
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("response length {len} out of range"),
+                    )
+                })?;
+            let mut buf = vec![0_u8; len];
+            self.stream.read_exact(&mut buf).await?;
+            Ok::<_, std::io::Error>(Bytes::from(buf))
+        };
+        let mut buf = tokio::time::timeout(wait, exchange)
+            .await
+            .map_err(|_| GroupError::Timeout {
+                what: format!("api {} request to {}", R::KEY, self.addr),
+            })?
+            .map_err(|e| GroupError::Io {
+                addr: self.addr.clone(),
+                source: e,
+            })?;
+        tracing::trace!(
+            api = R::KEY,
+            version,
+            correlation,
+            bytes = buf.len(),
+            "response"
+        );
+        // The response header: the correlation id, then (flexible versions) tagged fields.
+        let header_version = <R::Response as HeaderVersion>::header_version(version);
+        let head = kafka_protocol::messages::ResponseHeader::decode(&mut buf, header_version)
+            .map_err(|e| codec(e.to_string()))?;
+        if head.correlation_id != correlation {
+            return Err(codec(format!(
+                "correlation id {}, expected {correlation}",
+                head.correlation_id
+            )));
+        }
+        let response = R::Response::decode(&mut buf, version).map_err(|e| codec(e.to_string()))?;
+        Ok(response)
+    }
+}

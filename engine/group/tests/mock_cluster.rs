@@ -1,0 +1,118 @@
+//! The member's state machine against librdkafka's mock cluster, which serves the group
+//! protocol for any protocol type and injects errors: no JVM needed.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{config, start, Seen};
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_share_one_generation_and_the_leaders_assignment() -> Result<()> {
+    let cluster = MockCluster::new(1)?;
+    let bootstrap = cluster.bootstrap_servers();
+    let mut a = start(config(&bootstrap, "g1", "a"))?;
+    let first = a.assigned(WAIT).await?;
+    assert!(first.is_leader(), "a lone member leads");
+    assert_eq!(first.data, first.member_id.as_bytes());
+
+    let mut b = start(config(&bootstrap, "g1", "b"))?;
+    let from_b = b.assigned(WAIT).await?;
+    let from_a = a.assigned(WAIT).await?;
+    assert_eq!(from_a.generation, from_b.generation);
+    assert!(from_a.generation > first.generation);
+    assert_eq!(from_a.leader_id, from_b.leader_id);
+    assert_ne!(from_a.member_id, from_b.member_id);
+    // Each got what the leader computed for it.
+    assert_eq!(from_a.data, from_a.member_id.as_bytes());
+    assert_eq!(from_b.data, from_b.member_id.as_bytes());
+
+    // One leaves: the other is told at its next heartbeat and leads a group of one.
+    b.member.leave().await;
+    let alone = a.assigned(WAIT).await?;
+    assert!(alone.generation > from_a.generation);
+    assert!(alone.is_leader());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_illegal_generation_in_a_heartbeat_loses_the_work_and_the_member_rejoins() -> Result<()>
+{
+    let cluster = MockCluster::new(1)?;
+    let mut a = start(config(&cluster.bootstrap_servers(), "g2", "a"))?;
+    let first = a.assigned(WAIT).await?;
+    cluster.request_errors(
+        RDKafkaApiKey::Heartbeat,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION],
+    );
+    let mut lost = None;
+    let again = loop {
+        match a.next(WAIT).await? {
+            Seen::Lost(reason) => lost = Some(reason),
+            Seen::Assigned(x) => break x,
+            _ => {}
+        }
+    };
+    let reason = lost.unwrap_or_default();
+    assert!(
+        reason.contains("IllegalGeneration"),
+        "lost because: {reason}"
+    );
+    assert!(again.generation >= first.generation);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_that_moves_is_found_again_without_losing_the_work() -> Result<()> {
+    let cluster = MockCluster::new(1)?;
+    let mut a = start(config(&cluster.bootstrap_servers(), "g3", "a"))?;
+    a.assigned(WAIT).await?;
+    // One NOT_COORDINATOR answer: the member looks the coordinator up again and goes on.
+    cluster.request_errors(
+        RDKafkaApiKey::Heartbeat,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR],
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    while let Ok(seen) = a.seen.try_recv() {
+        assert!(!matches!(seen, Seen::Lost(_) | Seen::Failed(_)), "{seen:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_off_from_its_coordinator_for_a_session_gives_up_its_work() -> Result<()> {
+    let cluster = MockCluster::new(1)?;
+    let mut a = start(config(&cluster.bootstrap_servers(), "g4", "a"))?;
+    a.assigned(WAIT).await?;
+    let cut = std::time::Instant::now();
+    cluster.broker_down(1)?;
+    // The broker will have evicted it after a session timeout: its work must stop (Kafka
+    // Connect's self-fencing), not run on beside the work's new owner.
+    let reason = loop {
+        if let Seen::Lost(reason) = a.next(WAIT).await? {
+            break reason;
+        }
+    };
+    let after = cut.elapsed();
+    assert!(
+        reason.contains("no contact with the group coordinator"),
+        "{reason}"
+    );
+    // The last heartbeat went at most one interval (300 ms) before the cut.
+    assert!(
+        after >= Duration::from_millis(5500),
+        "lost after {after:?}, before a session"
+    );
+    assert!(
+        after < Duration::from_millis(12_000),
+        "lost after {after:?}"
+    );
+    cluster.broker_up(1)?;
+    a.assigned(WAIT).await?;
+    Ok(())
+}
