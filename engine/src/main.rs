@@ -14,6 +14,7 @@ use actix::Actor as _;
 use anyhow::{bail, Context as _, Result};
 use sluice_engine::config::worker::{Mode, WorkerConfig};
 use sluice_engine::config::{connector as connector_config, properties};
+use sluice_engine::herder::cluster::{Cluster, Distributed};
 use sluice_engine::herder::worker::Worker;
 use sluice_engine::herder::{Herder, Standalone};
 use sluice_engine::kafka::router::PartitionRouter;
@@ -140,10 +141,18 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
         });
 
         // The REST API answers from the start: /health says 503 until the worker runs.
-        let herder = Arc::new(Standalone::new(loggers));
+        let clustered = mode == Mode::Distributed
+            && config.parsed.string("sluice.cluster.membership") == Some("group");
+        let standalone = Arc::new(Standalone::new(Arc::clone(&loggers)));
+        let distributed = Arc::new(Distributed::new(loggers));
+        let herder: Arc<dyn Herder> = if clustered {
+            Arc::clone(&distributed) as Arc<dyn Herder>
+        } else {
+            Arc::clone(&standalone) as Arc<dyn Herder>
+        };
         let exposition = metrics.clone();
         let exposition: rest::Exposition = Arc::new(move || telemetry::render(&exposition));
-        let state = RestState::new(ServerInfo::new(cluster_id), exposition, Arc::clone(&herder) as Arc<dyn Herder>);
+        let state = RestState::new(ServerInfo::new(cluster_id), exposition, herder);
         let mut server = actix_web::HttpServer::new(move || {
             actix_web::App::new().configure(rest::configure(state.clone()))
         })
@@ -160,14 +169,17 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
         let served = actix_web::rt::spawn(server);
         tracing::info!(listeners = ?config.listeners, "REST API up; worker starting");
 
-        let worker = match start(Arc::clone(&config), mode, connectors).await {
-            Ok(worker) => worker,
+        let running = match start(Arc::clone(&config), mode, clustered, connectors).await {
+            Ok(running) => running,
             Err(e) => {
                 handle.stop(false).await;
                 return Err(e);
             }
         };
-        herder.ready(worker.clone());
+        match &running {
+            Running::Single(worker) => standalone.ready(Worker::clone(worker)),
+            Running::Cluster(cluster) => distributed.ready(Arc::clone(cluster)),
+        }
         tracing::info!("worker started");
         let grace = Duration::from_millis(
             config
@@ -180,7 +192,12 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
             served = served => served.context("REST server")?.context("REST server")?,
             signal = shutdown_signal() => {
                 tracing::info!(signal = signal?, "stopping: connectors commit what they have");
-                worker.stop_all(grace).await;
+                match &running {
+                    Running::Single(worker) => worker.stop_all(grace).await,
+                    // Its tasks commit and stop, then it leaves the group: the others
+                    // take its work over at once, not after a session timeout.
+                    Running::Cluster(cluster) => cluster.leave().await,
+                }
                 handle.stop(true).await;
             }
         }
@@ -191,7 +208,18 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
 
 /// Starts the worker: offsets, router, connectors; in distributed mode also the config
 /// and status topics, and the connectors stored there.
-async fn start(config: Arc<WorkerConfig>, mode: Mode, connectors: &[PathBuf]) -> Result<Worker> {
+/// What runs: one worker alone, or a member of a cluster.
+enum Running {
+    Single(Box<Worker>),
+    Cluster(Arc<Cluster>),
+}
+
+async fn start(
+    config: Arc<WorkerConfig>,
+    mode: Mode,
+    clustered: bool,
+    connectors: &[PathBuf],
+) -> Result<Running> {
     let mut worker = start_worker(Arc::clone(&config), connectors).await?;
     if mode == Mode::Distributed {
         let topic = config
@@ -233,7 +261,18 @@ async fn start(config: Arc<WorkerConfig>, mode: Mode, connectors: &[PathBuf]) ->
         )
         .await
         .context("status.storage.topic")?;
-        worker = worker.with_store(store).with_status(status);
+        let status_topic = config
+            .parsed
+            .string("status.storage.topic")
+            .unwrap_or_default()
+            .to_owned();
+        let store = if clustered { store.clustered() } else { store };
+        worker = worker.with_store(store.clone()).with_status(status);
+        if clustered {
+            let cluster = Cluster::start(worker, store, &status_topic)
+                .context("joining the cluster (group.id)")?;
+            return Ok(Running::Cluster(cluster));
+        }
         let restored = worker
             .restore()
             .await
@@ -246,5 +285,5 @@ async fn start(config: Arc<WorkerConfig>, mode: Mode, connectors: &[PathBuf]) ->
             .follow_config_topic()
             .context("following config.storage.topic")?;
     }
-    Ok(worker)
+    Ok(Running::Single(Box::new(worker)))
 }

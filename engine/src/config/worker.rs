@@ -87,6 +87,43 @@ pub fn config_def() -> ConfigDef {
         .define(ConfigKey::new("rest.advertised.host.name", ConfigType::String).optional().importance(Low))
         .define(ConfigKey::new("rest.advertised.port", Int).optional().importance(Low))
         .define(ConfigKey::new("rest.advertised.listener", ConfigType::String).optional().importance(Low))
+        // Cluster membership (Kafka Connect's distributed keys; Sluice's defaults are
+        // shorter, for failover within seconds: 6 s is the broker's minimum session).
+        .define(
+            ConfigKey::new("session.timeout.ms", Int)
+                .default_value("6000")
+                .importance(High)
+                .validator(Validator::at_least(1.0))
+                .doc("A worker that does not heartbeat for this long leaves the cluster; its work moves."),
+        )
+        .define(
+            ConfigKey::new("heartbeat.interval.ms", Int)
+                .default_value("1000")
+                .importance(High)
+                .validator(Validator::at_least(1.0))
+                .doc("How often a worker heartbeats to the group coordinator; below session.timeout.ms."),
+        )
+        .define(
+            ConfigKey::new("rebalance.timeout.ms", Int)
+                .default_value("60000")
+                .importance(High)
+                .validator(Validator::at_least(1.0))
+                .doc("How long a rebalance waits for every worker to join."),
+        )
+        .define(
+            ConfigKey::new("scheduled.rebalance.max.delay.ms", Int)
+                .default_value("0")
+                .importance(Low)
+                .validator(Validator::between(0.0, 0.0))
+                .doc("Kafka Connect waits this long for a lost worker to return before moving its work; Sluice moves it at once, and accepts only 0 so far."),
+        )
+        .define(
+            ConfigKey::new("sluice.cluster.membership", ConfigType::String)
+                .default_value("none")
+                .importance(Low)
+                .validator(Validator::OneOf(&["none", "group"]))
+                .doc("Sluice's own, for the transition to cluster mode: `group` makes `sluice worker` join group.id as a cluster member (connectors and tasks spread over the workers); `none` runs every connector on this worker alone."),
+        )
         .define(
             ConfigKey::new("plugin.path", List)
                 .optional()

@@ -14,6 +14,7 @@ pub use crate::telemetry::{LoggerLevel, LoggersError};
 pub use plugins::{ConfigInfos, ConfigKeyInfo, PluginInfo};
 pub use sluice_proto::{SourceOffset, SourcePartition};
 
+pub mod cluster;
 mod follow;
 mod offsets;
 mod plan;
@@ -54,6 +55,12 @@ pub enum HerderError {
     /// Kafka (the config topic) did not take the change; nothing changed, try again.
     #[error("{0} (Kafka is unavailable; nothing was changed, the request can be retried)")]
     Unavailable(String),
+    /// The cluster cannot take the request right now (a rebalance, no leader known, the
+    /// leader changed while it was forwarded); nothing changed, try again.
+    #[error(
+        "Cannot complete request because of a conflicting operation (e.g. worker rebalance): {0}"
+    )]
+    Conflict(String),
 }
 
 /// The worker's health (KIP-1017).
@@ -126,6 +133,13 @@ pub type Offsets = BTreeMap<SourcePartition, SourceOffset>;
 pub trait Herder: Send + Sync {
     /// This worker's id (`host:port`).
     fn worker_id(&self) -> String;
+
+    /// Where a write (a config change, a restart) is served: `Ok(None)` here, `Ok(Some)`
+    /// by the worker at that REST URL (the cluster's leader, as Kafka Connect forwards),
+    /// `Err` while no leader is known (a rebalance: 409, nothing changed).
+    fn route_writes(&self) -> Result<Option<String>, HerderError> {
+        Ok(None)
+    }
 
     /// KIP-1017: whether the worker has started and every actor it relies on answers
     /// within `timeout`.

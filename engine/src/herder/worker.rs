@@ -54,13 +54,16 @@ pub struct ConnectorEntry {
 
 /// Puts the stored value back where an update gives a secret as the mask `GET` shows:
 /// only for keys that were masked (secrets), so no other value can be taken for one.
-fn keep_masked_secrets(props: &mut BTreeMap<String, String>, existing: &ConnectorEntry) {
+pub(super) fn keep_masked_secrets(
+    props: &mut BTreeMap<String, String>,
+    config: &BTreeMap<String, String>,
+    masked_config: &BTreeMap<String, String>,
+) {
     for (key, value) in props.iter_mut() {
         if value == sluice_proto::config::HIDDEN
-            && existing.masked_config.get(key).map(String::as_str)
-                == Some(sluice_proto::config::HIDDEN)
+            && masked_config.get(key).map(String::as_str) == Some(sluice_proto::config::HIDDEN)
         {
-            if let Some(stored) = existing.config.get(key) {
+            if let Some(stored) = config.get(key) {
                 value.clone_from(stored);
             }
         }
@@ -139,7 +142,7 @@ impl Worker {
         self
     }
 
-    fn report_connector(&self, name: &str, target: TargetState) {
+    pub(super) fn report_connector(&self, name: &str, target: TargetState) {
         let state = match target {
             TargetState::Started => "RUNNING",
             TargetState::Paused => "PAUSED",
@@ -159,6 +162,11 @@ impl Worker {
     /// The config store, for a REST-managed worker.
     pub(super) fn config_store(&self) -> Option<&ConfigStore> {
         self.store.as_ref()
+    }
+
+    /// The status store, for a REST-managed worker.
+    pub(super) fn status_store(&self) -> Option<StatusStore> {
+        self.status.clone()
     }
 
     /// Keeps connector configs in `store` (the REST-managed worker), so they survive a
@@ -512,7 +520,7 @@ impl Worker {
         }
         let existing = self.connector(name).ok();
         if let Some(existing) = &existing {
-            keep_masked_secrets(&mut props, existing);
+            keep_masked_secrets(&mut props, &existing.config, &existing.masked_config);
         }
         let planned = self
             .plan_off_thread(Self::plugin_of(&props)?, &props)

@@ -41,7 +41,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub(crate) fn herder_error(e: HerderError) -> RestError {
     let status = match e {
         HerderError::BadConfig(_) | HerderError::WrongState(_) => StatusCode::BAD_REQUEST,
-        HerderError::Exists(_) => StatusCode::CONFLICT,
+        HerderError::Exists(_) | HerderError::Conflict(_) => StatusCode::CONFLICT,
         HerderError::NotFound(_)
         | HerderError::TaskNotFound(..)
         | HerderError::UnknownPlugin(_) => StatusCode::NOT_FOUND,

@@ -20,6 +20,7 @@ use crate::herder::{Health, Herder};
 
 mod admin;
 mod connectors;
+mod forward;
 mod plugins;
 
 pub use admin::ROUTES as ADMIN_ROUTES;
@@ -249,6 +250,7 @@ pub fn configure(state: RestState) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(state)).service(
             web::scope("")
+                .wrap(actix_web::middleware::from_fn(forward::forward_writes))
                 .wrap(actix_web::middleware::from_fn(envelope_errors))
                 .wrap(actix_web::middleware::from_fn(instrument))
                 // Kafka Connect tolerates a trailing slash; scripts rely on it.

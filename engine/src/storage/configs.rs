@@ -32,6 +32,9 @@ pub struct StoredConnector {
     pub config: BTreeMap<String, String>,
     /// Its target state.
     pub target: TargetState,
+    /// How many task configs its last `commit-<name>` record committed (none yet: a
+    /// connector written by a tool that wrote no task configs).
+    pub tasks: Option<u32>,
 }
 
 /// The connectors a replay of the config topic has found so far.
@@ -39,6 +42,7 @@ pub struct StoredConnector {
 pub(crate) struct Replay {
     configs: BTreeMap<String, BTreeMap<String, String>>,
     targets: BTreeMap<String, TargetState>,
+    tasks: BTreeMap<String, u32>,
 }
 
 impl Replay {
@@ -68,8 +72,22 @@ impl Replay {
                 None => {
                     self.configs.remove(name);
                     self.targets.remove(name);
+                    self.tasks.remove(name);
                 }
             }
+            Some(name.to_owned())
+        } else if let Some(name) = key.strip_prefix("commit-") {
+            // The task count changes which tasks exist: a change, for the cluster's
+            // assignment (task records before their commit change nothing).
+            let count = value
+                .as_ref()
+                .and_then(|v| v.get("tasks"))
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok());
+            match count {
+                Some(n) => self.tasks.insert(name.to_owned(), n),
+                None => self.tasks.remove(name),
+            };
             Some(name.to_owned())
         } else if let Some(name) = key.strip_prefix("target-state-") {
             match value.as_ref().and_then(parse_target) {
@@ -90,7 +108,11 @@ impl Replay {
             .get(name)
             .copied()
             .unwrap_or(TargetState::Started);
-        Some(StoredConnector { config, target })
+        Some(StoredConnector {
+            config,
+            target,
+            tasks: self.tasks.get(name).copied(),
+        })
     }
 
     /// Every stored connector.
@@ -131,6 +153,11 @@ impl Followed {
     /// A connector as stored, as of the follower's position (`None`: deleted or unknown).
     pub fn get(&self, name: &str) -> Option<StoredConnector> {
         self.replay.lock().ok()?.get(name)
+    }
+
+    /// Every connector as stored, as of the follower's position.
+    pub fn all(&self) -> BTreeMap<String, StoredConnector> {
+        self.replay.lock().map(|r| r.all()).unwrap_or_default()
     }
 
     /// The offset the follower reads next.
@@ -183,6 +210,20 @@ pub struct ConfigStore {
     topic: String,
     producer_props: BTreeMap<String, String>,
     consumer_props: BTreeMap<String, String>,
+    /// How writes go (see [`ConfigStore::claim`]).
+    writer: Arc<tokio::sync::Mutex<Writer>>,
+}
+
+/// How the config topic is written.
+#[derive(Debug, Default)]
+enum Writer {
+    /// A producer per write (a single worker, the only writer).
+    #[default]
+    Plain,
+    /// The cluster leader's transactional producer.
+    Claimed(TaskProducer),
+    /// In a cluster, without the claim (not elected, or fenced): writes are refused.
+    Unclaimed,
 }
 
 fn target_value(target: TargetState) -> Value {
@@ -228,6 +269,7 @@ impl ConfigStore {
             topic,
             producer_props,
             consumer_props,
+            writer: Arc::default(),
         })
     }
 
@@ -370,11 +412,73 @@ impl ConfigStore {
         }
     }
 
+    /// The store of a cluster member: it writes nothing until it is elected leader and
+    /// [claims](ConfigStore::claim) the topic.
+    #[must_use]
+    pub fn clustered(self) -> Self {
+        ConfigStore {
+            writer: Arc::new(tokio::sync::Mutex::new(Writer::Unclaimed)),
+            ..self
+        }
+    }
+
+    /// Makes every later write go through a transactional producer with
+    /// `transactional_id` (the cluster leader's, `sluice-cluster-<group.id>`): its
+    /// `init_transactions` fences the producer of any earlier leader, so a deposed leader
+    /// that has not noticed yet can no longer write a config.
+    pub async fn claim(&self, transactional_id: String) -> Result<(), ConfigStoreError> {
+        let producer = TaskProducer::create(
+            self.producer_props.clone(),
+            Some(transactional_id),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| ConfigStoreError::Write {
+            topic: self.topic.clone(),
+            message: format!("claiming the config topic: {e}"),
+        })?;
+        *self.writer.lock().await = Writer::Claimed(producer);
+        Ok(())
+    }
+
+    /// Gives up the claim (this worker no longer leads): writes are refused until the next
+    /// claim.
+    pub async fn release(&self) {
+        *self.writer.lock().await = Writer::Unclaimed;
+    }
+
     async fn write(&self, records: Vec<OutRecord>) -> Result<(), ConfigStoreError> {
         let err = |e: crate::kafka::producer::ProducerError| ConfigStoreError::Write {
             topic: self.topic.clone(),
             message: e.to_string(),
         };
+        let mut writer = self.writer.lock().await;
+        match &*writer {
+            Writer::Plain => {}
+            Writer::Unclaimed => {
+                return Err(ConfigStoreError::Write {
+                    topic: self.topic.clone(),
+                    message: "this worker does not lead the cluster (not elected, or fenced by a newer leader)".into(),
+                })
+            }
+            Writer::Claimed(producer) => {
+                let written = async {
+                    producer.begin().await?;
+                    producer.send(records).await?;
+                    producer.commit().await
+                }
+                .await;
+                if let Err(e) = written {
+                    // Fenced (another worker leads now) or failed: the claim is over
+                    // either way; this worker claims anew if it is elected again.
+                    let _ = producer.abort().await;
+                    *writer = Writer::Unclaimed;
+                    return Err(err(e));
+                }
+                return Ok(());
+            }
+        }
+        drop(writer);
         let producer =
             TaskProducer::create(self.producer_props.clone(), None, Duration::from_secs(30))
                 .await

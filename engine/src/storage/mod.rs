@@ -6,3 +6,4 @@ pub mod configs;
 pub(crate) mod offset_reader;
 pub mod offsets;
 pub mod status;
+pub mod status_view;

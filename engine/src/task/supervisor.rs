@@ -90,6 +90,11 @@ impl TaskState {
             TaskState::Paused => "PAUSED",
         }
     }
+
+    /// The state of that name (as the status topic holds it).
+    pub fn from_name(name: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|s| s.name() == name)
+    }
 }
 
 /// What the user wants the connector to do (Kafka Connect's target state).

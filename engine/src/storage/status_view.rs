@@ -1,0 +1,163 @@
+//! Every worker's statuses, as the status topic holds them: a worker of a cluster answers
+//! `GET /connectors/{c}/status` for tasks running anywhere, with the worker each runs on,
+//! as Kafka Connect's `KafkaStatusBackingStore` does. A thread follows the topic (all
+//! partitions, from the beginning) and keeps the latest record per key.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+use crate::kafka::client_config;
+
+/// One status record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub state: String,
+    pub trace: Option<String>,
+    pub worker_id: String,
+    pub generation: u64,
+}
+
+/// What the status topic says, as far as it has been read.
+#[derive(Debug, Clone, Default)]
+pub struct StatusView {
+    connectors: Arc<Mutex<BTreeMap<String, Status>>>,
+    tasks: Arc<Mutex<BTreeMap<(String, u32), Status>>>,
+}
+
+/// Parses a record; `None` for a tombstone or a value that is not a status.
+fn parse(value: Option<&[u8]>) -> Option<Status> {
+    let v: Value = serde_json::from_slice(value?).ok()?;
+    Some(Status {
+        state: v.get("state")?.as_str()?.to_owned(),
+        trace: v.get("trace").and_then(Value::as_str).map(str::to_owned),
+        worker_id: v
+            .get("worker_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        generation: v.get("generation").and_then(Value::as_u64).unwrap_or(0),
+    })
+}
+
+/// `status-task-<connector>-<n>`: the task number is after the last dash (connector names
+/// may hold dashes).
+fn task_key(rest: &str) -> Option<(String, u32)> {
+    let (name, task) = rest.rsplit_once('-')?;
+    Some((name.to_owned(), task.parse().ok()?))
+}
+
+impl StatusView {
+    /// Applies one record of the topic.
+    pub fn apply(&self, key: &[u8], value: Option<&[u8]>) {
+        let key = String::from_utf8_lossy(key);
+        let status = parse(value);
+        if let Some(name) = key.strip_prefix("status-connector-") {
+            if let Ok(mut map) = self.connectors.lock() {
+                match status {
+                    Some(s) => map.insert(name.to_owned(), s),
+                    None => map.remove(name),
+                };
+            }
+        } else if let Some((name, task)) = key.strip_prefix("status-task-").and_then(task_key) {
+            if let Ok(mut map) = self.tasks.lock() {
+                match status {
+                    Some(s) => map.insert((name, task), s),
+                    None => map.remove(&(name, task)),
+                };
+            }
+        }
+    }
+
+    /// A task's latest status.
+    pub fn task(&self, connector: &str, task: u32) -> Option<Status> {
+        self.tasks
+            .lock()
+            .ok()?
+            .get(&(connector.to_owned(), task))
+            .cloned()
+    }
+
+    /// A connector's latest status.
+    pub fn connector(&self, connector: &str) -> Option<Status> {
+        self.connectors.lock().ok()?.get(connector).cloned()
+    }
+
+    /// Follows `topic` on a thread of its own for as long as the process runs.
+    pub fn follow(
+        topic: &str,
+        consumer_props: &BTreeMap<String, String>,
+    ) -> Result<StatusView, String> {
+        let mut props = consumer_props.clone();
+        props.insert("group.id".into(), "sluice-status-follower".into());
+        props.insert("enable.auto.commit".into(), "false".into());
+        let consumer: BaseConsumer = client_config(&props)
+            .create()
+            .map_err(|e| format!("status topic reader: {e}"))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .map_err(|e| format!("status topic {topic}: {e}"))?;
+        let partitions = metadata
+            .topics()
+            .first()
+            .map(|t| t.partitions().len())
+            .unwrap_or_default();
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..partitions {
+            let p = i32::try_from(p).map_err(|e| e.to_string())?;
+            assignment
+                .add_partition_offset(topic, p, Offset::Beginning)
+                .map_err(|e| e.to_string())?;
+        }
+        consumer.assign(&assignment).map_err(|e| e.to_string())?;
+        let view = StatusView::default();
+        let mine = view.clone();
+        let topic = topic.to_owned();
+        std::thread::Builder::new()
+            .name("sluice-status-follower".into())
+            .spawn(move || loop {
+                match consumer.poll(Duration::from_millis(500)) {
+                    None => {}
+                    Some(Ok(m)) => {
+                        if let Some(key) = m.key() {
+                            mine.apply(key, m.payload());
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(topic = %topic, error = %e, "reading the status topic failed; retrying");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            })
+            .map_err(|e| format!("status topic reader thread: {e}"))?;
+        Ok(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_kept_by_key_and_tombstones_remove_them() {
+        let view = StatusView::default();
+        let v = br#"{"state":"RUNNING","trace":null,"worker_id":"h:1","generation":3}"#;
+        view.apply(b"status-task-my-conn-12", Some(v));
+        view.apply(b"status-connector-my-conn", Some(v));
+        let t = view.task("my-conn", 12);
+        assert_eq!(t.as_ref().map(|s| s.worker_id.as_str()), Some("h:1"));
+        assert_eq!(t.map(|s| s.generation), Some(3));
+        assert!(view.connector("my-conn").is_some());
+        view.apply(b"status-task-my-conn-12", None);
+        assert_eq!(view.task("my-conn", 12), None);
+        // Not a status: ignored, nothing panics.
+        view.apply(b"status-task-x", Some(b"garbage"));
+        view.apply(b"status-task-x-y", Some(v));
+        assert_eq!(view.task("x", 0), None);
+    }
+}
