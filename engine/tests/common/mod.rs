@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use sluice_testkit::{free_port, http_get, unique_name, Stack};
 
+pub mod cluster;
+
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

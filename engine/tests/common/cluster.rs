@@ -1,0 +1,149 @@
+//! A cluster of `sluice worker` processes for tests: start, find the leader, wait for a
+//! connector's tasks to run on live workers.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
+use sluice_testkit::{free_port, unique_name, Stack};
+
+use super::{state_topics, worker_properties, TempDir, WorkerProcess};
+
+pub struct Cluster {
+    pub dir: TempDir,
+    pub group: String,
+    pub offsets: String,
+    /// Worker config beyond `worker_properties`: the state topics and cluster keys.
+    pub extra: String,
+    pub workers: BTreeMap<String, WorkerProcess>,
+}
+
+impl Cluster {
+    pub fn new() -> Result<Self> {
+        Ok(Cluster {
+            dir: TempDir::new("cluster")?,
+            group: unique_name("cluster"),
+            offsets: unique_name("cluster-offsets"),
+            extra: format!(
+                "{}sluice.cluster.membership=group\nsession.timeout.ms=6000\nheartbeat.interval.ms=500\n",
+                state_topics("cluster")
+            ),
+            workers: BTreeMap::new(),
+        })
+    }
+
+    /// Starts a worker; its id is `127.0.0.1:<port>`.
+    pub fn start(&mut self, stack: &Stack) -> Result<String> {
+        let port = free_port()?;
+        let props = worker_properties(stack, port, &self.group, &self.offsets, &self.extra);
+        let path = self.dir.write(&format!("w{port}.properties"), &props)?;
+        let mut w =
+            WorkerProcess::distributed(&path, port, self.dir.0.join(format!("w{port}.log")))?;
+        w.wait_ready(Duration::from_secs(60))?;
+        let id = format!("127.0.0.1:{port}");
+        self.workers.insert(id.clone(), w);
+        Ok(id)
+    }
+
+    pub fn any(&self) -> Result<&WorkerProcess> {
+        self.workers.values().next().context("no worker")
+    }
+
+    /// The worker that leads, from its `sluice_worker_is_leader` gauge.
+    pub fn leader(&self) -> Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            for (id, w) in &self.workers {
+                if let Ok((200, text)) = sluice_testkit::http_get(w.port, "/metrics") {
+                    if text
+                        .lines()
+                        .any(|l| l.trim() == "sluice_worker_is_leader 1")
+                    {
+                        return Ok(id.clone());
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("no worker leads")
+    }
+
+    /// Waits until all `expected` tasks of `name` are RUNNING on live workers; task -> worker id.
+    pub fn placement(
+        &self,
+        name: &str,
+        expected: u32,
+        timeout: Duration,
+    ) -> Result<BTreeMap<u32, String>> {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            if let Ok((200, status)) = self.any()?.get_json(&format!("/connectors/{name}/status")) {
+                let tasks = status["tasks"].as_array().cloned().unwrap_or_default();
+                let placed: BTreeMap<u32, String> = tasks
+                    .iter()
+                    .filter(|t| t["state"] == "RUNNING")
+                    .filter_map(|t| {
+                        let id = u32::try_from(t["id"].as_u64()?).ok()?;
+                        let worker = t["worker_id"].as_str()?.to_owned();
+                        self.workers.contains_key(&worker).then_some((id, worker))
+                    })
+                    .collect();
+                if tasks.len() == expected as usize && placed.len() == expected as usize {
+                    return Ok(placed);
+                }
+                last = status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("tasks of {name} not all RUNNING on live workers in {timeout:?}: {last}")
+    }
+
+    /// How many times a worker's log says it started task `task` of `name`.
+    pub fn starts(&self, worker: &str, name: &str, task: u32) -> usize {
+        let needle = format!("task started connector={name} task={task} ");
+        self.workers
+            .get(worker)
+            .map_or(0, |w| w.log_text().matches(&needle).count())
+    }
+
+    pub fn logs(&self) -> String {
+        self.workers
+            .iter()
+            .map(|(id, w)| format!("--- {id}\n{}", w.log_text()))
+            .collect()
+    }
+}
+
+/// Tasks per worker, for every live worker (zero included).
+pub fn spread(cluster: &Cluster, placement: &BTreeMap<u32, String>) -> Vec<usize> {
+    cluster
+        .workers
+        .keys()
+        .map(|w| placement.values().filter(|p| *p == w).count())
+        .collect()
+}
+
+pub fn balanced(counts: &[usize]) -> bool {
+    counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0) <= 1
+}
+
+/// Waits for a placement on the live workers that is balanced.
+pub fn balanced_placement(
+    cluster: &Cluster,
+    name: &str,
+    expected: u32,
+) -> Result<BTreeMap<u32, String>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = cluster.placement(name, expected, Duration::from_secs(60))?;
+        if balanced(&spread(cluster, &p)) {
+            return Ok(p);
+        }
+        if Instant::now() > deadline {
+            bail!("not balanced: {:?} ({p:?})", spread(cluster, &p));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
