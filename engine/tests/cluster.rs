@@ -13,9 +13,72 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use common::cluster::{balanced_placement, spread, Cluster};
 use serde_json::{json, Value};
-use sluice_testkit::{stack, Isolation};
+use sluice_engine::storage::configs::ConfigStore;
+use sluice_engine::task::supervisor::TargetState;
+use sluice_testkit::unique_name;
+use sluice_testkit::{stack, Isolation, Stack};
 
 const TASKS: u32 = 6;
+
+/// A datagen connector of `tasks` exactly-once tasks into `topic`, 200 records/s each.
+fn datagen(name: &str, topic: &str, tasks: u32) -> Value {
+    json!({"name": name, "config": {
+        "connector.class": "io.sluice.connect.datagen.DatagenSourceConnector",
+        "kafka.topic": topic,
+        "tasks.max": tasks.to_string(),
+        "datagen.records.per.second": "200",
+        "datagen.record.bytes": "120",
+        "batch.size": "50",
+        "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter.schemas.enable": "false"}})
+}
+
+/// Every task's seqs in `topic` read with `isolation`, how many records repeated a
+/// (task, seq) already seen, and how many records there were.
+fn sequences(
+    stack: &Stack,
+    topic: &str,
+    isolation: Isolation,
+) -> Result<(BTreeMap<u64, BTreeSet<u64>>, usize, usize)> {
+    let records = stack.read_topic(topic, isolation, Duration::from_secs(60))?;
+    let mut seqs: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    let mut duplicates = 0;
+    for r in &records {
+        let value: Value = serde_json::from_slice(r.value.as_deref().unwrap_or_default())?;
+        let (Some(task), Some(seq)) = (value["task"].as_u64(), value["seq"].as_u64()) else {
+            bail!("no task or seq in {value}");
+        };
+        if !seqs.entry(task).or_default().insert(seq) {
+            duplicates += 1;
+        }
+    }
+    Ok((seqs, duplicates, records.len()))
+}
+
+/// Read with read_committed, every task's sequence is there once and without a gap;
+/// returns the record count.
+fn assert_exactly_once(stack: &Stack, topic: &str, tasks: u32) -> Result<usize> {
+    let (seqs, duplicates, total) = sequences(stack, topic, Isolation::ReadCommitted)?;
+    ensure!(
+        duplicates == 0,
+        "{duplicates} duplicates in {total} records"
+    );
+    ensure!(
+        seqs.len() == tasks as usize,
+        "tasks seen: {:?}",
+        seqs.keys()
+    );
+    for (task, s) in &seqs {
+        let max = s.iter().next_back().copied().unwrap_or(0);
+        ensure!(
+            s.len() as u64 == max + 1,
+            "task {task}: {} records, highest seq {max}: a gap",
+            s.len()
+        );
+    }
+    Ok(total)
+}
 
 #[test]
 fn workers_share_the_work_and_hand_it_over_when_one_goes() -> Result<()> {
@@ -34,20 +97,8 @@ fn workers_share_the_work_and_hand_it_over_when_one_goes() -> Result<()> {
         .context("no worker besides the leader")?;
     let via = via.clone();
     // Created through a worker that does not lead: the write is forwarded to the leader.
-    let (code, body) = writer.request(
-        "POST",
-        "/connectors",
-        Some(&json!({"name": "dg", "config": {
-            "connector.class": "io.sluice.connect.datagen.DatagenSourceConnector",
-            "kafka.topic": topic,
-            "tasks.max": TASKS.to_string(),
-            "datagen.records.per.second": "200",
-            "datagen.record.bytes": "120",
-            "batch.size": "50",
-            "key.converter": "org.apache.kafka.connect.storage.StringConverter",
-            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-            "value.converter.schemas.enable": "false"}})),
-    )?;
+    let (code, body) =
+        writer.request("POST", "/connectors", Some(&datagen("dg", &topic, TASKS)))?;
     ensure!(
         code == 201,
         "create through {via} (leader {leader}): {code} {body}"
@@ -122,39 +173,141 @@ fn workers_share_the_work_and_hand_it_over_when_one_goes() -> Result<()> {
     let (code, _) = cluster.any()?.request("PUT", "/connectors/dg/stop", None)?;
     ensure!(code == 202 || code == 204, "stop: {code}");
     std::thread::sleep(Duration::from_secs(3));
-    let records = stack.read_topic(&topic, Isolation::ReadCommitted, Duration::from_secs(60))?;
-    let mut seqs: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
-    let mut duplicates = 0;
-    for r in &records {
-        let value: Value = serde_json::from_slice(r.value.as_deref().unwrap_or_default())?;
-        let (Some(task), Some(seq)) = (value["task"].as_u64(), value["seq"].as_u64()) else {
-            bail!("no task or seq in {value}");
-        };
-        if !seqs.entry(task).or_default().insert(seq) {
-            duplicates += 1;
+    let total = assert_exactly_once(stack, &topic, TASKS)?;
+    println!("{total} records, each task's sequence once and complete");
+    Ok(())
+}
+
+/// A worker stalled (SIGSTOP) past its session timeout loses its tasks to the others; when
+/// it resumes, its membership is gone, its exactly-once tasks are fenced (their open
+/// transactions were aborted by the new owners), their late status writes do not hide the
+/// new owners', and read_committed shows every record once.
+#[test]
+fn a_worker_stalled_past_its_session_is_fenced_when_it_resumes() -> Result<()> {
+    const TASKS: u32 = 4;
+    let stack = stack()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let topic = rt.block_on(stack.create_topic("zombie-out", 2))?;
+    let mut cluster = Cluster::new()?;
+    let a = cluster.start(stack)?;
+    let b = cluster.start(stack)?;
+    let (code, body) =
+        cluster
+            .any()?
+            .request("POST", "/connectors", Some(&datagen("dg", &topic, TASKS)))?;
+    ensure!(code == 201, "create: {code} {body}");
+    let before = balanced_placement(&cluster, "dg", TASKS).with_context(|| cluster.logs())?;
+    let (zombie, survivor) = if before.values().any(|w| *w == b) {
+        (b, a)
+    } else {
+        (a, b)
+    };
+    let stalled_at = Instant::now();
+    cluster
+        .workers
+        .get(&zombie)
+        .context("zombie")?
+        .signal("-STOP")?;
+    // The survivor takes every task once the zombie's session has run out.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = cluster.placement("dg", TASKS, Duration::from_secs(60))?;
+        if p.values().all(|w| *w == survivor) {
+            break;
         }
-    }
-    ensure!(
-        duplicates == 0,
-        "{duplicates} duplicates in {} records",
-        records.len()
-    );
-    ensure!(
-        seqs.len() == TASKS as usize,
-        "tasks seen: {:?}",
-        seqs.keys()
-    );
-    for (task, s) in &seqs {
-        let max = s.iter().next_back().copied().unwrap_or(0);
         ensure!(
-            s.len() as u64 == max + 1,
-            "task {task}: {} records, highest seq {max}: a gap",
-            s.len()
+            Instant::now() < deadline,
+            "tasks did not leave the stalled worker: {p:?}"
         );
+        std::thread::sleep(Duration::from_millis(100));
     }
     println!(
-        "{} records, each task's sequence once and complete",
-        records.len()
+        "SIGSTOP: tasks RUNNING on the survivor after {} ms",
+        stalled_at.elapsed().as_millis()
+    );
+    cluster
+        .workers
+        .get(&zombie)
+        .context("zombie")?
+        .signal("-CONT")?;
+    // It notices it was evicted, stops what it ran, joins again and gets a share back.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let p = balanced_placement(&cluster, "dg", TASKS).with_context(|| cluster.logs())?;
+        if p.values().any(|w| *w == zombie) {
+            break p;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the resumed worker got nothing back: {p:?}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("after the stall: {:?}", spread(&cluster, &after));
+    let log = cluster
+        .workers
+        .get(&zombie)
+        .map(|w| w.log_text())
+        .unwrap_or_default();
+    ensure!(
+        log.contains("cluster membership lost"),
+        "the resumed worker did not notice:\n{log}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, _) = cluster.any()?.request("PUT", "/connectors/dg/stop", None)?;
+    ensure!(code == 202 || code == 204, "stop: {code}");
+    std::thread::sleep(Duration::from_secs(3));
+    let total = assert_exactly_once(stack, &topic, TASKS)?;
+    // What the zombie had sent before it stalled was aborted: a read_uncommitted reader
+    // may see those records twice (the new owner sent them again), never a committed one.
+    let (_, repeats, uncommitted) = sequences(stack, &topic, Isolation::ReadUncommitted)?;
+    println!(
+        "{total} committed records, each once; read_uncommitted: {uncommitted} records, {repeats} repeats (aborted sends)"
     );
     Ok(())
+}
+
+/// The config topic is written by the leader through a producer it claims at election:
+/// once a newer leader has claimed it, a deposed leader's write fails and nothing of it is
+/// stored.
+#[test]
+fn a_deposed_leader_cannot_write_the_config_topic() -> Result<()> {
+    let stack = stack()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let topic = unique_name("deposed-configs");
+        let props = BTreeMap::from([(
+            "bootstrap.servers".to_owned(),
+            stack.kafka_bootstrap.clone(),
+        )]);
+        let open = || ConfigStore::open(topic.clone(), &props, 1, props.clone(), props.clone());
+        let old = open().await?.clustered();
+        let new = open().await?.clustered();
+        let id = unique_name("sluice-cluster");
+        let config =
+            BTreeMap::from([("connector.class".to_owned(), "FileStreamSource".to_owned())]);
+        let started = TargetState::Started;
+        ensure!(
+            old.put("a", &config, &[], started).await.is_err(),
+            "an unclaimed store wrote"
+        );
+        old.claim(id.clone()).await?;
+        old.put("a", &config, &[], started).await?;
+        new.claim(id.clone()).await?;
+        let refused = old.put("zombie", &config, &[], started).await;
+        ensure!(
+            refused.is_err(),
+            "the deposed leader wrote the config topic"
+        );
+        println!(
+            "deposed leader's write: {}",
+            refused.err().map(|e| e.to_string()).unwrap_or_default()
+        );
+        new.put("b", &config, &[], started).await?;
+        let stored = new.read_all(Duration::from_secs(30)).await?;
+        let names: Vec<&String> = stored.keys().collect();
+        ensure!(names == ["a", "b"], "stored: {names:?}");
+        Ok(())
+    })
 }

@@ -143,6 +143,16 @@ impl Worker {
     }
 
     pub(super) fn report_connector(&self, name: &str, target: TargetState) {
+        self.report_connector_to(name, target, self.status.clone());
+    }
+
+    /// [`Worker::report_connector`] into `status` (a cluster's, with its generation).
+    pub(super) fn report_connector_to(
+        &self,
+        name: &str,
+        target: TargetState,
+        status: Option<StatusStore>,
+    ) {
         let state = match target {
             TargetState::Started => "RUNNING",
             TargetState::Paused => "PAUSED",
@@ -152,7 +162,7 @@ impl Worker {
             metrics::gauge!("sluice_connector_status", "connector" => name.to_owned(), "state" => s.to_ascii_lowercase())
                 .set(if s == state { 1.0 } else { 0.0 });
         }
-        let Some(status) = self.status.clone() else {
+        let Some(status) = status else {
             return;
         };
         let name = name.to_owned();

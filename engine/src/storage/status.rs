@@ -9,6 +9,8 @@
 //! fails is logged and counted, and never stops a task.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -24,6 +26,11 @@ pub struct StatusStore {
     partitions: i32,
     worker_id: String,
     producer: TaskProducer,
+    /// In a cluster, the group generation this worker last joined at: written as every
+    /// record's `generation` (instead of the task life's), so readers keep a task's record
+    /// from its current owner over a late one from a worker that lost it (Kafka Connect's
+    /// `KafkaStatusBackingStore` does the same).
+    group_generation: Option<Arc<AtomicU64>>,
 }
 
 /// Opening the status topic failed.
@@ -55,11 +62,23 @@ impl StatusStore {
             partitions,
             worker_id,
             producer,
+            group_generation: None,
         })
+    }
+
+    /// The same store, writing the cluster's group generation into every record.
+    #[must_use]
+    pub fn with_group_generation(mut self, generation: Arc<AtomicU64>) -> Self {
+        self.group_generation = Some(generation);
+        self
     }
 
     fn record(&self, key: String, state: Option<(&str, Option<&str>, u64)>) -> OutRecord {
         let value = state.map(|(state, trace, generation)| {
+            let generation = self
+                .group_generation
+                .as_ref()
+                .map_or(generation, |g| g.load(Ordering::SeqCst));
             json!({"state": state, "trace": trace, "worker_id": self.worker_id, "generation": generation})
                 .to_string()
                 .into_bytes()

@@ -45,6 +45,24 @@ fn parse(value: Option<&[u8]>) -> Option<Status> {
     })
 }
 
+/// Stores `status` under `key` unless what is kept is of a newer generation; a tombstone
+/// (the connector deleted) removes it whatever its generation.
+fn keep<K: Ord>(map: &mut BTreeMap<K, Status>, key: K, status: Option<Status>) {
+    match status {
+        Some(s) => {
+            if map
+                .get(&key)
+                .is_none_or(|kept| kept.generation <= s.generation)
+            {
+                map.insert(key, s);
+            }
+        }
+        None => {
+            map.remove(&key);
+        }
+    }
+}
+
 /// `status-task-<connector>-<n>`: the task number is after the last dash (connector names
 /// may hold dashes).
 fn task_key(rest: &str) -> Option<(String, u32)> {
@@ -53,23 +71,19 @@ fn task_key(rest: &str) -> Option<(String, u32)> {
 }
 
 impl StatusView {
-    /// Applies one record of the topic.
+    /// Applies one record of the topic. A record of an older generation than the one kept
+    /// is ignored: it comes from a worker that lost the work (a late write of a worker
+    /// that was stopped or cut off while another took over).
     pub fn apply(&self, key: &[u8], value: Option<&[u8]>) {
         let key = String::from_utf8_lossy(key);
         let status = parse(value);
         if let Some(name) = key.strip_prefix("status-connector-") {
             if let Ok(mut map) = self.connectors.lock() {
-                match status {
-                    Some(s) => map.insert(name.to_owned(), s),
-                    None => map.remove(name),
-                };
+                keep(&mut map, name.to_owned(), status);
             }
         } else if let Some((name, task)) = key.strip_prefix("status-task-").and_then(task_key) {
             if let Ok(mut map) = self.tasks.lock() {
-                match status {
-                    Some(s) => map.insert((name, task), s),
-                    None => map.remove(&(name, task)),
-                };
+                keep(&mut map, (name, task), status);
             }
         }
     }
@@ -155,6 +169,27 @@ mod tests {
         assert!(view.connector("my-conn").is_some());
         view.apply(b"status-task-my-conn-12", None);
         assert_eq!(view.task("my-conn", 12), None);
+        // A late record of an older generation (a worker that lost the task) is ignored.
+        view.apply(
+            b"status-task-c-0",
+            Some(br#"{"state":"RUNNING","worker_id":"new","generation":5}"#),
+        );
+        view.apply(
+            b"status-task-c-0",
+            Some(br#"{"state":"FAILED","worker_id":"old","generation":4}"#),
+        );
+        assert_eq!(
+            view.task("c", 0).map(|s| s.worker_id),
+            Some("new".to_owned())
+        );
+        view.apply(
+            b"status-task-c-0",
+            Some(br#"{"state":"UNASSIGNED","worker_id":"new","generation":6}"#),
+        );
+        assert_eq!(
+            view.task("c", 0).map(|s| s.state),
+            Some("UNASSIGNED".to_owned())
+        );
         // Not a status: ignored, nothing panics.
         view.apply(b"status-task-x", Some(b"garbage"));
         view.apply(b"status-task-x-y", Some(v));

@@ -126,6 +126,15 @@ impl WorkerProcess {
         Ok(())
     }
 
+    /// Sends a signal (`-STOP`, `-CONT`, ...) to the worker.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()?;
+        ensure!(status.success(), "kill {signal} failed");
+        Ok(())
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub fn terminate(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
         let pid = self.child.id().to_string();
@@ -167,6 +176,8 @@ impl WorkerProcess {
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
+        // A stopped process takes SIGKILL too; CONT first so nothing lingers half-stopped.
+        let _ = self.signal("-CONT");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

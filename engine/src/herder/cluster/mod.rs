@@ -19,6 +19,7 @@ pub mod protocol;
 mod units;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,8 @@ pub struct Cluster {
     member: tokio::sync::Mutex<Option<Member>>,
     metadata: watch::Sender<bytes::Bytes>,
     view: RwLock<View>,
+    /// The group generation of the last assignment, written into status records.
+    generation: Arc<AtomicU64>,
     /// This worker's REST URL, as advertised to the others.
     url: String,
     transactional_id: String,
@@ -175,8 +178,10 @@ impl Cluster {
         let url = advertised_url(&worker);
         let transactional_id = format!("sluice-cluster-{}", worker.group_id);
         let (metadata, metadata_rx) = watch::channel(bytes::Bytes::new());
+        let generation = Arc::new(AtomicU64::new(0));
         let cluster = Arc::new(Cluster {
-            units: Units::new(worker.clone(), grace),
+            units: Units::new(worker.clone(), grace, Arc::clone(&generation)),
+            generation,
             worker,
             store,
             followed,
@@ -380,6 +385,10 @@ impl Cluster {
             return;
         }
         let leads = member.is_leader();
+        self.generation.store(
+            u64::try_from(member.generation).unwrap_or(0),
+            Ordering::SeqCst,
+        );
         self.update(|v| {
             v.generation = member.generation;
             v.leader_id = Some(a.leader.clone());

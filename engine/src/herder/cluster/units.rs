@@ -4,7 +4,8 @@
 //! them moved).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -13,6 +14,7 @@ use super::protocol::Unit;
 use crate::herder::worker::Worker;
 use crate::herder::HerderError;
 use crate::storage::configs::StoredConnector;
+use crate::storage::status::StatusStore;
 use crate::task::supervisor::{
     ConnectorSupervisor, GetStatus, RestartTask, SetTarget, StopConnector, TargetState, TaskStatus,
 };
@@ -33,14 +35,22 @@ pub(super) struct Units {
     worker: Worker,
     local: Mutex<BTreeMap<String, Local>>,
     grace: Duration,
+    /// The status topic, written with the group generation (see [`StatusStore`]).
+    status: Option<StatusStore>,
 }
 
 impl Units {
-    pub(super) fn new(worker: Worker, grace: Duration) -> Self {
+    /// Units of `worker`; their status records carry `generation`, the group generation
+    /// the cluster keeps current.
+    pub(super) fn new(worker: Worker, grace: Duration, generation: Arc<AtomicU64>) -> Self {
+        let status = worker
+            .status_store()
+            .map(|s| s.with_group_generation(generation));
         Units {
             worker,
             local: Mutex::new(BTreeMap::new()),
             grace,
+            status,
         }
     }
 
@@ -118,7 +128,7 @@ impl Units {
         let planned = self.worker.plan_off_thread(plugin, &stored.config).await?;
         let mut specs: BTreeMap<u32, _> = planned.specs.into_iter().map(|s| (s.task, s)).collect();
         let policy = self.worker.policy();
-        let status = self.worker.status_store();
+        let status = self.status.clone();
         self.with(|local| {
             let entry = local.entry(name.to_owned()).or_default();
             entry.config.clone_from(&stored.config);
@@ -127,7 +137,8 @@ impl Units {
                 match u.task {
                     None => {
                         entry.connector = true;
-                        self.worker.report_connector(name, stored.target);
+                        self.worker
+                            .report_connector_to(name, stored.target, status.clone());
                     }
                     Some(task) => {
                         let Some(spec) = specs.remove(&task) else {
@@ -240,7 +251,8 @@ impl Units {
                 s.do_send(SetTarget(stored.target));
             }
             if units.iter().any(|u| u.task.is_none()) {
-                self.worker.report_connector(name, stored.target);
+                self.worker
+                    .report_connector_to(name, stored.target, self.status.clone());
             }
         }
     }
