@@ -194,6 +194,15 @@ pub enum ConfigStoreError {
     /// Kafka failed.
     #[error(transparent)]
     Kafka(#[from] OffsetStoreError),
+    /// This worker may not write: it does not lead the cluster (never elected, or fenced
+    /// by a newer leader).
+    #[error("writing config topic {topic}: this worker does not lead the cluster ({reason})")]
+    NotLeader {
+        /// The topic.
+        topic: String,
+        /// Why.
+        reason: String,
+    },
     /// Writing failed.
     #[error("writing config topic {topic}: {message}")]
     Write {
@@ -426,7 +435,14 @@ impl ConfigStore {
     /// `transactional_id` (the cluster leader's, `sluice-cluster-<group.id>`): its
     /// `init_transactions` fences the producer of any earlier leader, so a deposed leader
     /// that has not noticed yet can no longer write a config.
+    ///
+    /// A store that holds the claim keeps it: claiming again would fence its own producer
+    /// under a write in flight (a leader elected again at the next generation).
     pub async fn claim(&self, transactional_id: String) -> Result<(), ConfigStoreError> {
+        let mut writer = self.writer.lock().await;
+        if matches!(*writer, Writer::Claimed(_)) {
+            return Ok(());
+        }
         let producer = TaskProducer::create(
             self.producer_props.clone(),
             Some(transactional_id),
@@ -437,7 +453,7 @@ impl ConfigStore {
             topic: self.topic.clone(),
             message: format!("claiming the config topic: {e}"),
         })?;
-        *self.writer.lock().await = Writer::Claimed(producer);
+        *writer = Writer::Claimed(producer);
         Ok(())
     }
 
@@ -456,9 +472,9 @@ impl ConfigStore {
         match &*writer {
             Writer::Plain => {}
             Writer::Unclaimed => {
-                return Err(ConfigStoreError::Write {
+                return Err(ConfigStoreError::NotLeader {
                     topic: self.topic.clone(),
-                    message: "this worker does not lead the cluster (not elected, or fenced by a newer leader)".into(),
+                    reason: "not elected, or fenced by a newer leader".into(),
                 })
             }
             Writer::Claimed(producer) => {
@@ -473,6 +489,13 @@ impl ConfigStore {
                     // either way; this worker claims anew if it is elected again.
                     let _ = producer.abort().await;
                     *writer = Writer::Unclaimed;
+                    if e.is_fenced() {
+                        tracing::warn!(topic = %self.topic, error = %e, "config write refused: a newer leader has claimed the config topic");
+                        return Err(ConfigStoreError::NotLeader {
+                            topic: self.topic.clone(),
+                            reason: e.to_string(),
+                        });
+                    }
                     return Err(err(e));
                 }
                 return Ok(());

@@ -147,3 +147,29 @@ pub fn balanced_placement(
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Waits until every task of `connectors` (name, task count) runs on a live worker and the
+/// workers run their fair share of all tasks together (max - min <= 1, as Kafka Connect
+/// balances: over all connectors' tasks, not per connector); returns tasks per worker.
+pub fn balanced_total(cluster: &Cluster, connectors: &[(&str, u32)]) -> Result<Vec<usize>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut counts: BTreeMap<&String, usize> = cluster.workers.keys().map(|w| (w, 0)).collect();
+        for (name, count) in connectors {
+            let p = cluster.placement(name, *count, Duration::from_secs(60))?;
+            for w in p.values() {
+                if let Some(c) = counts.get_mut(w) {
+                    *c += 1;
+                }
+            }
+        }
+        let counts: Vec<usize> = counts.into_values().collect();
+        if balanced(&counts) {
+            return Ok(counts);
+        }
+        if Instant::now() > deadline {
+            bail!("not balanced: {counts:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -130,6 +130,7 @@ impl WorkerProcess {
     pub fn signal(&self, signal: &str) -> Result<()> {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status()?;
         ensure!(status.success(), "kill {signal} failed");
         Ok(())

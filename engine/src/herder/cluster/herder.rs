@@ -13,12 +13,21 @@ use crate::herder::{
     ConfigPatch, ConnectorInfo, ConnectorStatus, Health, Herder, HerderError, LoggerLevel,
     LoggersError, Offsets, SourceOffset, SourcePartition, TargetState, TaskInfo, TaskState,
 };
-use crate::storage::configs::StoredConnector;
+use crate::storage::configs::{ConfigStoreError, StoredConnector};
 use crate::telemetry::Loggers;
 
 /// The header a forwarded request carries, so it is served where it lands and never
 /// forwarded again (Kafka Connect's `forward=false`).
 pub(crate) const FORWARDED: &str = "x-sluice-forwarded";
+
+/// A failed config write: refused because another worker leads now (409, as Kafka
+/// Connect's `NotLeaderException`), or Kafka did not take it (503); nothing changed either way.
+fn write_error(what: String, e: ConfigStoreError) -> HerderError {
+    match e {
+        ConfigStoreError::NotLeader { .. } => HerderError::Conflict(format!("{what}: {e}")),
+        other => HerderError::Unavailable(format!("{what}: {other}")),
+    }
+}
 
 /// How long a write waits for the follower to read it back.
 const SETTLE: Duration = Duration::from_secs(10);
@@ -117,9 +126,7 @@ impl Distributed {
             .store
             .put(name, &planned.config, &planned.raw_tasks, target)
             .await
-            .map_err(|e| {
-                HerderError::Unavailable(format!("could not store connector {name}: {e}"))
-            })?;
+            .map_err(|e| write_error(format!("could not store connector {name}"), e))?;
         self.settle().await;
         Ok(ConnectorInfo {
             name: name.to_owned(),
@@ -335,9 +342,10 @@ impl Herder for Distributed {
         let cluster = self.leader()?;
         let stored = self.stored(name)?;
         cluster.store.delete(name).await.map_err(|e| {
-            HerderError::Unavailable(format!(
-                "could not delete connector {name} from the config topic: {e}"
-            ))
+            write_error(
+                format!("could not delete connector {name} from the config topic"),
+                e,
+            )
         })?;
         if let Some(status) = cluster.worker.status_store() {
             status.delete(name, stored.tasks.unwrap_or(0)).await;
@@ -390,9 +398,11 @@ impl Herder for Distributed {
     async fn set_target_state(&self, name: &str, target: TargetState) -> Result<(), HerderError> {
         let cluster = self.leader()?;
         self.stored(name)?;
-        cluster.store.put_target(name, target).await.map_err(|e| {
-            HerderError::Unavailable(format!("could not store the state of {name}: {e}"))
-        })?;
+        cluster
+            .store
+            .put_target(name, target)
+            .await
+            .map_err(|e| write_error(format!("could not store the state of {name}"), e))?;
         self.settle().await;
         Ok(())
     }
