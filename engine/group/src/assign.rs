@@ -30,8 +30,8 @@ impl<W> Default for Plan<W> {
 }
 
 /// Assigns `work` over `members` (member id -> what it reports running). Work a member
-/// runs that is no longer in `work` is revoked; work two members claim stays with the one
-/// whose id sorts first and is revoked from the other.
+/// runs that is no longer in `work` is revoked; work two members claim is revoked from both
+/// (and handed out in the next round).
 pub fn assign<M, W>(members: &BTreeMap<M, BTreeSet<W>>, work: &BTreeSet<W>) -> BTreeMap<M, Plan<W>>
 where
     M: Ord + Clone,
@@ -44,14 +44,25 @@ where
     if members.is_empty() {
         return plans;
     }
-    // What each member keeps for now: its claims still configured and not taken already.
-    let mut taken: BTreeSet<&W> = BTreeSet::new();
+    // Work two members claim (one of them has not heard it lost it) is taken from both
+    // and handed out next round, as Kafka Connect does: it must stop everywhere before it
+    // runs anywhere again.
+    let mut claims: BTreeMap<&W, usize> = BTreeMap::new();
+    for owned in members.values() {
+        for w in owned {
+            *claims.entry(w).or_default() += 1;
+        }
+    }
+    // What each member keeps for now: its claims still configured and claimed by it alone.
+    // Everything claimed counts as taken this round (a revoked unit still runs until its
+    // owner has stopped it).
+    let taken: BTreeSet<&W> = claims.keys().copied().collect();
     let mut kept: BTreeMap<&M, Vec<&W>> = BTreeMap::new();
     for (m, owned) in members {
         let plan = plans.entry(m.clone()).or_default();
         let mine = kept.entry(m).or_default();
         for w in owned {
-            if work.contains(w) && taken.insert(w) {
+            if work.contains(w) && claims.get(w) == Some(&1) {
                 mine.push(w);
             } else {
                 plan.revoke.insert(w.clone());
@@ -77,8 +88,7 @@ where
             }
         }
     }
-    // Work nobody runs goes to whoever is furthest below its share. Revoked work counts as
-    // taken: it is still running until its owner has stopped it.
+    // Work nobody runs goes to whoever is furthest below its share.
     let mut count: BTreeMap<&M, usize> = kept.iter().map(|(m, v)| (*m, v.len())).collect();
     for w in work.iter().filter(|w| !taken.contains(w)) {
         let best = members
@@ -199,14 +209,18 @@ mod tests {
 
     #[test]
     fn deleted_and_doubly_claimed_work_is_revoked() {
-        // 7 is no longer configured; 2 is claimed by both (a member that was presumed lost).
+        // 7 is no longer configured; 2 is claimed by both (a member that has not heard it
+        // lost it): it stops on both before it runs anywhere again.
         let members = BTreeMap::from([("a", set(&[1, 2, 7])), ("b", set(&[2, 3]))]);
         let work = set(&[1, 2, 3, 4]);
         let plans = assign(&members, &work);
-        assert!(plans["a"].revoke.contains(&7));
+        assert_eq!(plans["a"].revoke, set(&[2, 7]));
         assert_eq!(plans["b"].revoke, set(&[2]));
-        assert_eq!(plans["a"].run, set(&[1, 2]));
-        assert_eq!(plans["b"].run, set(&[3, 4]));
+        assert!(plans.values().all(|p| !p.run.contains(&2)));
+        assert!(plans["a"].run.contains(&1) && plans["b"].run.contains(&3));
+        assert!(plans.values().any(|p| p.run.contains(&4)));
+        let (_, settled) = settle(members, &work);
+        assert!(settled.values().any(|p| p.run.contains(&2)));
     }
 
     #[test]

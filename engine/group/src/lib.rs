@@ -7,7 +7,8 @@
 //! SyncGroup, Heartbeat, LeaveGroup, on `kafka-protocol`'s codecs), as Kafka Connect's
 //! `WorkerCoordinator` does over the Java client's `AbstractCoordinator`. The member runs on
 //! a thread of its own, so its heartbeats never wait behind busy tasks; it tells its owner
-//! what happens through [`Event`]s and takes [`Member::rejoin`] and [`Member::leave`].
+//! what happens through [`Event`]s and takes [`Member::ack`], [`Member::rejoin`] and
+//! [`Member::leave`].
 //! What the membership metadata and assignments mean is the owner's business: the member
 //! carries them as bytes, and [`assign`] holds the balanced, sticky assignment algorithm.
 
@@ -15,7 +16,7 @@ pub mod assign;
 mod conn;
 mod member;
 
-pub use member::{Assignment, Event, JoinedMember, Member, MemberConfig};
+pub use member::{Acker, Assignment, Event, JoinedMember, Member, MemberConfig};
 
 /// What went wrong talking to the group coordinator.
 #[derive(Debug, thiserror::Error)]

@@ -131,6 +131,22 @@ pub enum Event {
 enum Command {
     Rejoin(String),
     Leave(oneshot::Sender<()>),
+    /// The owner has acted on the last `Assigned` or `Lost`: its metadata says what it
+    /// runs now, so the member may join again.
+    Ack,
+}
+
+/// Acknowledges assignments and losses for a [`Member`] (a cloneable handle for the task
+/// that handles its events).
+#[derive(Debug, Clone)]
+pub struct Acker(mpsc::UnboundedSender<Command>);
+
+impl Acker {
+    /// The owner has acted on the last [`Event::Assigned`] or [`Event::Lost`] and its
+    /// metadata is current: see [`Member::ack`].
+    pub fn ack(&self) {
+        let _ = self.0.send(Command::Ack);
+    }
 }
 
 /// The handle of a running member. Dropping it leaves the group.
@@ -168,6 +184,7 @@ impl Member {
                     assigned: false,
                     last_contact: Instant::now(),
                     failures: 0,
+                    awaiting_ack: None,
                 };
                 runtime.block_on(run.main());
             })
@@ -179,6 +196,20 @@ impl Member {
             },
             events,
         ))
+    }
+
+    /// Tells the member the owner has acted on the last [`Event::Assigned`] or
+    /// [`Event::Lost`] (started and stopped what it said) and published metadata saying
+    /// so. Until then the member does not join again (it keeps heartbeating): a join with
+    /// stale metadata would let the leader hand out work this worker still runs, as Kafka
+    /// Connect avoids by joining from the herder's own thread.
+    pub fn ack(&self) {
+        let _ = self.commands.send(Command::Ack);
+    }
+
+    /// A handle to [`Member::ack`] from elsewhere.
+    pub fn acker(&self) -> Acker {
+        Acker(self.commands.clone())
     }
 
     /// Joins again (a new configuration needs a new assignment, or revoked work has
@@ -236,6 +267,9 @@ struct Run {
     last_contact: Instant,
     /// Setbacks in a row since the last assignment (for the backoff).
     failures: u32,
+    /// Since when the owner has not acknowledged the last `Assigned` or `Lost` (see
+    /// [`Member::ack`]).
+    awaiting_ack: Option<Instant>,
 }
 
 impl Run {
@@ -287,6 +321,7 @@ impl Run {
                 () = tokio::time::sleep_until(deadline) => return None,
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Rejoin(_)) => {}
+                    Some(Command::Ack) => self.awaiting_ack = None,
                     Some(Command::Leave(done)) => return Some(done),
                     None => {
                         let (done, _) = oneshot::channel();
@@ -300,6 +335,7 @@ impl Run {
     /// Tells the owner its work is lost, once.
     fn lose(&mut self, reason: &str) {
         if std::mem::take(&mut self.assigned) {
+            self.awaiting_ack = Some(Instant::now());
             metrics::counter!("sluice_worker_membership_lost_total").increment(1);
             let _ = self.events.send(Event::Lost {
                 reason: reason.to_owned(),
@@ -360,7 +396,38 @@ impl Run {
         result
     }
 
+    /// Before a join: waits for the owner to acknowledge what it was last told, within the
+    /// rebalance timeout (past it, joins anyway and says so).
+    async fn wait_ack(&mut self) -> Result<(), Setback> {
+        let Some(since) = self.awaiting_ack else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::from_std(since + self.config.rebalance_timeout);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(group = %self.config.group_id, member = %self.member_id, "the owner did not acknowledge its assignment within the rebalance timeout; joining anyway");
+                    self.awaiting_ack = None;
+                    return Ok(());
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Ack) => {
+                        self.awaiting_ack = None;
+                        return Ok(());
+                    }
+                    Some(Command::Rejoin(_)) => {}
+                    Some(Command::Leave(done)) => return Err(Setback::Leave(done)),
+                    None => {
+                        let (done, _) = oneshot::channel();
+                        return Err(Setback::Leave(done));
+                    }
+                },
+            }
+        }
+    }
+
     async fn join_sync(&mut self) -> Result<Assignment, Setback> {
+        self.wait_ack().await?;
         let config = self.config.clone();
         let metadata = self.metadata.borrow().clone();
         let member_id = self.member_id.clone();
@@ -458,6 +525,7 @@ impl Run {
             leader_id: leader,
             data: synced.assignment,
         };
+        self.awaiting_ack = Some(Instant::now());
         let _ = self.events.send(Event::Assigned(assignment.clone()));
         Ok(assignment)
     }
@@ -515,16 +583,27 @@ impl Run {
     }
 
     /// Heartbeats until the group needs a new round (`Ok`) or something else happens.
+    /// A rejoin asked for (by the owner or the coordinator) waits, heartbeating, until the
+    /// owner has acknowledged its assignment.
     async fn heartbeats(&mut self) -> Result<(), Setback> {
         let interval = self.config.heartbeat_interval;
         let mut next = tokio::time::Instant::now() + interval;
+        let mut rejoin_pending = false;
         loop {
+            if rejoin_pending && self.awaiting_ack.is_none() {
+                return Ok(());
+            }
             tokio::select! {
                 () = tokio::time::sleep_until(next) => {}
                 cmd = self.commands.recv() => match cmd {
+                    Some(Command::Ack) => {
+                        self.awaiting_ack = None;
+                        continue;
+                    }
                     Some(Command::Rejoin(reason)) => {
                         tracing::info!(group = %self.config.group_id, member = %self.member_id, reason = %reason, "joining again");
-                        return Ok(());
+                        rejoin_pending = true;
+                        continue;
                     }
                     Some(Command::Leave(done)) => return Err(Setback::Leave(done)),
                     None => {
@@ -552,11 +631,22 @@ impl Run {
             match ResponseError::try_from_code(answer.error_code) {
                 None => {}
                 Some(ResponseError::RebalanceInProgress) => {
-                    metrics::counter!("sluice_worker_rebalances_started_total").increment(1);
-                    let _ = self.events.send(Event::Rebalancing {
-                        reason: "the coordinator started a rebalance".into(),
-                    });
-                    return Ok(());
+                    if !rejoin_pending {
+                        metrics::counter!("sluice_worker_rebalances_started_total").increment(1);
+                        let _ = self.events.send(Event::Rebalancing {
+                            reason: "the coordinator started a rebalance".into(),
+                        });
+                    }
+                    rejoin_pending = true;
+                    // Past the rebalance timeout the coordinator drops a member that has
+                    // not joined: join then, acknowledged or not.
+                    if self
+                        .awaiting_ack
+                        .is_some_and(|t| t.elapsed() >= self.config.rebalance_timeout / 2)
+                    {
+                        tracing::warn!(group = %self.config.group_id, member = %self.member_id, "the owner has not acknowledged its assignment; joining anyway");
+                        self.awaiting_ack = None;
+                    }
                 }
                 Some(e) => return Err(self.classify("Heartbeat", e)),
             }
@@ -616,7 +706,8 @@ async fn race<T>(
         tokio::select! {
             out = &mut work => return Ok(out),
             cmd = commands.recv() => match cmd {
-                Some(Command::Rejoin(_)) => {}
+                // A late acknowledgement: the member is joining already.
+                Some(Command::Rejoin(_) | Command::Ack) => {}
                 Some(Command::Leave(done)) => return Err(Setback::Leave(done)),
                 None => {
                     let (done, _) = oneshot::channel();

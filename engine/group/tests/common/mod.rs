@@ -50,9 +50,14 @@ pub(crate) fn start(config: MemberConfig) -> Result<Owned> {
         .try_init();
     let (metadata, watch) = watch::channel(Bytes::from_static(b"meta"));
     let (member, mut events) = Member::start(config, watch)?;
+    let acker = member.acker();
     let (tx, seen) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
+            // Nothing to start or stop here: acted on at once.
+            if matches!(event, Event::Assigned(_) | Event::Lost { .. }) {
+                acker.ack();
+            }
             let seen = match event {
                 Event::Assign { members, reply, .. } => {
                     let n = members.len();

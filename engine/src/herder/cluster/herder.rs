@@ -13,6 +13,7 @@ use crate::herder::{
     ConfigPatch, ConnectorInfo, ConnectorStatus, Health, Herder, HerderError, LoggerLevel,
     LoggersError, Offsets, SourceOffset, SourcePartition, TargetState, TaskInfo, TaskState,
 };
+use crate::kafka::producer::TaskProducer;
 use crate::storage::configs::{ConfigStoreError, StoredConnector};
 use crate::telemetry::Loggers;
 
@@ -113,6 +114,51 @@ impl Distributed {
         }
     }
 
+    /// KIP-618's fencing round: before an exactly-once connector's tasks `ids` stop
+    /// existing (fewer tasks, deleted, STOPPED), their transactional producers are fenced
+    /// (`init_transactions` with each id, which bumps its epoch and aborts its open
+    /// transaction), so a copy of such a task still running on a worker that has not
+    /// noticed (stalled, cut off) cannot commit anything after the change. Tasks that keep
+    /// their id are fenced by their own next life instead.
+    async fn fence(&self, name: &str, ids: std::ops::Range<u32>) -> Result<(), HerderError> {
+        let cluster = self.cluster()?;
+        let Some(stored) = cluster.followed.get(name) else {
+            return Ok(());
+        };
+        if ids.is_empty() || !self.plan(&stored.config).await?.exactly_once {
+            return Ok(());
+        }
+        let props = cluster.worker.config.kafka_client_props("producer.");
+        let mut all = tokio::task::JoinSet::new();
+        for task in ids.clone() {
+            let id = format!("{}-{name}-{task}", cluster.worker.group_id);
+            let props = props.clone();
+            all.spawn(async move {
+                TaskProducer::create(props, Some(id.clone()), Duration::from_secs(30))
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("{id}: {e}"))
+            });
+        }
+        let mut failed = Vec::new();
+        while let Some(done) = all.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed.push(e),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        metrics::counter!("sluice_cluster_fencings_total").increment(1);
+        if !failed.is_empty() {
+            return Err(HerderError::Unavailable(format!(
+                "fencing the producers of {name}'s tasks {ids:?} failed: {}",
+                failed.join("; ")
+            )));
+        }
+        tracing::info!(connector = %name, tasks = ?ids, "exactly-once tasks fenced before they stop existing");
+        Ok(())
+    }
+
     /// Stores a validated config (creating or replacing the connector) with `target`.
     async fn store(
         &self,
@@ -122,6 +168,12 @@ impl Distributed {
     ) -> Result<ConnectorInfo, HerderError> {
         let cluster = self.leader()?;
         let planned = self.plan(&config).await?;
+        let new_count = u32::try_from(planned.raw_tasks.len()).unwrap_or(u32::MAX);
+        if let Some(old) = cluster.followed.get(name) {
+            let old_count = old.tasks.unwrap_or(0);
+            self.fence(name, new_count.min(old_count)..old_count)
+                .await?;
+        }
         cluster
             .store
             .put(name, &planned.config, &planned.raw_tasks, target)
@@ -341,6 +393,7 @@ impl Herder for Distributed {
     async fn delete_connector(&self, name: &str) -> Result<(), HerderError> {
         let cluster = self.leader()?;
         let stored = self.stored(name)?;
+        self.fence(name, 0..stored.tasks.unwrap_or(0)).await?;
         cluster.store.delete(name).await.map_err(|e| {
             write_error(
                 format!("could not delete connector {name} from the config topic"),
@@ -397,7 +450,10 @@ impl Herder for Distributed {
 
     async fn set_target_state(&self, name: &str, target: TargetState) -> Result<(), HerderError> {
         let cluster = self.leader()?;
-        self.stored(name)?;
+        let stored = self.stored(name)?;
+        if target == TargetState::Stopped && stored.target != TargetState::Stopped {
+            self.fence(name, 0..stored.tasks.unwrap_or(0)).await?;
+        }
         cluster
             .store
             .put_target(name, target)

@@ -241,6 +241,15 @@ impl Cluster {
         self.metadata.send_replace(protocol::encode(&meta));
     }
 
+    /// Tells the member this worker has acted on what it was told and its metadata says
+    /// what it runs now: it may join again (never with stale metadata, which would let the
+    /// leader hand out work still running here).
+    async fn ack(&self) {
+        if let Some(member) = self.member.lock().await.as_ref() {
+            member.ack();
+        }
+    }
+
     async fn rejoin(&self, reason: &str) {
         self.publish();
         if let Some(member) = self.member.lock().await.as_ref() {
@@ -271,7 +280,10 @@ impl Cluster {
                 *last_work = work;
                 let _ = reply.send(assignments);
             }
-            Event::Assigned(a) => self.on_assigned(a).await,
+            Event::Assigned(a) => {
+                self.on_assigned(a).await;
+                self.ack().await;
+            }
             Event::Rebalancing { reason } => {
                 tracing::info!(worker = %self.worker.worker_id, reason = %reason, "rebalance started; work continues meanwhile");
             }
@@ -285,6 +297,7 @@ impl Cluster {
                 self.store.release().await;
                 self.units.stop_all().await;
                 self.publish();
+                self.ack().await;
             }
             Event::Failed { reason } => {
                 tracing::error!(worker = %self.worker.worker_id, reason = %reason, "this worker cannot take part in the cluster; all work here stops");
