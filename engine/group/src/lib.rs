@@ -16,7 +16,7 @@ pub mod assign;
 mod conn;
 mod member;
 
-pub use member::{Acker, Assignment, Event, JoinedMember, Member, MemberConfig};
+pub use member::{Acker, Assignment, Event, JoinedMember, Member, MemberConfig, Standing};
 
 /// What went wrong talking to the group coordinator.
 #[derive(Debug, thiserror::Error)]

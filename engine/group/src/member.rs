@@ -10,6 +10,8 @@
 //! coordinator for a whole session timeout treats its membership as lost too, as the broker
 //! will have done by then: Kafka Connect's self-fencing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -136,6 +138,43 @@ enum Command {
     Ack,
 }
 
+/// Whether a member's membership is current: it holds an assignment and has heard from
+/// its coordinator within a session timeout (past that, the broker has evicted it). A task
+/// asks before it takes a resource another member may hold now (a transactional id).
+#[derive(Debug, Clone)]
+pub struct Standing(Arc<StandingState>);
+
+#[derive(Debug)]
+struct StandingState {
+    session: Duration,
+    assigned: AtomicBool,
+    last_contact: std::sync::Mutex<Instant>,
+}
+
+impl Standing {
+    /// `Ok` while the membership is current, else why not.
+    pub fn current(&self) -> Result<(), String> {
+        if !self.0.assigned.load(Ordering::SeqCst) {
+            return Err(
+                "this worker holds no assignment (membership lost or not joined yet)".into(),
+            );
+        }
+        let since = self
+            .0
+            .last_contact
+            .lock()
+            .map_or(Duration::MAX, |t| t.elapsed());
+        if since >= self.0.session {
+            return Err(format!(
+                "no word from the group coordinator for {} ms (session {} ms): the membership has probably expired",
+                since.as_millis(),
+                self.0.session.as_millis()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Acknowledges assignments and losses for a [`Member`] (a cloneable handle for the task
 /// that handles its events).
 #[derive(Debug, Clone)]
@@ -154,6 +193,7 @@ impl Acker {
 pub struct Member {
     commands: mpsc::UnboundedSender<Command>,
     thread: Option<std::thread::JoinHandle<()>>,
+    standing: Standing,
 }
 
 impl Member {
@@ -164,6 +204,12 @@ impl Member {
         metadata: watch::Receiver<Bytes>,
     ) -> Result<(Member, mpsc::UnboundedReceiver<Event>), GroupError> {
         config.check()?;
+        let standing = Standing(Arc::new(StandingState {
+            session: config.session_timeout,
+            assigned: AtomicBool::new(false),
+            last_contact: std::sync::Mutex::new(Instant::now()),
+        }));
+        let shared = standing.clone();
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -185,6 +231,7 @@ impl Member {
                     last_contact: Instant::now(),
                     failures: 0,
                     awaiting_ack: None,
+                    standing: shared,
                 };
                 runtime.block_on(run.main());
             })
@@ -193,6 +240,7 @@ impl Member {
             Member {
                 commands,
                 thread: Some(thread),
+                standing,
             },
             events,
         ))
@@ -205,6 +253,11 @@ impl Member {
     /// Connect avoids by joining from the herder's own thread.
     pub fn ack(&self) {
         let _ = self.commands.send(Command::Ack);
+    }
+
+    /// Whether this membership is current, for whoever must know before acting.
+    pub fn standing(&self) -> Standing {
+        self.standing.clone()
     }
 
     /// A handle to [`Member::ack`] from elsewhere.
@@ -270,6 +323,7 @@ struct Run {
     /// Since when the owner has not acknowledged the last `Assigned` or `Lost` (see
     /// [`Member::ack`]).
     awaiting_ack: Option<Instant>,
+    standing: Standing,
 }
 
 impl Run {
@@ -334,6 +388,7 @@ impl Run {
 
     /// Tells the owner its work is lost, once.
     fn lose(&mut self, reason: &str) {
+        self.standing.0.assigned.store(false, Ordering::SeqCst);
         if std::mem::take(&mut self.assigned) {
             self.awaiting_ack = Some(Instant::now());
             metrics::counter!("sluice_worker_membership_lost_total").increment(1);
@@ -355,6 +410,9 @@ impl Run {
 
     fn contact(&mut self) {
         self.last_contact = Instant::now();
+        if let Ok(mut t) = self.standing.0.last_contact.lock() {
+            *t = self.last_contact;
+        }
     }
 
     /// The coordinator's connection, taken out: it is put back after a call that got an
@@ -449,9 +507,10 @@ impl Run {
         let joined = race(&mut self.commands, conn.call_at(&join, version, wait)).await?;
         let joined = joined.map_err(|e| Setback::Rediscover(e.to_string()))?;
         self.conn = Some(conn);
-        self.contact();
+        // Contact is noted once the answer is known not to end the membership, so
+        // `Standing` never looks current in between.
         match ResponseError::try_from_code(joined.error_code) {
-            None => {}
+            None => self.contact(),
             Some(ResponseError::MemberIdRequired) => {
                 self.member_id = joined.member_id.to_string();
                 return Err(Setback::Rejoin);
@@ -514,10 +573,10 @@ impl Run {
         let synced = race(&mut self.commands, conn.call_at(&sync, version, wait)).await?;
         let synced = synced.map_err(|e| Setback::Rediscover(e.to_string()))?;
         self.conn = Some(conn);
-        self.contact();
         if let Some(e) = ResponseError::try_from_code(synced.error_code) {
             return Err(self.classify("SyncGroup", e));
         }
+        self.contact();
         self.assigned = true;
         let assignment = Assignment {
             generation: self.generation,
@@ -526,6 +585,7 @@ impl Run {
             data: synced.assignment,
         };
         self.awaiting_ack = Some(Instant::now());
+        self.standing.0.assigned.store(true, Ordering::SeqCst);
         let _ = self.events.send(Event::Assigned(assignment.clone()));
         Ok(assignment)
     }
@@ -627,10 +687,10 @@ impl Run {
                 Err(e) => return Err(Setback::Rediscover(format!("Heartbeat: {e}"))),
             };
             self.conn = Some(conn);
-            self.contact();
             match ResponseError::try_from_code(answer.error_code) {
-                None => {}
+                None => self.contact(),
                 Some(ResponseError::RebalanceInProgress) => {
+                    self.contact();
                     if !rejoin_pending {
                         metrics::counter!("sluice_worker_rebalances_started_total").increment(1);
                         let _ = self.events.send(Event::Rebalancing {
@@ -691,6 +751,7 @@ impl Run {
             tracing::info!(group = %self.config.group_id, member = %self.member_id, "left the group");
         }
         self.assigned = false;
+        self.standing.0.assigned.store(false, Ordering::SeqCst);
         let _ = done.send(());
     }
 }

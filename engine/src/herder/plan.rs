@@ -344,6 +344,7 @@ impl Worker {
                             offsets: self.offsets.clone(),
                             router: self.router.clone(),
                             kafka_timeout: Duration::from_secs(30),
+                            claim: self.claim.clone(),
                             topics: Arc::clone(&topics),
                             transforms: Arc::clone(&common.transforms),
                             errors: common.errors.clone(),
@@ -418,6 +419,7 @@ impl Worker {
                             errors: common.errors.clone(),
                             commit_interval,
                             kafka_timeout: Duration::from_secs(30),
+                            claim: self.claim.clone(),
                             max_batch,
                         });
                         sink_launcher(spec)

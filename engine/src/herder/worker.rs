@@ -87,6 +87,8 @@ pub struct Worker {
     pub(super) changes: Arc<tokio::sync::Mutex<()>>,
     /// What the config-topic follower has read, once it runs.
     pub(super) followed: Arc<std::sync::OnceLock<crate::storage::configs::Followed>>,
+    /// Asked before a task takes its transactional id (a cluster's membership check).
+    pub(super) claim: crate::kafka::producer::ClaimGuard,
 }
 
 impl std::fmt::Debug for Worker {
@@ -132,7 +134,15 @@ impl Worker {
             status: None,
             changes: Arc::new(tokio::sync::Mutex::new(())),
             followed: Arc::new(std::sync::OnceLock::new()),
+            claim: crate::kafka::producer::ClaimGuard::default(),
         }
+    }
+
+    /// Tasks planned from now on ask `claim` before they take their transactional id.
+    #[must_use]
+    pub fn with_claim_guard(mut self, claim: crate::kafka::producer::ClaimGuard) -> Self {
+        self.claim = claim;
+        self
     }
 
     /// Writes connector and task status to `status` (Kafka Connect's status topic).

@@ -129,6 +129,54 @@ pub enum ProducerError {
         /// Why.
         message: String,
     },
+    /// This worker may not take the transactional id now (see [`ClaimGuard`]).
+    #[error("not taking transactional id {id}: {reason}")]
+    NotOwner {
+        /// The id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Whether this worker may take a task's transactional id now (`init_transactions`, which
+/// fences whoever holds it). In a cluster, only while its group membership is current: a
+/// worker that was cut off (stalled past its session, then resumed) must not fence the
+/// task's new owner by taking the id back before it has heard that it lost the task, as
+/// Kafka Connect checks a task's ownership before its producer starts. A single worker
+/// always may.
+#[derive(Clone, Default)]
+pub struct ClaimGuard(Option<Arc<dyn Fn() -> Result<(), String> + Send + Sync>>);
+
+impl std::fmt::Debug for ClaimGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "ClaimGuard(cluster)"
+        } else {
+            "ClaimGuard(none)"
+        })
+    }
+}
+
+impl ClaimGuard {
+    /// A guard asking `may` before each claim.
+    pub fn new(may: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> Self {
+        ClaimGuard(Some(Arc::new(may)))
+    }
+
+    /// Whether `id` may be taken now.
+    pub fn check(&self, id: &str) -> Result<(), ProducerError> {
+        match &self.0 {
+            None => Ok(()),
+            Some(may) => may().map_err(|reason| {
+                metrics::counter!("sluice_task_claims_refused_total").increment(1);
+                ProducerError::NotOwner {
+                    id: id.to_owned(),
+                    reason,
+                }
+            }),
+        }
+    }
 }
 
 impl ProducerError {
@@ -163,6 +211,8 @@ impl ProducerError {
                 ..
             }
             | ProducerError::Delivery { .. } => ErrorClass::Abortable,
+            // Someone else may hold the id now: stop, as when fenced.
+            ProducerError::NotOwner { .. } => ErrorClass::Fenced,
             _ => ErrorClass::Fatal,
         }
     }

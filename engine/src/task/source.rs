@@ -23,7 +23,7 @@ use sluice_proto::{
 use tokio::sync::watch;
 
 use crate::convert::Converter;
-use crate::kafka::producer::{ProducerError, TaskProducer};
+use crate::kafka::producer::{ClaimGuard, ProducerError, TaskProducer};
 use crate::kafka::router::{PartitionRouter, Route, Unrouted};
 use crate::storage::offsets::OffsetStore;
 use crate::task::actor::Labels;
@@ -63,6 +63,8 @@ pub struct SourceTaskSpec {
     pub router: Addr<PartitionRouter>,
     /// Bound for every Kafka call.
     pub kafka_timeout: Duration,
+    /// Asked before the task takes its transactional id (see [`ClaimGuard`]).
+    pub claim: ClaimGuard,
     /// Topics the connector's records went to, shared by its tasks (KIP-558).
     pub topics: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     /// The connector's single message transforms, applied before conversion.
@@ -530,6 +532,9 @@ pub async fn run_source_task(
         connector: spec.connector.clone(),
         task: spec.task.to_string(),
     };
+    if let Some(id) = &spec.transactional_id {
+        spec.claim.check(id)?;
+    }
     let mut producer = TaskProducer::create(
         spec.producer_props.clone(),
         spec.transactional_id.clone(),

@@ -158,6 +158,15 @@ impl Cluster {
     ) -> Result<Arc<Cluster>, HerderError> {
         let internal = |what: &str, e: String| HerderError::Internal(format!("{what}: {e}"));
         let member_config = member_config(&worker)?;
+        // Tasks take their transactional id only while this worker's membership is current.
+        let standing: Arc<std::sync::OnceLock<sluice_group::Standing>> = Arc::default();
+        let slot = Arc::clone(&standing);
+        let worker = worker.with_claim_guard(crate::kafka::producer::ClaimGuard::new(move || {
+            slot.get().map_or_else(
+                || Err("this worker has not joined the cluster yet".to_owned()),
+                sluice_group::Standing::current,
+            )
+        }));
         let (changes, mut changed) = mpsc::unbounded_channel();
         let followed = store
             .follow(changes)
@@ -195,6 +204,7 @@ impl Cluster {
         cluster.publish();
         let (member, mut events) = Member::start(member_config, metadata_rx)
             .map_err(|e| internal("joining the group", e.to_string()))?;
+        let _ = standing.set(member.standing());
         if let Ok(mut slot) = cluster.member.try_lock() {
             *slot = Some(member);
         }

@@ -54,7 +54,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::convert::Converter;
 use crate::kafka::client_config;
-use crate::kafka::producer::{OutRecord, ProducerError, TaskProducer};
+use crate::kafka::producer::{ClaimGuard, OutRecord, ProducerError, TaskProducer};
 use crate::kafka::router::{PartitionRouter, Route, Unrouted};
 use crate::task::actor::Labels;
 use crate::task::errors::ErrorPolicy;
@@ -124,6 +124,8 @@ pub struct SinkTaskSpec {
     pub commit_interval: Duration,
     /// Bound for every Kafka call.
     pub kafka_timeout: Duration,
+    /// Asked before the task takes its transactional id (see [`ClaimGuard`]).
+    pub claim: ClaimGuard,
     /// The most records one batch holds (`consumer.max.poll.records`).
     pub max_batch: usize,
 }
@@ -286,6 +288,7 @@ pub async fn run_sink_task(
             transactional_id, ..
         } => {
             // init_transactions fences any earlier life of this task.
+            spec.claim.check(transactional_id)?;
             let producer = TaskProducer::create(
                 spec.producer_props.clone(),
                 Some(transactional_id.clone()),
