@@ -238,18 +238,29 @@ pub trait Herder: Send + Sync {
         plugins::validate(plugin, &config)
     }
 
+    /// This process's log levels.
+    fn loggers(&self) -> &crate::telemetry::Loggers;
+
     /// Every logger's level (KIP-495).
-    fn logger_levels(&self) -> BTreeMap<String, LoggerLevel>;
+    fn logger_levels(&self) -> BTreeMap<String, LoggerLevel> {
+        self.loggers().all()
+    }
 
     /// One logger's level.
-    fn logger_level(&self, name: &str) -> Result<LoggerLevel, LoggersError>;
+    fn logger_level(&self, name: &str) -> Result<LoggerLevel, LoggersError> {
+        self.loggers().get(name)
+    }
 
     /// Sets a logger's level, on this worker (`cluster` false) or every worker of the
-    /// cluster; the loggers changed.
+    /// cluster; the loggers changed. The cluster scope is this worker so far: a single
+    /// worker is its cluster, and in cluster mode Kafka Connect's cluster-wide levels
+    /// (KIP-976, through the config topic) are not built yet.
     async fn set_logger_level(
         &self,
         name: &str,
         level: &str,
-        cluster: bool,
-    ) -> Result<Vec<String>, LoggersError>;
+        _cluster: bool,
+    ) -> Result<Vec<String>, LoggersError> {
+        self.loggers().set(name, level)
+    }
 }

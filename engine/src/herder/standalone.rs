@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::worker::{ConnectorEntry, Worker};
 use super::{
-    ConfigPatch, ConnectorInfo, ConnectorStatus, Health, Herder, HerderError, LoggerLevel,
-    LoggersError, Offsets, SourceOffset, SourcePartition, TargetState, TaskInfo,
+    ConfigPatch, ConnectorInfo, ConnectorStatus, Health, Herder, HerderError, Offsets,
+    SourceOffset, SourcePartition, TargetState, TaskInfo,
 };
 use crate::telemetry::Loggers;
 
@@ -190,21 +190,7 @@ impl Herder for Standalone {
         self.worker()?.alter_offsets(name, changes).await
     }
 
-    fn logger_levels(&self) -> BTreeMap<String, LoggerLevel> {
-        self.loggers.all()
-    }
-
-    fn logger_level(&self, name: &str) -> Result<LoggerLevel, LoggersError> {
-        self.loggers.get(name)
-    }
-
-    async fn set_logger_level(
-        &self,
-        name: &str,
-        level: &str,
-        _cluster: bool,
-    ) -> Result<Vec<String>, LoggersError> {
-        // One worker is the cluster: the cluster scope is this worker.
-        self.loggers.set(name, level)
+    fn loggers(&self) -> &Loggers {
+        &self.loggers
     }
 }

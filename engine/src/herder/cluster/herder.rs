@@ -10,8 +10,8 @@ use super::Cluster;
 use crate::herder::plan::key_error;
 use crate::herder::worker::{keep_masked_secrets, Worker};
 use crate::herder::{
-    ConfigPatch, ConnectorInfo, ConnectorStatus, Health, Herder, HerderError, LoggerLevel,
-    LoggersError, Offsets, SourceOffset, SourcePartition, TargetState, TaskInfo, TaskState,
+    ConfigPatch, ConnectorInfo, ConnectorStatus, Health, Herder, HerderError, Offsets,
+    SourceOffset, SourcePartition, TargetState, TaskInfo, TaskState,
 };
 use crate::kafka::producer::TaskProducer;
 use crate::storage::configs::{ConfigStoreError, StoredConnector};
@@ -489,22 +489,7 @@ impl Herder for Distributed {
         self.offsets(name).await.map(|_| ())
     }
 
-    fn logger_levels(&self) -> BTreeMap<String, LoggerLevel> {
-        self.loggers.all()
-    }
-
-    fn logger_level(&self, name: &str) -> Result<LoggerLevel, LoggersError> {
-        self.loggers.get(name)
-    }
-
-    async fn set_logger_level(
-        &self,
-        name: &str,
-        level: &str,
-        _cluster: bool,
-    ) -> Result<Vec<String>, LoggersError> {
-        // Cluster-wide levels travel through the config topic in Kafka Connect (KIP-976);
-        // here the scope is this worker until that is built.
-        self.loggers.set(name, level)
+    fn loggers(&self) -> &Loggers {
+        &self.loggers
     }
 }
