@@ -224,6 +224,17 @@ fn a_worker_stalled_past_its_session_is_fenced_when_it_resumes() -> Result<()> {
         stalled_at.elapsed().as_millis()
     );
     stopped.signal("-CONT")?;
+    // It notices it was evicted at its first heartbeat (until then it answers reads with
+    // what it still believes it runs).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stopped.log_text().contains("cluster membership lost") {
+        ensure!(
+            Instant::now() < deadline,
+            "the resumed worker did not notice:\n{}",
+            stopped.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     cluster.workers.insert(zombie.clone(), stopped);
     // It notices it was evicted, stops what it ran, joins again and gets a share back.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -240,15 +251,6 @@ fn a_worker_stalled_past_its_session_is_fenced_when_it_resumes() -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     };
     println!("after the stall: {:?}", spread(&cluster, &after));
-    let log = cluster
-        .workers
-        .get(&zombie)
-        .map(|w| w.log_text())
-        .unwrap_or_default();
-    ensure!(
-        log.contains("cluster membership lost"),
-        "the resumed worker did not notice:\n{log}"
-    );
     std::thread::sleep(Duration::from_secs(2));
     let (code, _) = cluster.any()?.request("PUT", "/connectors/dg/stop", None)?;
     ensure!(code == 202 || code == 204, "stop: {code}");
