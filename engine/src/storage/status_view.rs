@@ -4,7 +4,6 @@
 //! partitions, from the beginning) and keeps the latest record per key.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,8 +28,6 @@ pub struct Status {
 pub struct StatusView {
     connectors: Arc<Mutex<BTreeMap<String, Status>>>,
     tasks: Arc<Mutex<BTreeMap<(String, u32), Status>>>,
-    /// The group generation this worker is in (0 before it joins).
-    current: Arc<AtomicU64>,
 }
 
 /// Parses a record; `None` for a tombstone or a value that is not a status.
@@ -49,16 +46,13 @@ fn parse(value: Option<&[u8]>) -> Option<Status> {
 }
 
 /// Stores `status` under `key` unless what is kept is of a newer generation; a tombstone
-/// (the connector deleted) removes it whatever its generation. A kept record of a
-/// generation above `current` comes from an earlier life of the group (an emptied group
-/// starts again at generation 1) or was read before this worker joined: it yields to any
-/// newer record.
-fn keep<K: Ord>(map: &mut BTreeMap<K, Status>, key: K, status: Option<Status>, current: u64) {
+/// (the connector deleted) removes it whatever its generation.
+fn keep<K: Ord>(map: &mut BTreeMap<K, Status>, key: K, status: Option<Status>) {
     match status {
         Some(s) => {
             if map
                 .get(&key)
-                .is_none_or(|kept| kept.generation <= s.generation || kept.generation > current)
+                .is_none_or(|kept| kept.generation <= s.generation)
             {
                 map.insert(key, s);
             }
@@ -85,23 +79,13 @@ impl StatusView {
         let status = parse(value);
         if let Some(name) = key.strip_prefix("status-connector-") {
             if let Ok(mut map) = self.connectors.lock() {
-                keep(&mut map, name.to_owned(), status, self.current());
+                keep(&mut map, name.to_owned(), status);
             }
         } else if let Some((name, task)) = key.strip_prefix("status-task-").and_then(task_key) {
             if let Ok(mut map) = self.tasks.lock() {
-                keep(&mut map, (name, task), status, self.current());
+                keep(&mut map, (name, task), status);
             }
         }
-    }
-
-    /// The group generation readers judge records against (the cluster sets it at each
-    /// assignment); before it is set, the latest record wins.
-    pub fn set_generation(&self, generation: u64) {
-        self.current.store(generation, Ordering::SeqCst);
-    }
-
-    fn current(&self) -> u64 {
-        self.current.load(Ordering::SeqCst)
     }
 
     /// A task's latest status.
@@ -186,7 +170,6 @@ mod tests {
         view.apply(b"status-task-my-conn-12", None);
         assert_eq!(view.task("my-conn", 12), None);
         // A late record of an older generation (a worker that lost the task) is ignored.
-        view.set_generation(6);
         view.apply(
             b"status-task-c-0",
             Some(br#"{"state":"RUNNING","worker_id":"new","generation":5}"#),
@@ -206,17 +189,6 @@ mod tests {
         assert_eq!(
             view.task("c", 0).map(|s| s.state),
             Some("UNASSIGNED".to_owned())
-        );
-        // After the whole cluster restarted, the group counts from 1 again: records of its
-        // earlier life (generation 6 here) yield to the new ones.
-        view.set_generation(2);
-        view.apply(
-            b"status-task-c-0",
-            Some(br#"{"state":"RUNNING","worker_id":"again","generation":2}"#),
-        );
-        assert_eq!(
-            view.task("c", 0).map(|s| s.worker_id),
-            Some("again".to_owned())
         );
         // Not a status: ignored, nothing panics.
         view.apply(b"status-task-x", Some(b"garbage"));

@@ -425,7 +425,6 @@ impl Cluster {
         let leads = member.is_leader();
         let generation = u64::try_from(member.generation).unwrap_or(0);
         self.generation.store(generation, Ordering::SeqCst);
-        self.statuses.set_generation(generation);
         self.update(|v| {
             v.generation = member.generation;
             v.leader_id = Some(a.leader.clone());
