@@ -96,8 +96,6 @@ pub struct Assignment {
     pub leader_id: String,
     /// The owner's assignment, as the leader encoded it.
     pub data: Bytes,
-    /// What to acknowledge once acted on ([`Member::ack`]).
-    pub seq: u64,
 }
 
 impl Assignment {
@@ -126,11 +124,7 @@ pub enum Event {
     /// The membership is gone (evicted, or the coordinator unreachable for a session
     /// timeout): stop all work now; another member may be running it. The member joins
     /// again by itself.
-    Lost {
-        reason: String,
-        /// What to acknowledge once acted on ([`Member::ack`]).
-        seq: u64,
-    },
+    Lost { reason: String },
     /// The member gave up and stopped (a configuration the broker refuses, such as a group
     /// whose members speak another protocol type).
     Failed { reason: String },
@@ -141,7 +135,7 @@ enum Command {
     Leave(oneshot::Sender<()>),
     /// The owner has acted on the last `Assigned` or `Lost`: its metadata says what it
     /// runs now, so the member may join again.
-    Ack(u64),
+    Ack,
 }
 
 /// Whether a member's membership is current: it holds an assignment and has heard from
@@ -187,10 +181,10 @@ impl Standing {
 pub struct Acker(mpsc::UnboundedSender<Command>);
 
 impl Acker {
-    /// The owner has acted on the event numbered `seq` and its metadata is current: see
-    /// [`Member::ack`].
-    pub fn ack(&self, seq: u64) {
-        let _ = self.0.send(Command::Ack(seq));
+    /// The owner has acted on the last [`Event::Assigned`] or [`Event::Lost`] and its
+    /// metadata is current: see [`Member::ack`].
+    pub fn ack(&self) {
+        let _ = self.0.send(Command::Ack);
     }
 }
 
@@ -237,7 +231,6 @@ impl Member {
                     last_contact: Instant::now(),
                     failures: 0,
                     awaiting_ack: None,
-                    told: 0,
                     standing: shared,
                 };
                 runtime.block_on(run.main());
@@ -253,13 +246,13 @@ impl Member {
         ))
     }
 
-    /// Tells the member the owner has acted on the [`Event::Assigned`] or [`Event::Lost`]
-    /// numbered `seq` (started and stopped what it said) and published metadata saying
-    /// so; an acknowledgement of an earlier event releases nothing. Until then the member does not join again (it keeps heartbeating): a join with
+    /// Tells the member the owner has acted on the last [`Event::Assigned`] or
+    /// [`Event::Lost`] (started and stopped what it said) and published metadata saying
+    /// so. Until then the member does not join again (it keeps heartbeating): a join with
     /// stale metadata would let the leader hand out work this worker still runs, as Kafka
     /// Connect avoids by joining from the herder's own thread.
-    pub fn ack(&self, seq: u64) {
-        let _ = self.commands.send(Command::Ack(seq));
+    pub fn ack(&self) {
+        let _ = self.commands.send(Command::Ack);
     }
 
     /// Whether this membership is current, for whoever must know before acting.
@@ -330,18 +323,7 @@ struct Run {
     /// Since when the owner has not acknowledged the last `Assigned` or `Lost` (see
     /// [`Member::ack`]).
     awaiting_ack: Option<Instant>,
-    /// How many `Assigned` and `Lost` events were sent: an acknowledgement names the last
-    /// one the owner acted on, so a late one (for an earlier event) releases nothing.
-    told: u64,
     standing: Standing,
-}
-
-impl Run {
-    fn acked(&mut self, seq: u64) {
-        if seq >= self.told {
-            self.awaiting_ack = None;
-        }
-    }
 }
 
 impl Run {
@@ -393,7 +375,7 @@ impl Run {
                 () = tokio::time::sleep_until(deadline) => return None,
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Rejoin(_)) => {}
-                    Some(Command::Ack(seq)) => self.acked(seq),
+                    Some(Command::Ack) => self.awaiting_ack = None,
                     Some(Command::Leave(done)) => return Some(done),
                     None => {
                         let (done, _) = oneshot::channel();
@@ -409,11 +391,9 @@ impl Run {
         self.standing.0.assigned.store(false, Ordering::SeqCst);
         if std::mem::take(&mut self.assigned) {
             self.awaiting_ack = Some(Instant::now());
-            self.told += 1;
             metrics::counter!("sluice_worker_membership_lost_total").increment(1);
             let _ = self.events.send(Event::Lost {
                 reason: reason.to_owned(),
-                seq: self.told,
             });
         }
     }
@@ -489,11 +469,9 @@ impl Run {
                     return Ok(());
                 }
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::Ack(seq)) => {
-                        self.acked(seq);
-                        if self.awaiting_ack.is_none() {
-                            return Ok(());
-                        }
+                    Some(Command::Ack) => {
+                        self.awaiting_ack = None;
+                        return Ok(());
                     }
                     Some(Command::Rejoin(_)) => {}
                     Some(Command::Leave(done)) => return Err(Setback::Leave(done)),
@@ -600,13 +578,11 @@ impl Run {
         }
         self.contact();
         self.assigned = true;
-        self.told += 1;
         let assignment = Assignment {
             generation: self.generation,
             member_id: self.member_id.clone(),
             leader_id: leader,
             data: synced.assignment,
-            seq: self.told,
         };
         self.awaiting_ack = Some(Instant::now());
         self.standing.0.assigned.store(true, Ordering::SeqCst);
@@ -680,8 +656,8 @@ impl Run {
             tokio::select! {
                 () = tokio::time::sleep_until(next) => {}
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::Ack(seq)) => {
-                        self.acked(seq);
+                    Some(Command::Ack) => {
+                        self.awaiting_ack = None;
                         continue;
                     }
                     Some(Command::Rejoin(reason)) => {
@@ -792,7 +768,7 @@ async fn race<T>(
             out = &mut work => return Ok(out),
             cmd = commands.recv() => match cmd {
                 // A late acknowledgement: the member is joining already.
-                Some(Command::Rejoin(_) | Command::Ack(_)) => {}
+                Some(Command::Rejoin(_) | Command::Ack) => {}
                 Some(Command::Leave(done)) => return Err(Setback::Leave(done)),
                 None => {
                     let (done, _) = oneshot::channel();

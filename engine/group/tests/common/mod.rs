@@ -55,10 +55,8 @@ pub(crate) fn start(config: MemberConfig) -> Result<Owned> {
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             // Nothing to start or stop here: acted on at once.
-            match &event {
-                Event::Assigned(a) => acker.ack(a.seq),
-                Event::Lost { seq, .. } => acker.ack(*seq),
-                _ => {}
+            if matches!(event, Event::Assigned(_) | Event::Lost { .. }) {
+                acker.ack();
             }
             let seen = match event {
                 Event::Assign { members, reply, .. } => {
@@ -76,7 +74,7 @@ pub(crate) fn start(config: MemberConfig) -> Result<Owned> {
                 }
                 Event::Assigned(a) => Seen::Assigned(a),
                 Event::Rebalancing { .. } => Seen::Rebalancing,
-                Event::Lost { reason, .. } => Seen::Lost(reason),
+                Event::Lost { reason } => Seen::Lost(reason),
                 Event::Failed { reason } => Seen::Failed(reason),
             };
             if tx.send(seen).is_err() {

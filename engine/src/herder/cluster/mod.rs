@@ -254,9 +254,9 @@ impl Cluster {
     /// Tells the member this worker has acted on what it was told and its metadata says
     /// what it runs now: it may join again (never with stale metadata, which would let the
     /// leader hand out work still running here).
-    async fn ack(&self, seq: u64) {
+    async fn ack(&self) {
         if let Some(member) = self.member.lock().await.as_ref() {
-            member.ack(seq);
+            member.ack();
         }
     }
 
@@ -291,38 +291,23 @@ impl Cluster {
                 let _ = reply.send(assignments);
             }
             Event::Assigned(a) => {
-                let seq = a.seq;
-                let leads = a.is_leader();
                 self.on_assigned(a).await;
-                self.ack(seq).await;
-                // A config change read while this round was under way asked for a rejoin
-                // the member could not act on (it was joining): the leader checks the work
-                // it assigned against the config topic now, and rebalances if it moved.
-                if leads {
-                    let now = work(&self.followed.all());
-                    if last_work.as_ref() != Some(&now) {
-                        tracing::info!(
-                            "the cluster's work changed during the rebalance; rebalancing again"
-                        );
-                        *last_work = Some(now);
-                        self.rejoin("config changed during the rebalance").await;
-                    }
-                }
+                self.ack().await;
             }
             Event::Rebalancing { reason } => {
                 tracing::info!(worker = %self.worker.worker_id, reason = %reason, "rebalance started; work continues meanwhile");
             }
-            Event::Lost { reason, seq } => {
+            Event::Lost { reason } => {
                 tracing::warn!(worker = %self.worker.worker_id, reason = %reason, "cluster membership lost: stopping all work here (it may run elsewhere now)");
                 self.update(|v| {
                     v.is_leader = false;
                     v.leader_id = None;
                     v.leader_url = None;
                 });
-                self.units.stop_all().await;
                 self.store.release().await;
+                self.units.stop_all().await;
                 self.publish();
-                self.ack(seq).await;
+                self.ack().await;
             }
             Event::Failed { reason } => {
                 tracing::error!(worker = %self.worker.worker_id, reason = %reason, "this worker cannot take part in the cluster; all work here stops");
@@ -423,8 +408,10 @@ impl Cluster {
             return;
         }
         let leads = member.is_leader();
-        let generation = u64::try_from(member.generation).unwrap_or(0);
-        self.generation.store(generation, Ordering::SeqCst);
+        self.generation.store(
+            u64::try_from(member.generation).unwrap_or(0),
+            Ordering::SeqCst,
+        );
         self.update(|v| {
             v.generation = member.generation;
             v.leader_id = Some(a.leader.clone());

@@ -102,9 +102,6 @@ impl Units {
                 tracing::warn!(connector = %name, "assigned a connector that is not in the config topic (deleted meanwhile?); skipped");
                 continue;
             };
-            // What already runs here takes the stored config and target first: a change
-            // read before this assignment was not applied to the units that stay.
-            self.reconcile(name, Some(stored)).await;
             let have = self.owned();
             let missing: Vec<&Unit> = units.into_iter().filter(|u| !have.contains(u)).collect();
             if missing.is_empty() {
