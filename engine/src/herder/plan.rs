@@ -41,6 +41,24 @@ pub(super) fn key_error(key: &str, message: impl std::fmt::Display) -> HerderErr
     HerderError::BadConfig(format!("{key}: {message}"))
 }
 
+/// A config PUT to `/connectors/{name}/config`: its `name`, if given, must be the one in the
+/// path; if not given, it is that one.
+pub(super) fn name_from_path(
+    props: &mut BTreeMap<String, String>,
+    name: &str,
+) -> Result<(), HerderError> {
+    match props.get("name") {
+        Some(n) if n != name => Err(key_error(
+            "name",
+            format!("{n:?} does not match the connector in the path, {name:?}"),
+        )),
+        _ => {
+            props.insert("name".into(), name.to_owned());
+            Ok(())
+        }
+    }
+}
+
 /// What every task of a connector shares, whatever its kind.
 struct TaskCommon {
     key_converter: Arc<dyn convert::Converter>,

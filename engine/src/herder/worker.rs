@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::plan::{key_error, Planned};
+use super::plan::{name_from_path, Planned};
 use super::HerderError;
 use crate::config::connector::common_def;
 use crate::config::worker::WorkerConfig;
@@ -527,17 +527,7 @@ impl Worker {
     ) -> Result<bool, HerderError> {
         let _change = self.changes.lock().await;
         let mut props = props.clone();
-        match props.get("name") {
-            Some(n) if n != name => {
-                return Err(key_error(
-                    "name",
-                    format!("{n:?} does not match the connector in the path, {name:?}"),
-                ))
-            }
-            _ => {
-                props.insert("name".into(), name.to_owned());
-            }
-        }
+        name_from_path(&mut props, name)?;
         let existing = self.connector(name).ok();
         if let Some(existing) = &existing {
             keep_masked_secrets(&mut props, &existing.config, &existing.masked_config);

@@ -18,6 +18,13 @@ use crate::herder::cluster::herder::FORWARDED;
 /// The largest body forwarded (far above any connector config).
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
+/// One HTTP client for every forwarded request (its connection pool and TLS setup are
+/// made once, not per request).
+fn client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}
+
 /// Whether the request changes the cluster's connectors (and so is the leader's).
 fn is_write(method: &Method, path: &str) -> bool {
     matches!(
@@ -70,7 +77,7 @@ pub(super) async fn forward_writes(
     );
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .unwrap_or(reqwest::Method::POST);
-    let mut forwarded = reqwest::Client::new()
+    let mut forwarded = client()
         .request(method, &target)
         .header(FORWARDED, "1")
         .timeout(Duration::from_secs(90))

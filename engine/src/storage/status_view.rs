@@ -110,9 +110,12 @@ impl StatusView {
         let mut props = consumer_props.clone();
         props.insert("group.id".into(), "sluice-status-follower".into());
         props.insert("enable.auto.commit".into(), "false".into());
-        let consumer: BaseConsumer = client_config(&props)
-            .create()
-            .map_err(|e| format!("status topic reader: {e}"))?;
+        let consumer: BaseConsumer = client_config(&props).create().map_err(|e| {
+            format!(
+                "status topic reader: {}",
+                sluice_proto::config::redact(&e.to_string(), &props)
+            )
+        })?;
         let metadata = consumer
             .fetch_metadata(Some(topic), Duration::from_secs(30))
             .map_err(|e| format!("status topic {topic}: {e}"))?;

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::Cluster;
-use crate::herder::plan::key_error;
+use crate::herder::plan::name_from_path;
 use crate::herder::worker::{keep_masked_secrets, Worker};
 use crate::herder::{
     ConfigPatch, ConnectorInfo, ConnectorStatus, Health, Herder, HerderError, Offsets,
@@ -352,17 +352,7 @@ impl Herder for Distributed {
     ) -> Result<(bool, ConnectorInfo), HerderError> {
         let cluster = self.leader()?;
         let mut config = config;
-        match config.get("name") {
-            Some(n) if n != name => {
-                return Err(key_error(
-                    "name",
-                    format!("{n:?} does not match the connector in the path, {name:?}"),
-                ))
-            }
-            _ => {
-                config.insert("name".into(), name.to_owned());
-            }
-        }
+        name_from_path(&mut config, name)?;
         let existing = cluster.followed.get(name);
         if let Some(existing) = &existing {
             let masked = self.plan(&existing.config).await?.masked_config;
