@@ -408,10 +408,15 @@ impl Run {
         }
     }
 
-    fn contact(&mut self) {
-        self.last_contact = Instant::now();
+    /// An answer that does not end the membership to a request sent at `sent`: the
+    /// coordinator had this member then (its session restarted when the request arrived,
+    /// which is later). Counted from the send, never from the answer's arrival: a process
+    /// stopped with an answer waiting on its socket reads it when it resumes, possibly a
+    /// session after the coordinator evicted it.
+    fn contact(&mut self, sent: Instant) {
+        self.last_contact = self.last_contact.max(sent);
         if let Ok(mut t) = self.standing.0.last_contact.lock() {
-            *t = self.last_contact;
+            *t = (*t).max(sent);
         }
     }
 
@@ -504,13 +509,14 @@ impl Run {
         protocol.name = StrBytes::from_string(config.protocol_name.clone());
         protocol.metadata = metadata;
         join.protocols = vec![protocol];
+        let join_sent = Instant::now();
         let joined = race(&mut self.commands, conn.call_at(&join, version, wait)).await?;
         let joined = joined.map_err(|e| Setback::Rediscover(e.to_string()))?;
         self.conn = Some(conn);
         // Contact is noted once the answer is known not to end the membership, so
         // `Standing` never looks current in between.
         match ResponseError::try_from_code(joined.error_code) {
-            None => self.contact(),
+            None => self.contact(join_sent),
             Some(ResponseError::MemberIdRequired) => {
                 self.member_id = joined.member_id.to_string();
                 return Err(Setback::Rejoin);
@@ -570,13 +576,14 @@ impl Run {
             sync.protocol_type = Some(StrBytes::from_string(self.config.protocol_type.clone()));
             sync.protocol_name = Some(StrBytes::from_string(self.config.protocol_name.clone()));
         }
+        let sync_sent = Instant::now();
         let synced = race(&mut self.commands, conn.call_at(&sync, version, wait)).await?;
         let synced = synced.map_err(|e| Setback::Rediscover(e.to_string()))?;
         self.conn = Some(conn);
         if let Some(e) = ResponseError::try_from_code(synced.error_code) {
             return Err(self.classify("SyncGroup", e));
         }
-        self.contact();
+        self.contact(sync_sent);
         self.assigned = true;
         let assignment = Assignment {
             generation: self.generation,
@@ -682,15 +689,16 @@ impl Run {
             let version = conn
                 .version::<HeartbeatRequest>(HEARTBEAT_MAX)
                 .map_err(|e| Setback::Fatal(e.to_string()))?;
+            let sent = Instant::now();
             let answer = match conn.call_at(&beat, version, wait).await {
                 Ok(a) => a,
                 Err(e) => return Err(Setback::Rediscover(format!("Heartbeat: {e}"))),
             };
             self.conn = Some(conn);
             match ResponseError::try_from_code(answer.error_code) {
-                None => self.contact(),
+                None => self.contact(sent),
                 Some(ResponseError::RebalanceInProgress) => {
-                    self.contact();
+                    self.contact(sent);
                     if !rejoin_pending {
                         metrics::counter!("sluice_worker_rebalances_started_total").increment(1);
                         let _ = self.events.send(Event::Rebalancing {

@@ -127,3 +127,39 @@ async fn a_member_cut_off_from_its_coordinator_for_a_session_gives_up_its_work()
     assert_eq!(standing.current(), Ok(()));
     Ok(())
 }
+
+/// An answer proves the member was alive when its request reached the coordinator, not
+/// when the answer was read: a process stopped (SIGSTOP, a frozen VM) with an answer on
+/// its socket must not count its session from the moment it resumes, or it would take a
+/// task's transactional id back from the task's new owner. Here every answer comes most
+/// of a session late: the membership is current only for a session after each request
+/// was sent, so between a late answer and the next one it lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_answer_counts_from_when_its_request_was_sent() -> Result<()> {
+    let cluster = MockCluster::new(1)?;
+    let mut config = config(&cluster.bootstrap_servers(), "g5", "a");
+    config.session_timeout = Duration::from_millis(3000);
+    config.heartbeat_interval = Duration::from_millis(100);
+    let mut a = start(config)?;
+    a.assigned(WAIT).await?;
+    let standing = a.member.standing();
+    assert_eq!(standing.current(), Ok(()));
+    cluster.broker_round_trip_time(1, Duration::from_millis(2500))?;
+    // Requests go every 2.6 s (answer, then the interval); each answer credits its send
+    // time, so a session after a send, before the next answer, the membership has lapsed.
+    let watching = std::time::Instant::now();
+    let mut lapsed = None;
+    while watching.elapsed() < Duration::from_secs(10) {
+        if let Err(reason) = standing.current() {
+            lapsed = Some(reason);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reason = lapsed.unwrap_or_default();
+    assert!(
+        reason.contains("no word from the group coordinator"),
+        "the membership never lapsed although each answer came 2.5 s after its request (session 3 s): {reason:?}"
+    );
+    Ok(())
+}
