@@ -108,13 +108,54 @@ impl Cluster {
             .map_or(0, |w| w.log_text().matches(&needle).count())
     }
 
-    pub fn logs(&self) -> String {
+    /// Every worker's whole log, to search.
+    pub fn whole_logs(&self) -> String {
         self.workers
             .iter()
             .map(|(id, w)| format!("--- {id}\n{}", w.log_text()))
             .collect()
     }
+
+    /// What each worker did that explains a failure: its warnings, errors and membership
+    /// and assignment lines (the last 40), so the story fits in a CI report that keeps
+    /// only part of the output. The whole logs go to a file named at the end.
+    pub fn logs(&self) -> String {
+        const TELLING: [&str; 6] = [
+            " WARN ",
+            " ERROR ",
+            "assignment applied",
+            "joined the group",
+            "membership lost",
+            "task started",
+        ];
+        let mut summary = String::new();
+        for (id, w) in &self.workers {
+            let text = w.log_text();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| TELLING.iter().any(|t| l.contains(t)))
+                .collect();
+            summary.push_str(&format!("--- {id} (telling lines, last 40)\n"));
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                summary.push_str(line);
+                summary.push('\n');
+            }
+        }
+        let whole = self.whole_logs();
+        let path = std::env::temp_dir().join(format!(
+            "sluice-cluster-logs-{}-{}.txt",
+            std::process::id(),
+            LOG_DUMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        match std::fs::write(&path, whole) {
+            Ok(()) => summary.push_str(&format!("(whole logs: {})\n", path.display())),
+            Err(e) => summary.push_str(&format!("(whole logs not written: {e})\n")),
+        }
+        summary
+    }
 }
+
+static LOG_DUMPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Tasks per worker, for every live worker (zero included).
 pub fn spread(cluster: &Cluster, placement: &BTreeMap<u32, String>) -> Vec<usize> {
