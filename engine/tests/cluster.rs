@@ -265,6 +265,58 @@ fn a_worker_stalled_past_its_session_is_fenced_when_it_resumes() -> Result<()> {
     Ok(())
 }
 
+/// A worker that stalled while its `init_transactions` was on the way finishes it when it
+/// resumes, after the task's new owner took the id (seen in this file's SIGSTOP test): the
+/// owner's task is fenced although its worker still owns it. It takes its id back (the
+/// cluster's assignment says who owns a task) rather than stay FAILED, and the output stays
+/// exactly once. The late claim is played by a producer of the test's own.
+#[test]
+fn a_task_fenced_by_a_late_claim_takes_its_id_back_while_its_worker_owns_it() -> Result<()> {
+    const TASKS: u32 = 2;
+    let stack = stack()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let topic = rt.block_on(stack.create_topic("late-claim-out", 2))?;
+    let mut cluster = Cluster::new()?;
+    let worker = cluster.start(stack)?;
+    let (code, body) =
+        cluster
+            .any()?
+            .request("POST", "/connectors", Some(&datagen("dg", &topic, TASKS)))?;
+    ensure!(code == 201, "create: {code} {body}");
+    cluster
+        .placement("dg", TASKS, Duration::from_secs(60))
+        .with_context(|| cluster.logs())?;
+    std::thread::sleep(Duration::from_secs(1));
+    let late = stack.transactional_producer(&format!("{}-dg-0", cluster.group))?;
+    rdkafka::producer::Producer::init_transactions(&late, Duration::from_secs(30))?;
+    // The task notices at its next commit, restarts and takes the id back.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.starts(&worker, "dg", 0) < 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "task 0 did not start again after it was fenced:\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = cluster.whole_logs();
+    ensure!(
+        log.contains("source task fenced"),
+        "task 0 was not fenced:\n{}",
+        cluster.logs()
+    );
+    cluster
+        .placement("dg", TASKS, Duration::from_secs(60))
+        .with_context(|| cluster.logs())?;
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, _) = cluster.any()?.request("PUT", "/connectors/dg/stop", None)?;
+    ensure!(code == 202 || code == 204, "stop: {code}");
+    std::thread::sleep(Duration::from_secs(3));
+    let total = assert_exactly_once(stack, &topic, TASKS)?;
+    println!("{total} committed records, each once, across the fencing and the claim back");
+    Ok(())
+}
+
 /// The config topic is written by the leader through a producer it claims at election:
 /// once a newer leader has claimed it, a deposed leader's write fails and nothing of it is
 /// stored.
@@ -368,10 +420,11 @@ fn a_connector_reconfigured_during_a_rebalance_leaves_no_old_task_committing() -
             s.len()
         );
     }
-    let log = cluster.logs();
+    let log = cluster.whole_logs();
     ensure!(
         log.contains("exactly-once tasks fenced before they stop existing"),
-        "no fencing round:\n{log}"
+        "no fencing round:\n{}",
+        cluster.logs()
     );
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::convert::{self, Part};
 use crate::registry;
 use crate::task::actor::{trace, TaskFailure, TaskLauncher};
 use crate::task::sink;
-use crate::task::source::{Boundary, SourceTaskSpec, TaskError, TaskFactory};
+use crate::task::source::{Boundary, SourceTaskSpec, TaskFactory};
 use crate::task::supervisor::RestartPolicy;
 use crate::transforms::TransformChain;
 
@@ -120,15 +120,13 @@ fn source_launcher(spec: Arc<SourceTaskSpec>) -> TaskLauncher {
         task: spec.task,
         run: Arc::new(move |stop, health| {
             let spec = Arc::clone(&spec);
+            let claim = spec.claim.clone();
             Box::pin(async move {
                 crate::task::source::run_source_task(spec, stop, health)
                     .await
                     .map_err(|e| TaskFailure {
                         trace: trace(&e),
-                        // A wrong config, or another instance with this transactional.id
-                        // took over (restarting would fence it back): no restart helps.
-                        permanent: matches!(&e, TaskError::Connector(c) if c.kind == ErrorKind::Config)
-                            || matches!(&e, TaskError::Producer(p) if p.is_fenced()),
+                        permanent: e.is_permanent(&claim),
                     })
             })
         }),

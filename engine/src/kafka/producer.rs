@@ -164,6 +164,12 @@ impl ClaimGuard {
         ClaimGuard(Some(Arc::new(may)))
     }
 
+    /// Whether something (a cluster's membership) decides who may take an id; without
+    /// it, any life may.
+    pub fn arbitrates(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Whether `id` may be taken now.
     pub fn check(&self, id: &str) -> Result<(), ProducerError> {
         match &self.0 {

@@ -159,6 +159,21 @@ pub enum TaskError {
 }
 
 impl TaskError {
+    /// Whether no restart can help: a wrong config, or, for a worker alone, another
+    /// instance with this transactional id took over (restarting would fence it back; two
+    /// workers sharing one id is a misconfiguration). In a cluster the group's assignment
+    /// says who owns the task, and every life asks `claim` before it takes the id: a task
+    /// fenced while this worker still owns it (a stalled worker resumed and finished an
+    /// `init_transactions` sent before it stalled) takes its id back, and one fenced by
+    /// its new owner is refused and stopped by the rebalance.
+    pub fn is_permanent(&self, claim: &ClaimGuard) -> bool {
+        match self {
+            TaskError::Connector(c) => c.kind == sluice_proto::ErrorKind::Config,
+            TaskError::Producer(p) => p.is_fenced() && !claim.arbitrates(),
+            _ => false,
+        }
+    }
+
     /// The Kafka Connect stage name of a record-level failure; `None` for failures that
     /// are not about one record.
     fn record_stage(&self) -> Option<&'static str> {
@@ -603,7 +618,11 @@ pub async fn run_source_task(
             .await;
         if matches!(e, TaskError::Producer(p) if p.is_fenced()) {
             metrics::counter!("sluice_source_task_fenced_total", &labels.pairs()).increment(1);
-            tracing::error!(connector = %spec.connector, task = spec.task, error = %e, "source task fenced: another instance with the same transactional.id took over; this task stops (FAILED) rather than fence it back");
+            if spec.claim.arbitrates() {
+                tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "source task fenced: another instance took its transactional.id; it restarts and takes the id back only if this worker still owns the task");
+            } else {
+                tracing::error!(connector = %spec.connector, task = spec.task, error = %e, "source task fenced: another instance with the same transactional.id took over; this task stops (FAILED) rather than fence it back");
+            }
         } else {
             tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "source task failed");
         }
