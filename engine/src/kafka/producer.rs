@@ -140,13 +140,16 @@ pub enum ProducerError {
 }
 
 /// Whether this worker may take a task's transactional id now (`init_transactions`, which
-/// fences whoever holds it). In a cluster, only while its group membership is current: a
-/// worker that was cut off (stalled past its session, then resumed) must not fence the
-/// task's new owner by taking the id back before it has heard that it lost the task, as
-/// Kafka Connect checks a task's ownership before its producer starts. A single worker
-/// always may.
+/// fences whoever holds it). In a cluster, only while its group membership is current and
+/// the task is in its assignment: a worker that was cut off (stalled past its session,
+/// then resumed) must not fence the task's new owner by taking the id back before it has
+/// heard that it lost the task, as Kafka Connect checks a task's ownership before its
+/// producer starts. A single worker always may.
 #[derive(Clone, Default)]
-pub struct ClaimGuard(Option<Arc<dyn Fn() -> Result<(), String> + Send + Sync>>);
+pub struct ClaimGuard(Option<Arc<ClaimCheck>>);
+
+/// Asked with the connector and task about to take their id.
+type ClaimCheck = dyn Fn(&str, u32) -> Result<(), String> + Send + Sync;
 
 impl std::fmt::Debug for ClaimGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -159,8 +162,8 @@ impl std::fmt::Debug for ClaimGuard {
 }
 
 impl ClaimGuard {
-    /// A guard asking `may` before each claim.
-    pub fn new(may: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> Self {
+    /// A guard asking `may(connector, task)` before each claim.
+    pub fn new(may: impl Fn(&str, u32) -> Result<(), String> + Send + Sync + 'static) -> Self {
         ClaimGuard(Some(Arc::new(may)))
     }
 
@@ -170,11 +173,11 @@ impl ClaimGuard {
         self.0.is_some()
     }
 
-    /// Whether `id` may be taken now.
-    pub fn check(&self, id: &str) -> Result<(), ProducerError> {
+    /// Whether task `task` of `connector` may take its transactional id `id` now.
+    pub fn check(&self, connector: &str, task: u32, id: &str) -> Result<(), ProducerError> {
         match &self.0 {
             None => Ok(()),
-            Some(may) => may().map_err(|reason| {
+            Some(may) => may(connector, task).map_err(|reason| {
                 metrics::counter!("sluice_task_claims_refused_total").increment(1);
                 ProducerError::NotOwner {
                     id: id.to_owned(),

@@ -158,15 +158,28 @@ impl Cluster {
     ) -> Result<Arc<Cluster>, HerderError> {
         let internal = |what: &str, e: String| HerderError::Internal(format!("{what}: {e}"));
         let member_config = member_config(&worker)?;
-        // Tasks take their transactional id only while this worker's membership is current.
+        // Tasks take their transactional id only while this worker's membership is current
+        // and their task is in its assignment.
         let standing: Arc<std::sync::OnceLock<sluice_group::Standing>> = Arc::default();
-        let slot = Arc::clone(&standing);
-        let worker = worker.with_claim_guard(crate::kafka::producer::ClaimGuard::new(move || {
-            slot.get().map_or_else(
-                || Err("this worker has not joined the cluster yet".to_owned()),
-                sluice_group::Standing::current,
-            )
-        }));
+        let units_slot: Arc<std::sync::OnceLock<std::sync::Weak<Cluster>>> = Arc::default();
+        let (member_slot, cluster_slot) = (Arc::clone(&standing), Arc::clone(&units_slot));
+        let worker = worker.with_claim_guard(crate::kafka::producer::ClaimGuard::new(
+            move |connector, task| {
+                let not_joined = || "this worker has not joined the cluster yet".to_owned();
+                member_slot.get().ok_or_else(not_joined)?.current()?;
+                let cluster = cluster_slot
+                    .get()
+                    .and_then(std::sync::Weak::upgrade)
+                    .ok_or_else(not_joined)?;
+                if cluster.units.owns_task(connector, task) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "task {task} of {connector} is not in this worker's assignment (moved, or being stopped)"
+                    ))
+                }
+            },
+        ));
         let (changes, mut changed) = mpsc::unbounded_channel();
         let followed = store
             .follow(changes)
@@ -201,6 +214,7 @@ impl Cluster {
             url,
             transactional_id,
         });
+        let _ = units_slot.set(Arc::downgrade(&cluster));
         cluster.publish();
         let (member, mut events) = Member::start(member_config, metadata_rx)
             .map_err(|e| internal("joining the group", e.to_string()))?;

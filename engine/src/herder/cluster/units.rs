@@ -75,6 +75,16 @@ impl Units {
         })
     }
 
+    /// Whether task `task` of `connector` is assigned here and not being stopped (a unit
+    /// leaves this table before its task is told to stop).
+    pub(super) fn owns_task(&self, connector: &str, task: u32) -> bool {
+        self.with(|local| {
+            local
+                .get(connector)
+                .is_some_and(|l| l.tasks.contains_key(&task))
+        })
+    }
+
     /// Makes what runs here `run`, as `stored` describes each connector: stops what is
     /// not in it, starts what is missing. Units of a connector that is not stored (deleted
     /// meanwhile) or whose config no longer plans are logged and left out.

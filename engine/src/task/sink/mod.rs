@@ -288,7 +288,8 @@ pub async fn run_sink_task(
             transactional_id, ..
         } => {
             // init_transactions fences any earlier life of this task.
-            spec.claim.check(transactional_id)?;
+            spec.claim
+                .check(&spec.connector, spec.task, transactional_id)?;
             let producer = TaskProducer::create(
                 spec.producer_props.clone(),
                 Some(transactional_id.clone()),
