@@ -317,6 +317,97 @@ fn a_task_fenced_by_a_late_claim_takes_its_id_back_while_its_worker_owns_it() ->
     Ok(())
 }
 
+/// Each task's committed `seq` in the offsets a worker answers for `dg`.
+fn offset_seqs(w: &common::WorkerProcess) -> Result<BTreeMap<u64, u64>> {
+    let (code, body) = w.get_json("/connectors/dg/offsets")?;
+    ensure!(code == 200, "offsets: {code} {body}");
+    Ok(body["offsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| {
+            Some((
+                o["partition"]["task"].as_u64()?,
+                o["offset"]["seq"].as_u64()?,
+            ))
+        })
+        .collect())
+}
+
+/// KIP-875 in a cluster: any worker reads a connector's offsets (wherever its tasks run);
+/// an alteration through a worker that does not lead is forwarded to the leader, refused
+/// while the connector runs, applied once it is STOPPED, and the resumed task starts from it.
+#[test]
+fn offsets_are_read_on_any_worker_and_altered_through_any() -> Result<()> {
+    const TASKS: u32 = 2;
+    const MOVED_TO: u64 = 1_000_000;
+    let stack = stack()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let topic = rt.block_on(stack.create_topic("offsets-out", 2))?;
+    let mut cluster = Cluster::new()?;
+    cluster.start(stack)?;
+    cluster.start(stack)?;
+    let leader = cluster.leader()?;
+    let follower = cluster
+        .workers
+        .keys()
+        .find(|w| **w != leader)
+        .cloned()
+        .context("a worker that does not lead")?;
+    let via = &cluster.workers[&follower];
+    let (code, body) = via.request("POST", "/connectors", Some(&datagen("dg", &topic, TASKS)))?;
+    ensure!(code == 201, "create: {code} {body}");
+    cluster
+        .placement("dg", TASKS, Duration::from_secs(60))
+        .with_context(|| cluster.logs())?;
+    std::thread::sleep(Duration::from_secs(2));
+    let running = offset_seqs(via)?;
+    ensure!(
+        running.len() == TASKS as usize,
+        "offsets while running: {running:?}"
+    );
+    let patch = json!({"offsets": [{"partition": {"task": 0}, "offset": {"seq": MOVED_TO}}]});
+    let (code, body) = via.request("PATCH", "/connectors/dg/offsets", Some(&patch))?;
+    ensure!(code == 400, "altered while running: {code} {body}");
+    let (code, _) = via.request("PUT", "/connectors/dg/stop", None)?;
+    ensure!(code == 202 || code == 204, "stop: {code}");
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped: Vec<BTreeMap<u64, u64>> = cluster
+        .workers
+        .values()
+        .map(offset_seqs)
+        .collect::<Result<_>>()?;
+    ensure!(
+        stopped.windows(2).all(|w| w[0] == w[1]),
+        "workers disagree on the offsets: {stopped:?}"
+    );
+    let (code, body) = via.request("PATCH", "/connectors/dg/offsets", Some(&patch))?;
+    ensure!(code == 200, "alter: {code} {body}\n{}", cluster.logs());
+    for w in cluster.workers.values() {
+        let seqs = offset_seqs(w)?;
+        ensure!(
+            seqs.get(&0) == Some(&MOVED_TO),
+            "after the alteration: {seqs:?}"
+        );
+    }
+    let (code, _) = via.request("PUT", "/connectors/dg/resume", None)?;
+    ensure!(code == 202 || code == 204, "resume: {code}");
+    cluster
+        .placement("dg", TASKS, Duration::from_secs(60))
+        .with_context(|| cluster.logs())?;
+    std::thread::sleep(Duration::from_secs(2));
+    let (code, _) = via.request("PUT", "/connectors/dg/stop", None)?;
+    ensure!(code == 202 || code == 204, "stop: {code}");
+    std::thread::sleep(Duration::from_secs(3));
+    let (seqs, duplicates, _) = sequences(stack, &topic, Isolation::ReadCommitted)?;
+    ensure!(duplicates == 0, "{duplicates} duplicates");
+    ensure!(
+        seqs.get(&0).is_some_and(|s| s.contains(&(MOVED_TO + 1))),
+        "task 0 did not resume after the altered offset {MOVED_TO}"
+    );
+    Ok(())
+}
+
 /// The config topic is written by the leader through a producer it claims at election:
 /// once a newer leader has claimed it, a deposed leader's write fails and nothing of it is
 /// stored.

@@ -21,7 +21,18 @@ impl Worker {
     ) -> Result<BTreeMap<sluice_proto::SourcePartition, sluice_proto::SourceOffset>, HerderError>
     {
         let entry = self.connector(name)?;
-        if let Some(subscription) = &entry.subscription {
+        self.read_offsets(name, entry.subscription.as_ref()).await
+    }
+
+    /// The committed offsets of connector `name`, a sink when it has a `subscription`
+    /// (from its plan), wherever its tasks run (a cluster's worker answers for all).
+    pub(crate) async fn read_offsets(
+        &self,
+        name: &str,
+        subscription: Option<&sink::Subscription>,
+    ) -> Result<BTreeMap<sluice_proto::SourcePartition, sluice_proto::SourceOffset>, HerderError>
+    {
+        if let Some(subscription) = subscription {
             let offsets = sink::group_offsets(
                 &self.config.kafka_client_props("consumer."),
                 &sink::group_id(name),
@@ -125,13 +136,28 @@ impl Worker {
         )>,
     ) -> Result<(), HerderError> {
         let entry = self.connector(name)?;
-        if entry.target != TargetState::Stopped {
+        self.write_offsets(name, entry.target, entry.subscription.as_ref(), changes)
+            .await
+    }
+
+    /// Writes offsets of connector `name` in `target` state (refused unless STOPPED), a
+    /// sink when it has a `subscription`.
+    pub(crate) async fn write_offsets(
+        &self,
+        name: &str,
+        target: TargetState,
+        subscription: Option<&sink::Subscription>,
+        changes: Vec<(
+            sluice_proto::SourcePartition,
+            Option<sluice_proto::SourceOffset>,
+        )>,
+    ) -> Result<(), HerderError> {
+        if target != TargetState::Stopped {
             return Err(HerderError::WrongState(format!(
-                "Connectors must be in the STOPPED state before their offsets can be modified. {name} is {:?}",
-                entry.target
+                "Connectors must be in the STOPPED state before their offsets can be modified. {name} is {target:?}"
             )));
         }
-        if entry.subscription.is_some() {
+        if subscription.is_some() {
             return self.alter_sink_offsets(name, changes).await;
         }
         let records = changes

@@ -464,19 +464,32 @@ impl Herder for Distributed {
         self.topics(name).await.map(|_| ())
     }
 
+    /// Any worker reads them: a source's from the offsets topic every worker follows, a
+    /// sink's from its consumer group.
     async fn offsets(&self, name: &str) -> Result<Offsets, HerderError> {
-        self.stored(name)?;
-        Err(HerderError::WrongState(
-            "reading and altering offsets (KIP-875) is not available in cluster mode yet".into(),
-        ))
+        let stored = self.stored(name)?;
+        let planned = self.plan(&stored.config).await?;
+        self.cluster()?
+            .worker
+            .read_offsets(name, planned.subscription.as_ref())
+            .await
     }
 
+    /// The leader's, like every write: the connector must be STOPPED in the config topic
+    /// (its exactly-once tasks were fenced when it stopped, so no earlier life commits
+    /// offsets after these).
     async fn alter_offsets(
         &self,
         name: &str,
-        _changes: Vec<(SourcePartition, Option<SourceOffset>)>,
+        changes: Vec<(SourcePartition, Option<SourceOffset>)>,
     ) -> Result<(), HerderError> {
-        self.offsets(name).await.map(|_| ())
+        let cluster = self.leader()?;
+        let stored = self.stored(name)?;
+        let planned = self.plan(&stored.config).await?;
+        cluster
+            .worker
+            .write_offsets(name, stored.target, planned.subscription.as_ref(), changes)
+            .await
     }
 
     fn loggers(&self) -> &Loggers {
