@@ -231,6 +231,7 @@ impl Member {
                     last_contact: Instant::now(),
                     failures: 0,
                     awaiting_ack: None,
+                    rejoin_asked: None,
                     standing: shared,
                 };
                 runtime.block_on(run.main());
@@ -323,6 +324,10 @@ struct Run {
     /// Since when the owner has not acknowledged the last `Assigned` or `Lost` (see
     /// [`Member::ack`]).
     awaiting_ack: Option<Instant>,
+    /// A rejoin the owner asked for while a round was under way (its metadata had gone
+    /// out, or the leader's assignment was made, before the change that prompted it): the
+    /// member joins again once the round ends.
+    rejoin_asked: Option<String>,
     standing: Standing,
 }
 
@@ -491,6 +496,8 @@ impl Run {
 
     async fn join_sync(&mut self) -> Result<Assignment, Setback> {
         self.wait_ack().await?;
+        // What was asked before this point is in the metadata read now.
+        self.rejoin_asked = None;
         let config = self.config.clone();
         let metadata = self.metadata.borrow().clone();
         let member_id = self.member_id.clone();
@@ -510,7 +517,12 @@ impl Run {
         protocol.metadata = metadata;
         join.protocols = vec![protocol];
         let join_sent = Instant::now();
-        let joined = race(&mut self.commands, conn.call_at(&join, version, wait)).await?;
+        let joined = race(
+            &mut self.commands,
+            &mut self.rejoin_asked,
+            conn.call_at(&join, version, wait),
+        )
+        .await?;
         let joined = joined.map_err(|e| Setback::Rediscover(e.to_string()))?;
         self.conn = Some(conn);
         // Contact is noted once the answer is known not to end the membership, so
@@ -577,7 +589,12 @@ impl Run {
             sync.protocol_name = Some(StrBytes::from_string(self.config.protocol_name.clone()));
         }
         let sync_sent = Instant::now();
-        let synced = race(&mut self.commands, conn.call_at(&sync, version, wait)).await?;
+        let synced = race(
+            &mut self.commands,
+            &mut self.rejoin_asked,
+            conn.call_at(&sync, version, wait),
+        )
+        .await?;
         let synced = synced.map_err(|e| Setback::Rediscover(e.to_string()))?;
         self.conn = Some(conn);
         if let Some(e) = ResponseError::try_from_code(synced.error_code) {
@@ -609,7 +626,12 @@ impl Run {
             members,
             reply,
         });
-        match tokio::time::timeout(wait, race(&mut self.commands, answer)).await {
+        match tokio::time::timeout(
+            wait,
+            race(&mut self.commands, &mut self.rejoin_asked, answer),
+        )
+        .await
+        {
             Ok(Ok(Ok(assignments))) => Ok(assignments),
             Ok(Err(setback)) => Err(setback),
             Ok(Ok(Err(_))) | Err(_) => {
@@ -656,6 +678,10 @@ impl Run {
         let interval = self.config.heartbeat_interval;
         let mut next = tokio::time::Instant::now() + interval;
         let mut rejoin_pending = false;
+        if let Some(reason) = self.rejoin_asked.take() {
+            tracing::info!(group = %self.config.group_id, member = %self.member_id, reason = %reason, "joining again (asked while the last round was under way)");
+            rejoin_pending = true;
+        }
         loop {
             if rejoin_pending && self.awaiting_ack.is_none() {
                 return Ok(());
@@ -764,10 +790,12 @@ impl Run {
     }
 }
 
-/// Runs `work` unless the owner asks to leave first. A rejoin asked for meanwhile is moot:
-/// the member is joining already.
+/// Runs `work` (a step of a round) unless the owner asks to leave first. A rejoin asked
+/// for meanwhile is kept in `rejoin_asked`: what prompted it may have come too late for
+/// this round (the metadata has gone out; the leader may have assigned already).
 async fn race<T>(
     commands: &mut mpsc::UnboundedReceiver<Command>,
+    rejoin_asked: &mut Option<String>,
     work: impl std::future::Future<Output = T>,
 ) -> Result<T, Setback> {
     tokio::pin!(work);
@@ -775,8 +803,9 @@ async fn race<T>(
         tokio::select! {
             out = &mut work => return Ok(out),
             cmd = commands.recv() => match cmd {
+                Some(Command::Rejoin(reason)) => *rejoin_asked = Some(reason),
                 // A late acknowledgement: the member is joining already.
-                Some(Command::Rejoin(_) | Command::Ack) => {}
+                Some(Command::Ack) => {}
                 Some(Command::Leave(done)) => return Err(Setback::Leave(done)),
                 None => {
                     let (done, _) = oneshot::channel();

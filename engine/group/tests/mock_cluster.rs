@@ -163,3 +163,24 @@ async fn a_late_answer_counts_from_when_its_request_was_sent() -> Result<()> {
     );
     Ok(())
 }
+
+/// A rejoin asked for while a round is under way (a connector created after the member's
+/// metadata went out, or after the leader assigned) is kept: the member joins again once
+/// the round ends, or the new work would wait for some other rebalance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoin_asked_during_a_round_is_kept_for_after_it() -> Result<()> {
+    let cluster = MockCluster::new(1)?;
+    let mut a = start(config(&cluster.bootstrap_servers(), "g6", "a"))?;
+    let first = a.assigned(WAIT).await?;
+    // Every answer a second late: the next round lasts a couple of seconds.
+    cluster.broker_round_trip_time(1, Duration::from_millis(1000))?;
+    a.member.rejoin("first change");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    a.member.rejoin("second change, during the round");
+    let second = a.assigned(WAIT).await?;
+    assert!(second.generation > first.generation);
+    // Nobody asks again: the kept request makes the next round.
+    let third = a.assigned(Duration::from_secs(15)).await?;
+    assert!(third.generation > second.generation);
+    Ok(())
+}
