@@ -408,6 +408,64 @@ fn offsets_are_read_on_any_worker_and_altered_through_any() -> Result<()> {
     Ok(())
 }
 
+/// Waits until every worker answers `dg`'s active topics with `expected`.
+fn topics_everywhere(cluster: &Cluster, expected: &[&str]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        last = cluster
+            .workers
+            .values()
+            .map(|w| w.get_json("/connectors/dg/topics").map(|(_, b)| b))
+            .collect::<Result<Vec<Value>>>()?;
+        if last
+            .iter()
+            .all(|b| b == &json!({"dg": {"topics": expected}}))
+        {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!(
+        "active topics are not {expected:?} on every worker: {last:?}\n{}",
+        cluster.logs()
+    )
+}
+
+/// KIP-558 in a cluster: the topics a connector's tasks use (on whichever worker) are
+/// recorded in the status topic and listed by every worker; a reset through any worker
+/// erases them until the tasks use them again; a deleted connector's go with it.
+#[test]
+fn active_topics_are_tracked_across_the_cluster() -> Result<()> {
+    const TASKS: u32 = 2;
+    let stack = stack()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let topic = rt.block_on(stack.create_topic("topics-out", 2))?;
+    let mut cluster = Cluster::new()?;
+    cluster.start(stack)?;
+    cluster.start(stack)?;
+    let via = cluster.any()?;
+    let (code, body) = via.request("POST", "/connectors", Some(&datagen("dg", &topic, TASKS)))?;
+    ensure!(code == 201, "create: {code} {body}");
+    topics_everywhere(&cluster, &[&topic])?;
+    let (code, _) = via.request("PUT", "/connectors/dg/stop", None)?;
+    ensure!(code == 202 || code == 204, "stop: {code}");
+    let (code, body) = via.request("PUT", "/connectors/dg/topics/reset", None)?;
+    ensure!(code == 202, "reset: {code} {body}");
+    topics_everywhere(&cluster, &[])?;
+    let (code, _) = via.request("PUT", "/connectors/dg/resume", None)?;
+    ensure!(code == 202 || code == 204, "resume: {code}");
+    topics_everywhere(&cluster, &[&topic])?;
+    let (code, _) = via.request("DELETE", "/connectors/dg", None)?;
+    ensure!(code == 204, "delete: {code}");
+    // A new connector of the same name starts with none of the old one's topics.
+    let other = rt.block_on(stack.create_topic("topics-other", 2))?;
+    let (code, body) = via.request("POST", "/connectors", Some(&datagen("dg", &other, TASKS)))?;
+    ensure!(code == 201, "create again: {code} {body}");
+    topics_everywhere(&cluster, &[&other])?;
+    Ok(())
+}
+
 /// The config topic is written by the leader through a producer it claims at election:
 /// once a newer leader has claimed it, a deposed leader's write fails and nothing of it is
 /// stored.

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use common::{state_topics, worker_properties, TempDir, WorkerProcess};
 use serde_json::{json, Value};
 use sluice_engine::telemetry::catalog;
@@ -248,10 +248,19 @@ fn fifty_connectors_created_and_deleted_leave_no_series() -> Result<()> {
             assert!(series(&text) > series(&before) + 50 * 5);
             break;
         }
-        ensure!(
-            Instant::now() < deadline,
-            "{writing} of 50 connectors wrote their records"
-        );
+        if Instant::now() >= deadline {
+            let log = w.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            let written: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("sluice_source_records_written_total"))
+                .take(5)
+                .collect();
+            bail!(
+                "{writing} of 50 connectors wrote their records ({written:?}); the worker's log ends:\n{}",
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
 
@@ -268,7 +277,14 @@ fn fifty_connectors_created_and_deleted_leave_no_series() -> Result<()> {
     // What remains is the worker's own series: connector and task counts, start-ups,
     // router batches.
     let added = series(&after).saturating_sub(series(&before));
-    assert!(added <= 8, "{added} series more than before:\n{after}");
+    let names = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty() && !l.starts_with("sluice_rest_"))
+            .filter_map(|l| l.rsplit_once(' ').map(|(name, _)| name.to_owned()))
+            .collect()
+    };
+    let new: Vec<String> = names(&after).difference(&names(&before)).cloned().collect();
+    assert!(added <= 8, "{added} series more than before: {new:?}");
     let (_, count) = http_get(port, "/metrics")?;
     assert!(count.contains("sluice_connectors 0"), "{count}");
     Ok(())

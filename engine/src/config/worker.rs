@@ -119,10 +119,10 @@ pub fn config_def() -> ConfigDef {
         )
         .define(
             ConfigKey::new("sluice.cluster.membership", ConfigType::String)
-                .default_value("none")
+                .default_value("group")
                 .importance(Low)
                 .validator(Validator::OneOf(&["none", "group"]))
-                .doc("Sluice's own, for the transition to cluster mode: `group` makes `sluice worker` join group.id as a cluster member (connectors and tasks spread over the workers); `none` runs every connector on this worker alone."),
+                .doc("Sluice's own: `group` (the default) makes `sluice worker` join group.id as a cluster member (connectors and tasks spread over the workers, as in Kafka Connect's distributed mode); `none` runs every stored connector on this worker alone."),
         )
         .define(
             ConfigKey::new("plugin.path", List)

@@ -149,7 +149,8 @@ pub enum ProducerError {
 pub struct ClaimGuard(Option<Arc<ClaimCheck>>);
 
 /// Asked with the connector and task about to take their id.
-type ClaimCheck = dyn Fn(&str, u32) -> Result<(), String> + Send + Sync;
+type ClaimCheck =
+    dyn Fn(&str, u32) -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync;
 
 impl std::fmt::Debug for ClaimGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -163,7 +164,12 @@ impl std::fmt::Debug for ClaimGuard {
 
 impl ClaimGuard {
     /// A guard asking `may(connector, task)` before each claim.
-    pub fn new(may: impl Fn(&str, u32) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn new(
+        may: impl Fn(&str, u32) -> futures_util::future::BoxFuture<'static, Result<(), String>>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
         ClaimGuard(Some(Arc::new(may)))
     }
 
@@ -174,10 +180,10 @@ impl ClaimGuard {
     }
 
     /// Whether task `task` of `connector` may take its transactional id `id` now.
-    pub fn check(&self, connector: &str, task: u32, id: &str) -> Result<(), ProducerError> {
+    pub async fn check(&self, connector: &str, task: u32, id: &str) -> Result<(), ProducerError> {
         match &self.0 {
             None => Ok(()),
-            Some(may) => may(connector, task).map_err(|reason| {
+            Some(may) => may(connector, task).await.map_err(|reason| {
                 metrics::counter!("sluice_task_claims_refused_total").increment(1);
                 ProducerError::NotOwner {
                     id: id.to_owned(),

@@ -4,6 +4,9 @@
 //!
 //! - `status-connector-<name>` -> `{"state": "RUNNING", "trace": null, "worker_id": "h:p", "generation": N}`
 //! - `status-task-<name>-<n>` -> the same shape, per task
+//! - `status-topic-<topic>:connector-<name>` -> `{"topic": {"name", "connector", "task",
+//!   "discoverTimestamp"}}`, a topic the connector used (KIP-558; in a cluster; `:` cannot
+//!   be in a topic name, so the key is unambiguous)
 //!
 //! Writes are fire-and-forget from the supervisor's point of view: a status write that
 //! fails is logged and counted, and never stops a task.
@@ -42,6 +45,11 @@ pub enum StatusStoreError {
     /// Creating the producer failed.
     #[error(transparent)]
     Producer(#[from] ProducerError),
+}
+
+/// Kafka Connect's key of a KIP-558 topic record.
+pub(crate) fn topic_key(topic: &str, connector: &str) -> String {
+    format!("status-topic-{topic}:connector-{connector}")
 }
 
 impl StatusStore {
@@ -94,16 +102,18 @@ impl StatusStore {
         }
     }
 
-    async fn write(&self, records: Vec<OutRecord>, what: &str) {
+    /// Writes `records`; whether they were written (a failure is logged and counted).
+    async fn write(&self, records: Vec<OutRecord>, what: &str) -> bool {
         let result = async {
             self.producer.send(records).await?;
             self.producer.commit().await
         }
         .await;
-        if let Err(e) = result {
+        if let Err(e) = &result {
             metrics::counter!("sluice_status_write_failures_total").increment(1);
             tracing::warn!(topic = %self.topic, status = %what, error = %e, "status write failed");
         }
+        result.is_ok()
     }
 
     /// Records a task's state.
@@ -130,6 +140,44 @@ impl StatusStore {
             Some((state, None, 0)),
         );
         self.write(vec![record], &format!("{connector}={state}"))
+            .await;
+    }
+
+    /// Records that connectors used topics (KIP-558): `(connector, topic, task)`, one
+    /// write for all; whether it was written.
+    pub async fn put_topics(&self, used: &[(String, String, u32)]) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let records = used
+            .iter()
+            .map(|(connector, topic, task)| {
+                let value = json!({"topic": {"name": topic, "connector": connector, "task": task, "discoverTimestamp": now}});
+                let key = topic_key(topic, connector).into_bytes();
+                OutRecord {
+                    topic: self.topic.clone(),
+                    partition: partition_for_key(&key, self.partitions),
+                    key: Some(key),
+                    value: Some(value.to_string().into_bytes()),
+                    timestamp: None,
+                    headers: Vec::new(),
+                }
+            })
+            .collect();
+        self.write(records, &format!("{} active topics", used.len()))
+            .await
+    }
+
+    /// Erases `connector`'s topic records (a reset of its active topics).
+    pub async fn delete_topics(&self, connector: &str, topics: &[String]) {
+        if topics.is_empty() {
+            return;
+        }
+        let records = topics
+            .iter()
+            .map(|t| self.record(topic_key(t, connector), None))
+            .collect();
+        self.write(records, &format!("{connector} topics reset"))
             .await;
     }
 

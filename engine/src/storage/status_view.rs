@@ -1,6 +1,7 @@
 //! Every worker's statuses, as the status topic holds them: a worker of a cluster answers
 //! `GET /connectors/{c}/status` for tasks running anywhere, with the worker each runs on,
-//! as Kafka Connect's `KafkaStatusBackingStore` does. A thread follows the topic (all
+//! and `GET /connectors/{c}/topics` for topics used anywhere, as Kafka Connect's
+//! `KafkaStatusBackingStore` does. A thread follows the topic (all
 //! partitions, from the beginning) and keeps the latest record per key.
 
 use std::collections::BTreeMap;
@@ -28,6 +29,19 @@ pub struct Status {
 pub struct StatusView {
     connectors: Arc<Mutex<BTreeMap<String, Status>>>,
     tasks: Arc<Mutex<BTreeMap<(String, u32), Status>>>,
+    /// KIP-558's active topics: record key -> (connector, topic). Keyed by the record key,
+    /// so a tombstone (a reset) finds what it erases.
+    topics: Arc<Mutex<BTreeMap<String, (String, String)>>>,
+}
+
+/// A topic record's value: `{"topic": {"name", "connector", "task", "discoverTimestamp"}}`.
+fn parse_topic(value: &[u8]) -> Option<(String, String)> {
+    let v: Value = serde_json::from_slice(value).ok()?;
+    let t = v.get("topic")?;
+    Some((
+        t.get("connector")?.as_str()?.to_owned(),
+        t.get("name")?.as_str()?.to_owned(),
+    ))
 }
 
 /// Parses a record; `None` for a tombstone or a value that is not a status.
@@ -85,7 +99,32 @@ impl StatusView {
             if let Ok(mut map) = self.tasks.lock() {
                 keep(&mut map, (name, task), status);
             }
+        } else if key.starts_with("status-topic-") {
+            if let Ok(mut map) = self.topics.lock() {
+                match value.and_then(parse_topic) {
+                    Some(found) => {
+                        map.insert(key.into_owned(), found);
+                    }
+                    None => {
+                        map.remove(key.as_ref());
+                    }
+                }
+            }
         }
+    }
+
+    /// The topics connector `connector` has used since its last reset (KIP-558), as
+    /// recorded by the workers its tasks ran on.
+    pub fn topics(&self, connector: &str) -> std::collections::BTreeSet<String> {
+        self.topics.lock().map_or_else(
+            |_| std::collections::BTreeSet::new(),
+            |map| {
+                map.values()
+                    .filter(|(c, _)| c == connector)
+                    .map(|(_, t)| t.clone())
+                    .collect()
+            },
+        )
     }
 
     /// A task's latest status.
@@ -193,6 +232,36 @@ mod tests {
             view.task("c", 0).map(|s| s.state),
             Some("UNASSIGNED".to_owned())
         );
+        // Active topics, by connector, until a tombstone erases one.
+        let topic = |name: &str, connector: &str| {
+            format!(
+                r#"{{"topic":{{"name":"{name}","connector":"{connector}","task":0,"discoverTimestamp":1}}}}"#
+            )
+        };
+        view.apply(
+            b"status-topic-a:connector-my-conn",
+            Some(topic("a", "my-conn").as_bytes()),
+        );
+        view.apply(
+            b"status-topic-b-c:connector-my-conn",
+            Some(topic("b-c", "my-conn").as_bytes()),
+        );
+        view.apply(
+            b"status-topic-a:connector-other",
+            Some(topic("a", "other").as_bytes()),
+        );
+        assert_eq!(
+            view.topics("my-conn").into_iter().collect::<Vec<_>>(),
+            ["a", "b-c"]
+        );
+        view.apply(b"status-topic-a:connector-my-conn", None);
+        assert_eq!(
+            view.topics("my-conn").into_iter().collect::<Vec<_>>(),
+            ["b-c"]
+        );
+        assert_eq!(view.topics("other").len(), 1);
+        view.apply(b"status-topic-x:connector-y", Some(b"garbage"));
+        assert!(view.topics("y").is_empty());
         // Not a status: ignored, nothing panics.
         view.apply(b"status-task-x", Some(b"garbage"));
         view.apply(b"status-task-x-y", Some(v));

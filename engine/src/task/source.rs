@@ -548,7 +548,7 @@ pub async fn run_source_task(
         task: spec.task.to_string(),
     };
     if let Some(id) = &spec.transactional_id {
-        spec.claim.check(&spec.connector, spec.task, id)?;
+        spec.claim.check(&spec.connector, spec.task, id).await?;
     }
     let mut producer = TaskProducer::create(
         spec.producer_props.clone(),

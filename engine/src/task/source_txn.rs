@@ -420,7 +420,7 @@ async fn recover_in_place(
                 // Taking the id again fences its holder: only while this worker still
                 // owns the task (a worker cut off from its cluster may not).
                 if let Some(id) = &spec.transactional_id {
-                    if let Err(e) = spec.claim.check(&spec.connector, spec.task, id) {
+                    if let Err(e) = spec.claim.check(&spec.connector, spec.task, id).await {
                         tracing::warn!(connector = %spec.connector, task = spec.task, error = %e, "the producer is not recreated: this worker may no longer own the task; the task stops");
                         return Err(e.into());
                     }

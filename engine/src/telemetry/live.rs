@@ -57,6 +57,35 @@ impl Live {
         });
     }
 
+    /// In a cluster, one unit of a connector now runs here: the connector (`None`, its
+    /// series show) or one of its tasks (its task series show too).
+    pub fn unit_up(&self, connector: &str, task: Option<u32>) {
+        self.write(|s| {
+            s.connectors.insert(connector.to_owned());
+            if let Some(t) = task {
+                s.tasks.insert((connector.to_owned(), t.to_string()));
+            }
+        });
+    }
+
+    /// In a cluster, a unit left this worker; once none of the connector's units is here
+    /// (`any_left` false), its connector-level series leave the output too.
+    pub fn unit_down(&self, connector: &str, task: Option<u32>, any_left: bool) {
+        self.write(|s| {
+            if let Some(t) = task {
+                let t = t.to_string();
+                s.tasks.remove(&(connector.to_owned(), t.clone()));
+                s.partitions
+                    .retain(|(c, pt, ..)| !(c == connector && *pt == t));
+            }
+            if !any_left {
+                s.connectors.remove(connector);
+                s.tasks.retain(|(c, _)| c != connector);
+                s.partitions.retain(|(c, ..)| c != connector);
+            }
+        });
+    }
+
     /// A task now owns these (topic, partition)s.
     pub fn assigned<'a>(
         &self,
@@ -234,6 +263,25 @@ mod tests {
         # TYPE sluice_rest_requests_total counter\n\
         sluice_rest_requests_total{route=\"/\"} 7\n\
         sluice_plain 8\n";
+
+    /// A cluster's worker shows the series of the units it runs, task by task: one task
+    /// moving away takes its series along, the last unit takes the connector's.
+    #[test]
+    fn a_cluster_worker_shows_the_units_it_runs() {
+        let live = Live::default();
+        live.unit_up("keep", Some(0));
+        live.unit_up("keep", Some(7));
+        live.unit_up("gone", Some(0));
+        live.unit_down("keep", Some(7), true);
+        live.unit_down("gone", Some(0), false);
+        let out = live.filter(TEXT);
+        assert!(
+            out.contains("sluice_a_total{connector=\"keep\",task=\"0\"} 1"),
+            "{out}"
+        );
+        assert!(!out.contains("task=\"7\""), "{out}");
+        assert!(!out.contains("gone"), "{out}");
+    }
 
     #[test]
     fn only_what_runs_is_shown() {

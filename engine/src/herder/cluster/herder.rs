@@ -392,6 +392,9 @@ impl Herder for Distributed {
         })?;
         if let Some(status) = cluster.worker.status_store() {
             status.delete(name, stored.tasks.unwrap_or(0)).await;
+            // A deleted connector's active topics go with it (KIP-558).
+            let topics: Vec<String> = cluster.statuses.topics(name).into_iter().collect();
+            status.delete_topics(name, &topics).await;
         }
         self.settle().await;
         Ok(())
@@ -453,15 +456,34 @@ impl Herder for Distributed {
         Ok(())
     }
 
+    /// What the status topic holds: the workers record the topics their tasks use.
     async fn topics(&self, name: &str) -> Result<Vec<String>, HerderError> {
         self.stored(name)?;
-        Err(HerderError::WrongState(
-            "active topics (KIP-558) are not tracked in cluster mode yet".into(),
-        ))
+        Ok(self.cluster()?.statuses.topics(name).into_iter().collect())
     }
 
+    /// The leader erases the connector's topic records; each worker then forgets those
+    /// topics, until its tasks use them again.
     async fn reset_topics(&self, name: &str) -> Result<(), HerderError> {
-        self.topics(name).await.map(|_| ())
+        let cluster = self.leader()?;
+        self.stored(name)?;
+        let topics: Vec<String> = cluster.statuses.topics(name).into_iter().collect();
+        let status = cluster
+            .worker
+            .status_store()
+            .ok_or_else(|| HerderError::Internal("this worker has no status topic".into()))?;
+        status.delete_topics(name, &topics).await;
+        tracing::info!(connector = %name, topics = topics.len(), "active topics reset");
+        // Answered once read back, so a GET after it does not list them.
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        while tokio::time::Instant::now() < deadline {
+            let held = cluster.statuses.topics(name);
+            if topics.iter().all(|t| !held.contains(t)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     /// Any worker reads them: a source's from the offsets topic every worker follows, a
@@ -475,9 +497,8 @@ impl Herder for Distributed {
             .await
     }
 
-    /// The leader's, like every write: the connector must be STOPPED in the config topic
-    /// (its exactly-once tasks were fenced when it stopped, so no earlier life commits
-    /// offsets after these).
+    /// The leader's, like every write: the connector must be STOPPED in the config topic;
+    /// an exactly-once source's tasks are fenced again first.
     async fn alter_offsets(
         &self,
         name: &str,
@@ -486,6 +507,12 @@ impl Herder for Distributed {
         let cluster = self.leader()?;
         let stored = self.stored(name)?;
         let planned = self.plan(&stored.config).await?;
+        if stored.target == TargetState::Stopped && planned.subscription.is_none() {
+            // As Kafka Connect does before it writes a source's offsets: a task life that
+            // outlived the STOP (a worker that has not applied it yet) cannot commit
+            // offsets after these.
+            self.fence(name, 0..stored.tasks.unwrap_or(0)).await?;
+        }
         cluster
             .worker
             .write_offsets(name, stored.target, planned.subscription.as_ref(), changes)

@@ -52,6 +52,9 @@ struct View {
     failed: Option<String>,
 }
 
+/// How often a worker records the topics its tasks started using (KIP-558).
+const TOPIC_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The cluster as this worker takes part in it.
 pub struct Cluster {
     worker: Worker,
@@ -67,6 +70,8 @@ pub struct Cluster {
     /// This worker's REST URL, as advertised to the others.
     url: String,
     transactional_id: String,
+    /// Each connector as this worker last saw it in the config topic, to name changes.
+    seen: std::sync::Mutex<BTreeMap<String, StoredConnector>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -149,6 +154,52 @@ fn work(stored: &BTreeMap<String, StoredConnector>) -> BTreeSet<Unit> {
 }
 
 impl Cluster {
+    /// Whether task `task` of `connector` may take its transactional id here, judged on
+    /// the config topic read to its end (Kafka Connect's `verifyTaskGenerationAndOwnership`):
+    /// the leader fences the tasks a change ends (fewer tasks, STOPPED, deleted) before it
+    /// writes that change, so a fenced task must not take its id back on a config it has
+    /// not caught up with. The task must be this worker's, in the stored task count, of a
+    /// connector that is not STOPPED, with the config its unit was started with.
+    async fn verify_task(&self, connector: &str, task: u32) -> Result<(), String> {
+        let end = self
+            .followed
+            .end_offset()
+            .await
+            .map_err(|e| format!("the config topic's end is unknown: {e}"))?;
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        while self.followed.position() < end {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the config topic was not read to its end ({} of {end}) within {CATCH_UP:?}",
+                    self.followed.position()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stored = self
+            .followed
+            .get(connector)
+            .ok_or_else(|| format!("connector {connector} is not in the config topic (deleted)"))?;
+        if stored.target == TargetState::Stopped {
+            return Err(format!("connector {connector} is STOPPED"));
+        }
+        if task >= stored.tasks.unwrap_or(0) {
+            return Err(format!(
+                "connector {connector} has {} tasks now",
+                stored.tasks.unwrap_or(0)
+            ));
+        }
+        match self.units.started_config(connector, task) {
+            None => Err(format!(
+                "task {task} of {connector} is not in this worker's assignment (moved, or being stopped)"
+            )),
+            Some(config) if config != stored.config => Err(format!(
+                "connector {connector}'s config changed since task {task} started here"
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Joins the cluster: follows the config and status topics, starts the group member,
     /// and handles what it says from then on (on the actix system).
     pub fn start(
@@ -165,19 +216,18 @@ impl Cluster {
         let (member_slot, cluster_slot) = (Arc::clone(&standing), Arc::clone(&units_slot));
         let worker = worker.with_claim_guard(crate::kafka::producer::ClaimGuard::new(
             move |connector, task| {
-                let not_joined = || "this worker has not joined the cluster yet".to_owned();
-                member_slot.get().ok_or_else(not_joined)?.current()?;
-                let cluster = cluster_slot
-                    .get()
-                    .and_then(std::sync::Weak::upgrade)
-                    .ok_or_else(not_joined)?;
-                if cluster.units.owns_task(connector, task) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "task {task} of {connector} is not in this worker's assignment (moved, or being stopped)"
-                    ))
-                }
+                let standing = member_slot.get().cloned();
+                let cluster = cluster_slot.get().and_then(std::sync::Weak::upgrade);
+                let connector = connector.to_owned();
+                Box::pin(async move {
+                    let not_joined = || "this worker has not joined the cluster yet".to_owned();
+                    let standing = standing.ok_or_else(not_joined)?;
+                    let cluster = cluster.ok_or_else(not_joined)?;
+                    standing.current()?;
+                    cluster.verify_task(&connector, task).await?;
+                    // The check read the config topic: still current after it?
+                    standing.current()
+                })
             },
         ));
         let (changes, mut changed) = mpsc::unbounded_channel();
@@ -213,6 +263,7 @@ impl Cluster {
             view: RwLock::new(View::default()),
             url,
             transactional_id,
+            seen: std::sync::Mutex::default(),
         });
         let _ = units_slot.set(Arc::downgrade(&cluster));
         cluster.publish();
@@ -224,6 +275,18 @@ impl Cluster {
         }
         tracing::info!(group = %cluster.worker.group_id, worker = %cluster.worker.worker_id, url = %cluster.url, "joining the cluster");
         let me = Arc::clone(&cluster);
+        // New active topics are recorded within a second of their first use, apart from
+        // the event loop (a slow status topic must not hold up a rebalance).
+        let reporter = Arc::downgrade(&cluster);
+        actix::spawn(async move {
+            let mut tick = tokio::time::interval(TOPIC_REPORT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(me) = reporter.upgrade() else { break };
+                me.units.report_topics(&me.statuses).await;
+            }
+        });
         actix::spawn(async move {
             let mut last_work: Option<BTreeSet<Unit>> = None;
             loop {
@@ -470,6 +533,7 @@ impl Cluster {
 
     async fn on_config_change(&self, name: &str, last_work: &mut Option<BTreeSet<Unit>>) {
         let stored = self.followed.get(name);
+        self.note_change(name, stored.as_ref());
         self.units.reconcile(name, stored.as_ref()).await;
         self.publish();
         if !self.view().is_leader {
@@ -483,6 +547,27 @@ impl Cluster {
             *last_work = Some(now);
             self.rejoin("config changed").await;
         }
+    }
+
+    /// Logs what changed about connector `name` in the config topic (written by the
+    /// leader through any worker, or by a tool writing Kafka Connect's records).
+    fn note_change(&self, name: &str, now: Option<&StoredConnector>) {
+        let Ok(mut seen) = self.seen.lock() else {
+            return;
+        };
+        let before = match now {
+            Some(s) => seen.insert(name.to_owned(), s.clone()),
+            None => seen.remove(name),
+        };
+        let change = match (&before, now) {
+            (None, Some(_)) => "created",
+            (Some(_), None) => "deleted",
+            (Some(b), Some(n)) if b.config != n.config => "updated",
+            (Some(b), Some(n)) if b.target != n.target => "target",
+            _ => return,
+        };
+        let target = now.map(|n| format!("{:?}", n.target)).unwrap_or_default();
+        tracing::info!(connector = %name, change, target = %target, "connector changed in the config topic");
     }
 
     /// Leaves the group (its work moves at once) after stopping everything here.

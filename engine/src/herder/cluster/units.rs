@@ -28,6 +28,13 @@ struct Local {
     /// Whether this worker holds the connector unit (it reports the connector's status).
     connector: bool,
     tasks: BTreeMap<u32, Addr<ConnectorSupervisor>>,
+    /// The topics its tasks here used, one set per start (with the lowest task of that
+    /// start, named in the records).
+    topics: Vec<(u32, Arc<Mutex<BTreeSet<String>>>)>,
+    /// Topics recorded in the status topic by this worker, not yet read back.
+    reported: BTreeSet<String>,
+    /// Topics of these sets the status topic holds: one that leaves it was reset.
+    recorded: BTreeSet<String>,
 }
 
 /// This worker's share of the cluster's work.
@@ -75,13 +82,82 @@ impl Units {
         })
     }
 
-    /// Whether task `task` of `connector` is assigned here and not being stopped (a unit
-    /// leaves this table before its task is told to stop).
-    pub(super) fn owns_task(&self, connector: &str, task: u32) -> bool {
+    /// KIP-558 across the cluster: records in the status topic each topic this worker's
+    /// tasks used that the topic does not hold yet, and forgets here what a reset erased
+    /// there (so a topic reappears only once a task uses it again).
+    pub(super) async fn report_topics(&self, view: &crate::storage::status_view::StatusView) {
+        let Some(status) = &self.status else { return };
+        let writes = self.with(|local| {
+            let mut writes = Vec::new();
+            for (name, l) in local.iter_mut() {
+                let held = view.topics(name);
+                let mut used: BTreeMap<String, u32> = BTreeMap::new();
+                for (task, set) in &l.topics {
+                    if let Ok(set) = set.lock() {
+                        for t in set.iter() {
+                            used.entry(t.clone()).or_insert(*task);
+                        }
+                    }
+                }
+                for t in used.keys().filter(|t| held.contains(*t)) {
+                    l.reported.remove(t);
+                    l.recorded.insert(t.clone());
+                }
+                let reset: Vec<String> = l
+                    .recorded
+                    .iter()
+                    .filter(|t| !held.contains(*t))
+                    .cloned()
+                    .collect();
+                for t in &reset {
+                    l.recorded.remove(t);
+                    used.remove(t);
+                    for (_, set) in &l.topics {
+                        if let Ok(mut set) = set.lock() {
+                            set.remove(t);
+                        }
+                    }
+                }
+                for (t, task) in used {
+                    if !held.contains(&t) && l.reported.insert(t.clone()) {
+                        writes.push((name.clone(), t, task));
+                    }
+                }
+            }
+            writes
+        });
+        if writes.is_empty() {
+            return;
+        }
+        if status.put_topics(&writes).await {
+            for (connector, topic, task) in &writes {
+                tracing::info!(connector = %connector, task, topic = %topic, "connector uses a new topic; recorded (KIP-558)");
+                metrics::counter!("sluice_cluster_active_topics_recorded_total", "connector" => connector.clone()).increment(1);
+            }
+        } else {
+            // Not written: reported again at the next round.
+            self.with(|local| {
+                for (connector, topic, _) in &writes {
+                    if let Some(l) = local.get_mut(connector) {
+                        l.reported.remove(topic);
+                    }
+                }
+            });
+        }
+    }
+
+    /// The config task `task` of `connector` was started with here, if it is assigned here
+    /// and not being stopped (a unit leaves this table before its task is told to stop).
+    pub(super) fn started_config(
+        &self,
+        connector: &str,
+        task: u32,
+    ) -> Option<BTreeMap<String, String>> {
         self.with(|local| {
             local
                 .get(connector)
-                .is_some_and(|l| l.tasks.contains_key(&task))
+                .filter(|l| l.tasks.contains_key(&task))
+                .map(|l| l.config.clone())
         })
     }
 
@@ -136,6 +212,7 @@ impl Units {
     ) -> Result<(), HerderError> {
         let plugin = Worker::plugin_of(&stored.config)?;
         let planned = self.worker.plan_off_thread(plugin, &stored.config).await?;
+        let topics = Arc::clone(&planned.topics);
         let mut specs: BTreeMap<u32, _> = planned.specs.into_iter().map(|s| (s.task, s)).collect();
         let policy = self.worker.policy();
         let status = self.status.clone();
@@ -143,9 +220,13 @@ impl Units {
             let entry = local.entry(name.to_owned()).or_default();
             entry.config.clone_from(&stored.config);
             entry.target = Some(stored.target);
+            if let Some(first) = units.iter().filter_map(|u| u.task).min() {
+                entry.topics.push((first, Arc::clone(&topics)));
+            }
             for u in units {
                 match u.task {
                     None => {
+                        crate::telemetry::live().unit_up(name, None);
                         entry.connector = true;
                         self.worker
                             .report_connector_to(name, stored.target, status.clone());
@@ -163,6 +244,7 @@ impl Units {
                             status.clone(),
                         )
                         .start();
+                        crate::telemetry::live().unit_up(name, Some(task));
                         entry.tasks.insert(task, supervisor);
                     }
                 }
@@ -189,7 +271,9 @@ impl Units {
                     None => entry.connector = false,
                     Some(t) => out.extend(entry.tasks.remove(&t).map(|s| (u.clone(), s))),
                 }
-                if !entry.connector && entry.tasks.is_empty() {
+                let any_left = entry.connector || !entry.tasks.is_empty();
+                crate::telemetry::live().unit_down(&u.connector, u.task, any_left);
+                if !any_left {
                     local.remove(&u.connector);
                 }
             }
@@ -293,13 +377,16 @@ impl Units {
     /// `sluice_worker_connector_count` and `sluice_worker_task_count` (Kafka Connect's
     /// `connector-count` and `task-count` of this worker).
     fn count(&self) {
-        let (connectors, tasks) = self.with(|local| {
+        let (connectors, tasks, present) = self.with(|local| {
             (
                 local.values().filter(|l| l.connector).count(),
                 local.values().map(|l| l.tasks.len()).sum::<usize>(),
+                local.len(),
             )
         });
         metrics::gauge!("sluice_worker_connector_count").set(connectors as f64);
         metrics::gauge!("sluice_worker_task_count").set(tasks as f64);
+        // As on a worker alone: connectors with any unit here.
+        metrics::gauge!("sluice_connectors").set(present as f64);
     }
 }

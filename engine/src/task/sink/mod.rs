@@ -289,7 +289,8 @@ pub async fn run_sink_task(
         } => {
             // init_transactions fences any earlier life of this task.
             spec.claim
-                .check(&spec.connector, spec.task, transactional_id)?;
+                .check(&spec.connector, spec.task, transactional_id)
+                .await?;
             let producer = TaskProducer::create(
                 spec.producer_props.clone(),
                 Some(transactional_id.clone()),
