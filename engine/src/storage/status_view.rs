@@ -32,6 +32,9 @@ pub struct StatusView {
     /// KIP-558's active topics: record key -> (connector, topic). Keyed by the record key,
     /// so a tombstone (a reset) finds what it erases.
     topics: Arc<Mutex<BTreeMap<String, (String, String)>>>,
+    /// How many topic records of each connector were erased (resets, deletes): a worker
+    /// that sees the count grow forgets what it had recorded.
+    erased: Arc<Mutex<BTreeMap<String, u64>>>,
 }
 
 /// A topic record's value: `{"topic": {"name", "connector", "task", "discoverTimestamp"}}`.
@@ -101,16 +104,31 @@ impl StatusView {
             }
         } else if key.starts_with("status-topic-") {
             if let Ok(mut map) = self.topics.lock() {
-                match value.and_then(parse_topic) {
-                    Some(found) => {
-                        map.insert(key.into_owned(), found);
+                match value {
+                    Some(v) => {
+                        if let Some(found) = parse_topic(v) {
+                            map.insert(key.into_owned(), found);
+                        }
                     }
                     None => {
-                        map.remove(key.as_ref());
+                        let connector = map
+                            .remove(key.as_ref())
+                            .map(|(c, _)| c)
+                            .or_else(|| key.rsplit_once(":connector-").map(|(_, c)| c.to_owned()));
+                        if let (Some(c), Ok(mut erased)) = (connector, self.erased.lock()) {
+                            *erased.entry(c).or_default() += 1;
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// How many of `connector`'s topic records were erased so far.
+    pub fn topics_erased(&self, connector: &str) -> u64 {
+        self.erased
+            .lock()
+            .map_or(0, |e| e.get(connector).copied().unwrap_or(0))
     }
 
     /// The topics connector `connector` has used since its last reset (KIP-558), as
@@ -254,11 +272,16 @@ mod tests {
             view.topics("my-conn").into_iter().collect::<Vec<_>>(),
             ["a", "b-c"]
         );
+        assert_eq!(view.topics_erased("my-conn"), 0);
         view.apply(b"status-topic-a:connector-my-conn", None);
         assert_eq!(
             view.topics("my-conn").into_iter().collect::<Vec<_>>(),
             ["b-c"]
         );
+        assert_eq!(view.topics_erased("my-conn"), 1);
+        // A tombstone for a record never read still counts, by its key.
+        view.apply(b"status-topic-z:connector-my-conn", None);
+        assert_eq!(view.topics_erased("my-conn"), 2);
         assert_eq!(view.topics("other").len(), 1);
         view.apply(b"status-topic-x:connector-y", Some(b"garbage"));
         assert!(view.topics("y").is_empty());

@@ -133,6 +133,9 @@ struct Slot {
     failures: std::collections::VecDeque<Instant>,
     /// A manual restart waits for the running life to exit before the next one starts.
     restart_pending: bool,
+    /// The running life was told to stop for a target change (PAUSED, STOPPED): a
+    /// resume before it has exited starts the next life once it has.
+    stop_asked: bool,
     status: TaskStatus,
     /// What the life started last says of its health.
     health: Option<HealthWatch>,
@@ -184,6 +187,7 @@ impl ConnectorSupervisor {
                 generation: 0,
                 failures: std::collections::VecDeque::new(),
                 restart_pending: false,
+                stop_asked: false,
                 health: None,
             })
             .collect();
@@ -308,6 +312,7 @@ impl Handler<TaskExited> for ConnectorSupervisor {
             return; // a late report from an earlier life
         }
         slot.addr = None;
+        slot.stop_asked = false;
         let labels = [("connector", name.clone()), ("task", msg.task.to_string())];
         metrics::gauge!("sluice_task_running", &labels).set(0.0);
         if slot.restart_pending {
@@ -440,13 +445,18 @@ impl Handler<SetTarget> for ConnectorSupervisor {
                     if self.slots[i].addr.is_none() {
                         self.slots[i].status.attempts = 0;
                         self.start_task(i, ctx);
+                    } else if self.slots[i].stop_asked {
+                        self.slots[i].restart_pending = true;
                     }
                 }
             }
             TargetState::Paused | TargetState::Stopped => {
                 for i in 0..self.slots.len() {
                     match &self.slots[i].addr {
-                        Some(addr) => addr.do_send(StopTask),
+                        Some(addr) => {
+                            addr.do_send(StopTask);
+                            self.slots[i].stop_asked = true;
+                        }
                         None => {
                             self.slots[i].status.state = TaskState::Paused;
                             self.report(i);
@@ -553,6 +563,59 @@ mod tests {
         }
         assert_eq!(status[0].state, TaskState::Running);
         assert_eq!(status[0].trace, None, "cleared once recovered");
+        supervisor.send(StopConnector).await.unwrap();
+    }
+
+    /// STOPPED then RUNNING again before the task's life has finished stopping (a quick
+    /// stop and resume): the life ends as asked and the next one starts; the task is not
+    /// left stopped under a RUNNING connector.
+    #[actix::test]
+    async fn a_resume_while_the_task_is_still_stopping_starts_it_again() {
+        let lives = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = Arc::clone(&lives);
+        let launcher = TaskLauncher {
+            task: 0,
+            run: Arc::new(move |mut stop, _health| {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Box::pin(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                    // Committing what it has takes a while.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok(())
+                })
+            }),
+        };
+        let supervisor = ConnectorSupervisor::new(
+            "c".into(),
+            vec![launcher],
+            RestartPolicy::default(),
+            TargetState::Started,
+            None,
+        )
+        .start();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        supervisor
+            .send(SetTarget(TargetState::Stopped))
+            .await
+            .unwrap();
+        supervisor
+            .send(SetTarget(TargetState::Started))
+            .await
+            .unwrap();
+        let mut status = Vec::new();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            status = supervisor.send(GetStatus).await.unwrap();
+            if lives.load(std::sync::atomic::Ordering::SeqCst) == 2 {
+                break;
+            }
+        }
+        assert_eq!(
+            lives.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "{status:?}"
+        );
+        assert_eq!(status[0].state, TaskState::Running);
         supervisor.send(StopConnector).await.unwrap();
     }
 

@@ -533,16 +533,19 @@ impl Cluster {
 
     async fn on_config_change(&self, name: &str, last_work: &mut Option<BTreeSet<Unit>>) {
         let stored = self.followed.get(name);
-        self.note_change(name, stored.as_ref());
+        let change = self.note_change(name, stored.as_ref());
         self.units.reconcile(name, stored.as_ref()).await;
         self.publish();
         if !self.view().is_leader {
             return;
         }
         // The leader rebalances when the set of work changed (a connector created or
-        // deleted, a task count or STOPPED changed).
+        // deleted, a task count or STOPPED changed). A connector deleted and created again
+        // under its name leaves the set as it was (read after both), yet its new units run
+        // nowhere: a creation or a deletion always rebalances.
         let now = work(&self.followed.all());
-        if last_work.as_ref() != Some(&now) {
+        let born_or_gone = matches!(change, Some("created" | "deleted"));
+        if born_or_gone || last_work.as_ref() != Some(&now) {
             tracing::info!(connector = %name, "the cluster's work changed; rebalancing");
             *last_work = Some(now);
             self.rejoin("config changed").await;
@@ -550,10 +553,11 @@ impl Cluster {
     }
 
     /// Logs what changed about connector `name` in the config topic (written by the
-    /// leader through any worker, or by a tool writing Kafka Connect's records).
-    fn note_change(&self, name: &str, now: Option<&StoredConnector>) {
+    /// leader through any worker, or by a tool writing Kafka Connect's records), and says
+    /// what (`None`: nothing this worker had not seen).
+    fn note_change(&self, name: &str, now: Option<&StoredConnector>) -> Option<&'static str> {
         let Ok(mut seen) = self.seen.lock() else {
-            return;
+            return None;
         };
         let before = match now {
             Some(s) => seen.insert(name.to_owned(), s.clone()),
@@ -564,10 +568,11 @@ impl Cluster {
             (Some(_), None) => "deleted",
             (Some(b), Some(n)) if b.config != n.config => "updated",
             (Some(b), Some(n)) if b.target != n.target => "target",
-            _ => return,
+            _ => return None,
         };
         let target = now.map(|n| format!("{:?}", n.target)).unwrap_or_default();
         tracing::info!(connector = %name, change, target = %target, "connector changed in the config topic");
+        Some(change)
     }
 
     /// Leaves the group (its work moves at once) after stopping everything here.

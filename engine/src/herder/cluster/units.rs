@@ -33,8 +33,9 @@ struct Local {
     topics: Vec<(u32, Arc<Mutex<BTreeSet<String>>>)>,
     /// Topics recorded in the status topic by this worker, not yet read back.
     reported: BTreeSet<String>,
-    /// Topics of these sets the status topic holds: one that leaves it was reset.
-    recorded: BTreeSet<String>,
+    /// The view's count of this connector's erased topic records at the last round: when
+    /// it grows, a reset (or a delete) erased them.
+    erased_seen: Option<u64>,
 }
 
 /// This worker's share of the cluster's work.
@@ -91,6 +92,18 @@ impl Units {
             let mut writes = Vec::new();
             for (name, l) in local.iter_mut() {
                 let held = view.topics(name);
+                let erased = view.topics_erased(name);
+                if l.erased_seen.is_some_and(|seen| erased > seen) {
+                    // Reset since the last round: forget what is no longer held, here too,
+                    // so a topic is recorded again only once a task uses it again.
+                    for (_, set) in &l.topics {
+                        if let Ok(mut set) = set.lock() {
+                            set.retain(|t| held.contains(t));
+                        }
+                    }
+                    l.reported.retain(|t| held.contains(t));
+                }
+                l.erased_seen = Some(erased);
                 let mut used: BTreeMap<String, u32> = BTreeMap::new();
                 for (task, set) in &l.topics {
                     if let Ok(set) = set.lock() {
@@ -99,27 +112,11 @@ impl Units {
                         }
                     }
                 }
-                for t in used.keys().filter(|t| held.contains(*t)) {
-                    l.reported.remove(t);
-                    l.recorded.insert(t.clone());
-                }
-                let reset: Vec<String> = l
-                    .recorded
-                    .iter()
-                    .filter(|t| !held.contains(*t))
-                    .cloned()
-                    .collect();
-                for t in &reset {
-                    l.recorded.remove(t);
-                    used.remove(t);
-                    for (_, set) in &l.topics {
-                        if let Ok(mut set) = set.lock() {
-                            set.remove(t);
-                        }
-                    }
-                }
                 for (t, task) in used {
-                    if !held.contains(&t) && l.reported.insert(t.clone()) {
+                    if held.contains(&t) {
+                        // Read back (ours or another worker's record).
+                        l.reported.remove(&t);
+                    } else if l.reported.insert(t.clone()) {
                         writes.push((name.clone(), t, task));
                     }
                 }
