@@ -91,6 +91,11 @@ impl StatusStore {
                 .to_string()
                 .into_bytes()
         });
+        self.out(key, value)
+    }
+
+    /// A record of the status topic under `key` (`None`: a tombstone).
+    fn out(&self, key: String, value: Option<Vec<u8>>) -> OutRecord {
         let key = key.into_bytes();
         OutRecord {
             topic: self.topic.clone(),
@@ -153,15 +158,10 @@ impl StatusStore {
             .iter()
             .map(|(connector, topic, task)| {
                 let value = json!({"topic": {"name": topic, "connector": connector, "task": task, "discoverTimestamp": now}});
-                let key = topic_key(topic, connector).into_bytes();
-                OutRecord {
-                    topic: self.topic.clone(),
-                    partition: partition_for_key(&key, self.partitions),
-                    key: Some(key),
-                    value: Some(value.to_string().into_bytes()),
-                    timestamp: None,
-                    headers: Vec::new(),
-                }
+                self.out(
+                    topic_key(topic, connector),
+                    Some(value.to_string().into_bytes()),
+                )
             })
             .collect();
         self.write(records, &format!("{} active topics", used.len()))
@@ -175,7 +175,7 @@ impl StatusStore {
         }
         let records = topics
             .iter()
-            .map(|t| self.record(topic_key(t, connector), None))
+            .map(|t| self.out(topic_key(t, connector), None))
             .collect();
         self.write(records, &format!("{connector} topics reset"))
             .await;

@@ -510,6 +510,18 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// A running supervisor of the one task `launcher` starts.
+    fn started(launcher: TaskLauncher) -> Addr<ConnectorSupervisor> {
+        ConnectorSupervisor::new(
+            "c".into(),
+            vec![launcher],
+            RestartPolicy::default(),
+            TargetState::Started,
+            None,
+        )
+        .start()
+    }
+
     /// A task life retrying in place shows RUNNING with a `retrying:` trace, which clears
     /// when it recovers; a failure's trace is not overwritten by it.
     #[actix::test]
@@ -532,14 +544,7 @@ mod tests {
                 })
             }),
         };
-        let supervisor = ConnectorSupervisor::new(
-            "c".into(),
-            vec![launcher],
-            RestartPolicy::default(),
-            TargetState::Started,
-            None,
-        )
-        .start();
+        let supervisor = started(launcher);
         let mut status = Vec::new();
         for _ in 0..100 {
             status = supervisor.send(GetStatus).await.unwrap();
@@ -585,14 +590,7 @@ mod tests {
                 })
             }),
         };
-        let supervisor = ConnectorSupervisor::new(
-            "c".into(),
-            vec![launcher],
-            RestartPolicy::default(),
-            TargetState::Started,
-            None,
-        )
-        .start();
+        let supervisor = started(launcher);
         tokio::time::sleep(Duration::from_millis(100)).await;
         supervisor
             .send(SetTarget(TargetState::Stopped))

@@ -166,15 +166,11 @@ impl Cluster {
             .end_offset()
             .await
             .map_err(|e| format!("the config topic's end is unknown: {e}"))?;
-        let deadline = tokio::time::Instant::now() + CATCH_UP;
-        while self.followed.position() < end {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "the config topic was not read to its end ({} of {end}) within {CATCH_UP:?}",
-                    self.followed.position()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if !self.catch_up(end).await {
+            return Err(format!(
+                "the config topic was not read to its end ({} of {end}) within {CATCH_UP:?}",
+                self.followed.position()
+            ));
         }
         let stored = self
             .followed
