@@ -222,6 +222,13 @@ async fn start(
 ) -> Result<Running> {
     let mut worker = start_worker(Arc::clone(&config), connectors).await?;
     if mode == Mode::Distributed {
+        if clustered {
+            // Wrong credentials or an untrusted broker certificate stop the start here,
+            // said plainly, before the storage topics' clients retry them in their logs.
+            Cluster::check_membership(&worker)
+                .await
+                .context("joining the cluster (group.id)")?;
+        }
         let topic = config
             .parsed
             .string("config.storage.topic")

@@ -7,12 +7,19 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiVersionsRequest, RequestHeader};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, RequestHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::secure::{plain_token, Mechanism, Scram, Security};
 use crate::GroupError;
+
+/// A byte stream to a broker: plain TCP or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Stream for T {}
 
 /// The largest response accepted (a JoinGroup response carries every member's metadata).
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
@@ -21,7 +28,7 @@ const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub(crate) struct Connection {
     addr: String,
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     client_id: StrBytes,
     correlation: i32,
     /// Per API key: the highest version the broker supports.
@@ -29,22 +36,50 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Connects to `addr` (`host:port`) and asks which versions the broker speaks.
+    /// Connects to `addr` (`host:port`), secured as `security` says, asks which versions
+    /// the broker speaks, and authenticates.
     pub(crate) async fn open(
         addr: &str,
         client_id: &str,
         timeout: Duration,
+        security: &Security,
     ) -> Result<Self, GroupError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let io = |e: std::io::Error| GroupError::Io {
+            addr: addr.to_owned(),
+            source: e,
+        };
+        let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| GroupError::Timeout {
                 what: format!("connecting to {addr}"),
             })?
-            .map_err(|e| GroupError::Io {
-                addr: addr.to_owned(),
-                source: e,
-            })?;
-        let _ = stream.set_nodelay(true);
+            .map_err(io)?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = match security.connector()? {
+            None => Box::new(tcp),
+            Some((connector, verify_hostname)) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let tls_error = |e: &dyn std::fmt::Display| GroupError::Tls {
+                    addr: addr.to_owned(),
+                    detail: e.to_string(),
+                };
+                let ssl = connector
+                    .configure()
+                    .map_err(|e| tls_error(&e))?
+                    .verify_hostname(verify_hostname)
+                    .into_ssl(host)
+                    .map_err(|e| tls_error(&e))?;
+                let mut tls = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| tls_error(&e))?;
+                tokio::time::timeout(timeout, std::pin::Pin::new(&mut tls).connect())
+                    .await
+                    .map_err(|_| GroupError::Timeout {
+                        what: format!("TLS handshake with {addr}"),
+                    })?
+                    .map_err(|e| tls_error(&e))?;
+                Box::new(tls)
+            }
+        };
         let mut conn = Connection {
             addr: addr.to_owned(),
             stream,
@@ -64,7 +99,84 @@ impl Connection {
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
+        if let Some(sasl) = &security.sasl {
+            conn.authenticate(sasl, timeout).await?;
+        }
         Ok(conn)
+    }
+
+    /// SASL over Kafka's own framing (KIP-152): SaslHandshake names the mechanism, then
+    /// each token travels in a SaslAuthenticate request.
+    async fn authenticate(
+        &mut self,
+        sasl: &crate::secure::Sasl,
+        timeout: Duration,
+    ) -> Result<(), GroupError> {
+        let refused = |code: i16, message: Option<String>| {
+            GroupError::Sasl(format!(
+                "{} as {:?} refused: {}{}",
+                sasl.mechanism.name(),
+                sasl.username,
+                kafka_protocol::ResponseError::try_from_code(code)
+                    .map_or_else(|| format!("error {code}"), |e| format!("{e:?}")),
+                message.map(|m| format!(" ({m})")).unwrap_or_default()
+            ))
+        };
+        let version = self.version::<SaslHandshakeRequest>(1)?;
+        let mut hello = SaslHandshakeRequest::default();
+        hello.mechanism = StrBytes::from_static_str(sasl.mechanism.name());
+        let answer = self.call_at(&hello, version, timeout).await?;
+        if answer.error_code != 0 {
+            let offered: Vec<&str> = answer.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(refused(
+                answer.error_code,
+                Some(format!("the broker offers {}", offered.join(", "))),
+            ));
+        }
+        let version = self.version::<SaslAuthenticateRequest>(2)?;
+        let step = |token: Vec<u8>| {
+            let mut request = SaslAuthenticateRequest::default();
+            request.auth_bytes = Bytes::from(token);
+            request
+        };
+        match sasl.mechanism {
+            Mechanism::Plain => {
+                let answer = self
+                    .call_at(&step(plain_token(sasl)), version, timeout)
+                    .await?;
+                if answer.error_code != 0 {
+                    return Err(refused(
+                        answer.error_code,
+                        answer.error_message.map(|m| m.to_string()),
+                    ));
+                }
+            }
+            Mechanism::ScramSha256 | Mechanism::ScramSha512 => {
+                let mut scram = Scram::new(sasl)?;
+                let first = self
+                    .call_at(&step(scram.first().into_bytes()), version, timeout)
+                    .await?;
+                if first.error_code != 0 {
+                    return Err(refused(
+                        first.error_code,
+                        first.error_message.map(|m| m.to_string()),
+                    ));
+                }
+                let last = scram.last(&first.auth_bytes)?;
+                let done = self
+                    .call_at(&step(last.into_bytes()), version, timeout)
+                    .await?;
+                if done.error_code != 0 {
+                    return Err(refused(
+                        done.error_code,
+                        done.error_message.map(|m| m.to_string()),
+                    ));
+                }
+                scram.verify(&done.auth_bytes)?;
+            }
+        }
+        tracing::debug!(addr = %self.addr, mechanism = sasl.mechanism.name(), "authenticated");
+        Ok(())
     }
 
     /// The address this connection goes to.

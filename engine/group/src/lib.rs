@@ -15,8 +15,10 @@
 pub mod assign;
 mod conn;
 mod member;
+pub mod secure;
 
 pub use member::{Acker, Assignment, Event, JoinedMember, Member, MemberConfig, Standing};
+pub use secure::Security;
 
 /// What went wrong talking to the group coordinator.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,10 @@ pub enum GroupError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS with {addr}: {detail}")]
+    Tls { addr: String, detail: String },
+    #[error("SASL authentication: {0}")]
+    Sasl(String),
     #[error("timed out: {what}")]
     Timeout { what: String },
     #[error("malformed message (api {api}): {detail}")]

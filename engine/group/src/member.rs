@@ -28,7 +28,7 @@ use kafka_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::conn::Connection;
-use crate::GroupError;
+use crate::{GroupError, Security};
 
 /// The highest versions used: librdkafka's own consumer group caps (`rdkafka_request.c`),
 /// which every broker from Kafka 2.x to 4.1 serves. Newer versions add the flexible
@@ -60,6 +60,8 @@ pub struct MemberConfig {
     pub request_timeout: Duration,
     /// The wait before trying again after a failure.
     pub retry_backoff: Duration,
+    /// TLS and SASL for every connection the member opens.
+    pub security: Security,
 }
 
 impl MemberConfig {
@@ -197,6 +199,14 @@ pub struct Member {
 }
 
 impl Member {
+    /// Connects once to the group's coordinator, as [`Member::start`]'s member would, and
+    /// hangs up: checks addresses, TLS and credentials before joining. A refused TLS
+    /// handshake or SASL login comes back as itself, not as "no broker answered".
+    pub async fn probe(config: &MemberConfig) -> Result<(), GroupError> {
+        config.check()?;
+        find_coordinator(config).await.map(|_| ())
+    }
+
     /// Starts the member on its own thread. `metadata` is read at each join, so the owner
     /// keeps it current (what it runs, how far it has read its configuration).
     pub fn start(
@@ -826,7 +836,17 @@ async fn find_coordinator(config: &MemberConfig) -> Result<Connection, GroupErro
     for server in &config.bootstrap {
         match ask_coordinator(config, server).await {
             Ok(addr) => {
-                return Connection::open(&addr, &config.client_id, config.request_timeout).await;
+                return Connection::open(
+                    &addr,
+                    &config.client_id,
+                    config.request_timeout,
+                    &config.security,
+                )
+                .await;
+            }
+            // Another broker would refuse these settings the same way.
+            Err(e @ (GroupError::Tls { .. } | GroupError::Sasl(_) | GroupError::Config(_))) => {
+                return Err(e)
             }
             Err(e) => failures.push(format!("{server}: {e}")),
         }
@@ -835,7 +855,13 @@ async fn find_coordinator(config: &MemberConfig) -> Result<Connection, GroupErro
 }
 
 async fn ask_coordinator(config: &MemberConfig, server: &str) -> Result<String, GroupError> {
-    let mut conn = Connection::open(server, &config.client_id, config.request_timeout).await?;
+    let mut conn = Connection::open(
+        server,
+        &config.client_id,
+        config.request_timeout,
+        &config.security,
+    )
+    .await?;
     let group = StrBytes::from_string(config.group_id.clone());
     let version = conn.version::<FindCoordinatorRequest>(FIND_COORDINATOR_MAX)?;
     let mut ask = FindCoordinatorRequest::default();
@@ -898,6 +924,7 @@ mod tests {
             heartbeat_interval: Duration::from_secs(3),
             request_timeout: Duration::from_secs(5),
             retry_backoff: Duration::from_millis(100),
+            security: Security::default(),
         };
         let err = config
             .check()

@@ -334,11 +334,20 @@ impl WorkerConfig {
     /// Client settings every Kafka client of this worker shares (security, `client.id`),
     /// plus the `<prefix>` pass-through keys (`producer.`, `consumer.`, `admin.`), which win.
     pub fn kafka_client_props(&self, prefix: &str) -> BTreeMap<String, String> {
-        let mut props = BTreeMap::new();
+        let mut props = self.security_props();
         props.insert(
             "bootstrap.servers".to_owned(),
             self.bootstrap_servers.clone(),
         );
+        props.extend(self.parsed.with_prefix(prefix));
+        props
+    }
+
+    /// The worker-level security settings (`security.protocol`, `ssl.*`, `sasl.*`) in
+    /// librdkafka's spelling: what every connection of this worker to Kafka uses,
+    /// the cluster's group member's included.
+    pub fn security_props(&self) -> BTreeMap<String, String> {
+        let mut props = BTreeMap::new();
         if let Some(protocol) = self.parsed.string("security.protocol") {
             props.insert(
                 "security.protocol".to_owned(),
@@ -350,7 +359,6 @@ impl WorkerConfig {
                 props.insert(k.clone(), v.clone());
             }
         }
-        props.extend(self.parsed.with_prefix(prefix));
         props
     }
 }

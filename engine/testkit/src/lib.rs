@@ -38,6 +38,12 @@ use rdkafka::TopicPartitionList;
 pub struct Stack {
     /// `host:port` of the Kafka broker.
     pub kafka_bootstrap: String,
+    /// `host:port` of the broker's SSL listener (a certificate of [`Stack::kafka_tls`]'s
+    /// CA; a client certificate is asked for, not required).
+    pub kafka_ssl_bootstrap: String,
+    /// `host:port` of the broker's SASL_SSL listener (PLAIN, SCRAM-SHA-256/512 for
+    /// [`Stack::kafka_sasl`]'s user).
+    pub kafka_sasl_ssl_bootstrap: String,
     /// Base URL of OpenSearch.
     pub opensearch_url: String,
     /// Port of PostgreSQL on 127.0.0.1 (user `postgres`, trust auth).
@@ -107,6 +113,11 @@ fn ensure_up() -> Result<Stack> {
     }
     Ok(Stack {
         kafka_bootstrap: format!("127.0.0.1:{kafka}"),
+        kafka_ssl_bootstrap: format!("127.0.0.1:{}", env_port("SLUICE_KAFKA_SSL_PORT", 9094)?),
+        kafka_sasl_ssl_bootstrap: format!(
+            "127.0.0.1:{}",
+            env_port("SLUICE_KAFKA_SASL_SSL_PORT", 9095)?
+        ),
         opensearch_url: format!("http://127.0.0.1:{opensearch}"),
         postgres_port: postgres,
         prometheus_url: format!("http://127.0.0.1:{prometheus}"),
@@ -114,6 +125,33 @@ fn ensure_up() -> Result<Stack> {
         state_dir: std::env::var_os("SLUICE_STACK_DIR")
             .map_or_else(|| repo_root().join("deploy/local/.state"), PathBuf::from),
     })
+}
+
+/// The files of the stack's TLS material, made by `deploy/local/stack` (PEM).
+#[derive(Debug, Clone)]
+pub struct KafkaTls {
+    /// The stack's CA, which signed the broker's and the client's certificates.
+    pub ca: PathBuf,
+    /// A client certificate and its key, for mutual TLS on the SSL listener.
+    pub client_certificate: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Stack {
+    /// The stack's TLS files.
+    pub fn kafka_tls(&self) -> KafkaTls {
+        let dir = self.state_dir.join("kafka/tls");
+        KafkaTls {
+            ca: dir.join("ca.pem"),
+            client_certificate: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
+
+    /// The SASL user and password the stack's SASL_SSL listener knows (PLAIN and SCRAM).
+    pub fn kafka_sasl(&self) -> (&'static str, &'static str) {
+        ("sluice", "sluice-secret")
+    }
 }
 
 /// A worker the stack's Prometheus scrapes every second (job `sluice-tests`, label

@@ -22,6 +22,7 @@ pub(crate) fn config(bootstrap: &str, group: &str, name: &str) -> MemberConfig {
         heartbeat_interval: Duration::from_millis(300),
         request_timeout: Duration::from_millis(5000),
         retry_backoff: Duration::from_millis(100),
+        security: sluice_group::Security::default(),
     }
 }
 

@@ -88,16 +88,13 @@ fn member_config(worker: &Worker) -> Result<MemberConfig, HerderError> {
     let ms = |key: &str, default: i64| {
         Duration::from_millis(u64::try_from(parsed.long(key).unwrap_or(default)).unwrap_or(0))
     };
-    let protocol = parsed
-        .string("security.protocol")
-        .unwrap_or("PLAINTEXT")
-        .to_ascii_uppercase();
-    if protocol != "PLAINTEXT" {
-        // Said, not ignored: the member's own connection speaks plain TCP so far.
-        return Err(HerderError::BadConfig(format!(
-            "security.protocol: {protocol} is not supported in cluster mode yet (sluice.cluster.membership=group); the group member connects over PLAINTEXT only"
-        )));
-    }
+    // The member's connection is secured like every other client of the worker; files
+    // are checked now, so a wrong path fails the start, not every join after it.
+    let security = sluice_group::Security::from_client_props(&worker.config.security_props())
+        .map_err(|e| HerderError::BadConfig(format!("the cluster's group member: {e}")))?;
+    security
+        .check()
+        .map_err(|e| HerderError::BadConfig(format!("the cluster's group member: {e}")))?;
     Ok(MemberConfig {
         bootstrap: worker
             .config
@@ -115,6 +112,7 @@ fn member_config(worker: &Worker) -> Result<MemberConfig, HerderError> {
         heartbeat_interval: ms("heartbeat.interval.ms", 1000),
         request_timeout: Duration::from_secs(30),
         retry_backoff: Duration::from_millis(100),
+        security,
     })
 }
 
@@ -193,6 +191,27 @@ impl Cluster {
                 "connector {connector}'s config changed since task {task} started here"
             )),
             Some(_) => Ok(()),
+        }
+    }
+
+    /// Connects once to the group's coordinator with the worker's addresses, TLS and SASL
+    /// settings: a refused handshake or login is a configuration error; a broker that does
+    /// not answer yet is only logged (the member keeps trying once started).
+    pub async fn check_membership(worker: &Worker) -> Result<(), HerderError> {
+        let config = member_config(worker)?;
+        match Member::probe(&config).await {
+            Ok(()) => Ok(()),
+            Err(
+                e @ (sluice_group::GroupError::Tls { .. }
+                | sluice_group::GroupError::Sasl(_)
+                | sluice_group::GroupError::Config(_)),
+            ) => Err(HerderError::BadConfig(format!(
+                "the cluster's group member cannot connect: {e}"
+            ))),
+            Err(e) => {
+                tracing::warn!(group = %worker.group_id, worker = %worker.worker_id, error = %e, "the group coordinator does not answer yet; joining anyway");
+                Ok(())
+            }
         }
     }
 
