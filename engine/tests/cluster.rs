@@ -11,74 +11,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use common::cluster::{balanced_placement, spread, Cluster};
+use common::cluster::{
+    assert_exactly_once, balanced_placement, datagen, sequences, spread, Cluster,
+};
 use serde_json::{json, Value};
 use sluice_engine::storage::configs::ConfigStore;
 use sluice_engine::task::supervisor::TargetState;
 use sluice_testkit::unique_name;
-use sluice_testkit::{stack, Isolation, Stack};
+use sluice_testkit::{stack, Isolation};
 
 const TASKS: u32 = 6;
-
-/// A datagen connector of `tasks` exactly-once tasks into `topic`, 200 records/s each.
-fn datagen(name: &str, topic: &str, tasks: u32) -> Value {
-    json!({"name": name, "config": {
-        "connector.class": "io.sluice.connect.datagen.DatagenSourceConnector",
-        "kafka.topic": topic,
-        "tasks.max": tasks.to_string(),
-        "datagen.records.per.second": "200",
-        "datagen.record.bytes": "120",
-        "batch.size": "50",
-        "key.converter": "org.apache.kafka.connect.storage.StringConverter",
-        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "value.converter.schemas.enable": "false"}})
-}
-
-/// Every task's seqs in `topic` read with `isolation`, how many records repeated a
-/// (task, seq) already seen, and how many records there were.
-fn sequences(
-    stack: &Stack,
-    topic: &str,
-    isolation: Isolation,
-) -> Result<(BTreeMap<u64, BTreeSet<u64>>, usize, usize)> {
-    let records = stack.read_topic(topic, isolation, Duration::from_secs(60))?;
-    let mut seqs: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
-    let mut duplicates = 0;
-    for r in &records {
-        let value: Value = serde_json::from_slice(r.value.as_deref().unwrap_or_default())?;
-        let (Some(task), Some(seq)) = (value["task"].as_u64(), value["seq"].as_u64()) else {
-            bail!("no task or seq in {value}");
-        };
-        if !seqs.entry(task).or_default().insert(seq) {
-            duplicates += 1;
-        }
-    }
-    Ok((seqs, duplicates, records.len()))
-}
-
-/// Read with read_committed, every task's sequence is there once and without a gap;
-/// returns the record count.
-fn assert_exactly_once(stack: &Stack, topic: &str, tasks: u32) -> Result<usize> {
-    let (seqs, duplicates, total) = sequences(stack, topic, Isolation::ReadCommitted)?;
-    ensure!(
-        duplicates == 0,
-        "{duplicates} duplicates in {total} records"
-    );
-    ensure!(
-        seqs.len() == tasks as usize,
-        "tasks seen: {:?}",
-        seqs.keys()
-    );
-    for (task, s) in &seqs {
-        let max = s.iter().next_back().copied().unwrap_or(0);
-        ensure!(
-            s.len() as u64 == max + 1,
-            "task {task}: {} records, highest seq {max}: a gap",
-            s.len()
-        );
-    }
-    Ok(total)
-}
 
 #[test]
 fn workers_share_the_work_and_hand_it_over_when_one_goes() -> Result<()> {

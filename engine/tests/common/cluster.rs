@@ -1,12 +1,12 @@
 //! A cluster of `sluice worker` processes for tests: start, find the leader, wait for a
 //! connector's tasks to run on live workers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
-use serde_json::Value;
-use sluice_testkit::{free_port, unique_name, Stack};
+use anyhow::{bail, ensure, Context as _, Result};
+use serde_json::{json, Value};
+use sluice_testkit::{free_port, unique_name, Isolation, Stack};
 
 use super::{state_topics, worker_properties, TempDir, WorkerProcess};
 
@@ -213,4 +213,64 @@ pub fn balanced_total(cluster: &Cluster, connectors: &[(&str, u32)]) -> Result<V
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// A datagen connector of `tasks` exactly-once tasks into `topic`, 200 records/s each.
+pub fn datagen(name: &str, topic: &str, tasks: u32) -> Value {
+    json!({"name": name, "config": {
+        "connector.class": "io.sluice.connect.datagen.DatagenSourceConnector",
+        "kafka.topic": topic,
+        "tasks.max": tasks.to_string(),
+        "datagen.records.per.second": "200",
+        "datagen.record.bytes": "120",
+        "batch.size": "50",
+        "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter.schemas.enable": "false"}})
+}
+
+/// Every task's seqs in `topic` read with `isolation`, how many records repeated a
+/// (task, seq) already seen, and how many records there were.
+pub fn sequences(
+    stack: &Stack,
+    topic: &str,
+    isolation: Isolation,
+) -> Result<(BTreeMap<u64, BTreeSet<u64>>, usize, usize)> {
+    let records = stack.read_topic(topic, isolation, Duration::from_secs(60))?;
+    let mut seqs: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    let mut duplicates = 0;
+    for r in &records {
+        let value: Value = serde_json::from_slice(r.value.as_deref().unwrap_or_default())?;
+        let (Some(task), Some(seq)) = (value["task"].as_u64(), value["seq"].as_u64()) else {
+            bail!("no task or seq in {value}");
+        };
+        if !seqs.entry(task).or_default().insert(seq) {
+            duplicates += 1;
+        }
+    }
+    Ok((seqs, duplicates, records.len()))
+}
+
+/// Read with read_committed, every task's sequence is there once and without a gap;
+/// returns the record count.
+pub fn assert_exactly_once(stack: &Stack, topic: &str, tasks: u32) -> Result<usize> {
+    let (seqs, duplicates, total) = sequences(stack, topic, Isolation::ReadCommitted)?;
+    ensure!(
+        duplicates == 0,
+        "{duplicates} duplicates in {total} records"
+    );
+    ensure!(
+        seqs.len() == tasks as usize,
+        "tasks seen: {:?}",
+        seqs.keys()
+    );
+    for (task, s) in &seqs {
+        let max = s.iter().next_back().copied().unwrap_or(0);
+        ensure!(
+            s.len() as u64 == max + 1,
+            "task {task}: {} records, highest seq {max}: a gap",
+            s.len()
+        );
+    }
+    Ok(total)
 }
