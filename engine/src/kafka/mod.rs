@@ -10,8 +10,10 @@ pub mod router;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, Producer as _};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 /// A Kafka client problem, naming what was asked of whom.
@@ -21,13 +23,49 @@ pub enum KafkaError {
     #[error("invalid Kafka client config: {0}")]
     Config(String),
     /// The cluster did not answer in time.
-    #[error("no answer from Kafka at {bootstrap} within {timeout:?} (is the broker up?)")]
+    #[error("no answer from Kafka at {bootstrap} within {timeout:?} (is the broker up?){}", last.as_deref().map(|l| format!("; last error: {l}")).unwrap_or_default())]
     Unreachable {
         /// The bootstrap servers tried.
         bootstrap: String,
         /// How long we waited.
         timeout: Duration,
+        /// The last error librdkafka reported meanwhile, if any.
+        last: Option<String>,
     },
+    /// The broker answered but refused this client: its TLS handshake or SASL login.
+    #[error("Kafka at {bootstrap} refused this client (check security.protocol, ssl.* and sasl.*): {reason}")]
+    Refused {
+        /// The bootstrap servers tried.
+        bootstrap: String,
+        /// librdkafka's words.
+        reason: String,
+    },
+}
+
+/// A client context that keeps librdkafka's last error, so that a lookup that times out
+/// can say why, and one refused by the broker's TLS or SASL can stop at once.
+#[derive(Default)]
+struct Watched {
+    last: std::sync::Mutex<Option<(RDKafkaErrorCode, String)>>,
+}
+
+impl ClientContext for Watched {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if let (Some(code), Ok(mut last)) = (error.rdkafka_error_code(), self.last.lock()) {
+            *last = Some((code, reason.to_owned()));
+        }
+    }
+}
+
+impl rdkafka::producer::ProducerContext for Watched {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+impl Watched {
+    fn last(&self) -> Option<(RDKafkaErrorCode, String)> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
 }
 
 /// A blocking call that did not come back.
@@ -69,20 +107,62 @@ pub fn client_config(props: &BTreeMap<String, String>) -> ClientConfig {
     config
 }
 
-/// The cluster id, as Kafka Connect reports it in `GET /` (`kafka_cluster_id`).
+/// The cluster id, as Kafka Connect reports it in `GET /` (`kafka_cluster_id`). Asked in
+/// one-second rounds: a broker that refuses the client's TLS or SASL ends the wait at once.
 pub async fn fetch_cluster_id(
     props: BTreeMap<String, String>,
     timeout: Duration,
 ) -> Result<String, KafkaError> {
     let bootstrap = props.get("bootstrap.servers").cloned().unwrap_or_default();
-    let lookup = blocking(timeout, move || -> Result<Option<String>, KafkaError> {
-        let producer: BaseProducer = client_config(&props).create().map_err(|e| {
-            KafkaError::Config(sluice_proto::config::redact(&e.to_string(), &props))
-        })?;
-        Ok(producer.client().fetch_cluster_id(Timeout::After(timeout)))
-    });
+    let refused_or_last = {
+        let bootstrap = bootstrap.clone();
+        move |watched: &Watched| match watched.last() {
+            Some((RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL, reason)) => {
+                Err(KafkaError::Refused {
+                    bootstrap: bootstrap.clone(),
+                    reason,
+                })
+            }
+            last => Ok(last.map(|(_, reason)| reason)),
+        }
+    };
+    let lookup = blocking(
+        timeout,
+        move || -> Result<Result<String, Option<String>>, KafkaError> {
+            let producer: BaseProducer<Watched> = client_config(&props)
+                .create_with_context(Watched::default())
+                .map_err(|e| {
+                    KafkaError::Config(sluice_proto::config::redact(&e.to_string(), &props))
+                })?;
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                let round = deadline
+                    .saturating_duration_since(std::time::Instant::now())
+                    .min(Duration::from_secs(1));
+                if let Some(id) = producer.client().fetch_cluster_id(Timeout::After(round)) {
+                    return Ok(Ok(id));
+                }
+                // Errors reach the context only when the client's queue is served.
+                producer.poll(Duration::ZERO);
+                let last = refused_or_last(producer.context())?;
+                if std::time::Instant::now() >= deadline {
+                    return Ok(Err(last));
+                }
+            }
+        },
+    );
     match lookup.await {
-        Ok(found) => found?.ok_or(KafkaError::Unreachable { bootstrap, timeout }),
-        Err(_) => Err(KafkaError::Unreachable { bootstrap, timeout }),
+        Ok(Ok(Ok(id))) => Ok(id),
+        Ok(Ok(Err(last))) => Err(KafkaError::Unreachable {
+            bootstrap,
+            timeout,
+            last,
+        }),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(KafkaError::Unreachable {
+            bootstrap,
+            timeout,
+            last: None,
+        }),
     }
 }
