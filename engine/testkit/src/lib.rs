@@ -455,6 +455,17 @@ pub fn http_request(
     path: &str,
     body: Option<&str>,
 ) -> Result<(u16, String)> {
+    http_request_with(port, method, path, &[], body)
+}
+
+/// [`http_request`] with extra headers.
+pub fn http_request_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<(u16, String)> {
     use std::io::{Read as _, Write as _};
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
@@ -463,8 +474,12 @@ pub fn http_request(
     let body = body.unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n{body}",
+        body.len(),
+        headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect::<String>()
     )?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;

@@ -170,8 +170,19 @@ impl WorkerProcess {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<(u16, String)> {
+        self.request_with(method, path, &[], body)
+    }
+
+    /// [`WorkerProcess::request`] with extra headers.
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, String)> {
         let body = body.map(ToString::to_string);
-        sluice_testkit::http_request(self.port, method, path, body.as_deref())
+        sluice_testkit::http_request_with(self.port, method, path, headers, body.as_deref())
     }
 }
 

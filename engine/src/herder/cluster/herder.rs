@@ -82,6 +82,13 @@ impl Distributed {
     fn leader(&self) -> Result<&Arc<Cluster>, HerderError> {
         let cluster = self.cluster()?;
         if cluster.view().is_leader {
+            // A leader that stalled past its session may not have heard it was replaced:
+            // it refuses before writing rather than count on the new leader's fencing.
+            cluster.membership_current().map_err(|why| {
+                HerderError::Conflict(format!(
+                    "this worker's membership in the cluster is not current ({why}); it is rejoining, try again"
+                ))
+            })?;
             Ok(cluster)
         } else {
             Err(HerderError::Conflict(

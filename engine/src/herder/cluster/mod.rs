@@ -63,6 +63,8 @@ pub struct Cluster {
     statuses: StatusView,
     units: Units,
     member: tokio::sync::Mutex<Option<Member>>,
+    /// Whether the membership is current, by the member's own clock (set once it runs).
+    standing: Arc<std::sync::OnceLock<sluice_group::Standing>>,
     metadata: watch::Sender<bytes::Bytes>,
     view: RwLock<View>,
     /// The group generation of the last assignment, written into status records.
@@ -274,6 +276,7 @@ impl Cluster {
             followed,
             statuses,
             member: tokio::sync::Mutex::new(None),
+            standing: Arc::clone(&standing),
             metadata,
             view: RwLock::new(View::default()),
             url,
@@ -319,6 +322,15 @@ impl Cluster {
             tracing::info!("cluster membership ended");
         });
         Ok(cluster)
+    }
+
+    /// `Err` with the reason while this worker's membership has lapsed (a stall past the
+    /// session timeout) and its event loop has not caught up yet.
+    pub(crate) fn membership_current(&self) -> Result<(), String> {
+        self.standing.get().map_or_else(
+            || Err("not joined yet".to_owned()),
+            sluice_group::Standing::current,
+        )
     }
 
     fn view(&self) -> View {
