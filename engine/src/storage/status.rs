@@ -23,7 +23,7 @@ use crate::kafka::producer::{OutRecord, ProducerError, TaskProducer};
 use crate::storage::offsets::{ensure_compacted_topic, partition_count, OffsetStoreError};
 
 /// The status topic and a producer for it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StatusStore {
     topic: String,
     partitions: i32,
@@ -34,6 +34,23 @@ pub struct StatusStore {
     /// from its current owner over a late one from a worker that lost it (Kafka Connect's
     /// `KafkaStatusBackingStore` does the same).
     group_generation: Option<Arc<AtomicU64>>,
+    /// In a cluster, the check a state record passes before it is written.
+    guard: Option<WriteGuard>,
+}
+
+/// A cluster's check of a status write: given the record key, the state and this
+/// worker's generation, `Err` says why the record must not go out (this worker lost its
+/// membership, or the record would overwrite a newer owner's; Kafka Connect's `putSafe`).
+pub type WriteGuard = Arc<dyn Fn(&str, &str, u64) -> Result<(), String> + Send + Sync>;
+
+impl std::fmt::Debug for StatusStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusStore")
+            .field("topic", &self.topic)
+            .field("worker_id", &self.worker_id)
+            .field("guarded", &self.guard.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Opening the status topic failed.
@@ -71,6 +88,7 @@ impl StatusStore {
             worker_id,
             producer,
             group_generation: None,
+            guard: None,
         })
     }
 
@@ -81,12 +99,38 @@ impl StatusStore {
         self
     }
 
+    /// The same store, asking `guard` before each state record.
+    #[must_use]
+    pub fn with_guard(mut self, guard: WriteGuard) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// The generation a record of this worker carries.
+    fn generation(&self, life: u64) -> u64 {
+        self.group_generation
+            .as_ref()
+            .map_or(life, |g| g.load(Ordering::SeqCst))
+    }
+
+    /// Whether the guard lets `state` go out under `key` (counted and logged when not).
+    fn allowed(&self, key: &str, state: &str, life: u64) -> bool {
+        let Some(guard) = &self.guard else {
+            return true;
+        };
+        match guard(key, state, self.generation(life)) {
+            Ok(()) => true,
+            Err(why) => {
+                metrics::counter!("sluice_status_writes_skipped_total").increment(1);
+                tracing::info!(topic = %self.topic, key = %key, state = %state, reason = %why, "status not written");
+                false
+            }
+        }
+    }
+
     fn record(&self, key: String, state: Option<(&str, Option<&str>, u64)>) -> OutRecord {
         let value = state.map(|(state, trace, generation)| {
-            let generation = self
-                .group_generation
-                .as_ref()
-                .map_or(generation, |g| g.load(Ordering::SeqCst));
+            let generation = self.generation(generation);
             json!({"state": state, "trace": trace, "worker_id": self.worker_id, "generation": generation})
                 .to_string()
                 .into_bytes()
@@ -130,20 +174,22 @@ impl StatusStore {
         trace: Option<&str>,
         generation: u64,
     ) {
-        let record = self.record(
-            format!("status-task-{connector}-{task}"),
-            Some((state, trace, generation)),
-        );
+        let key = format!("status-task-{connector}-{task}");
+        if !self.allowed(&key, state, generation) {
+            return;
+        }
+        let record = self.record(key, Some((state, trace, generation)));
         self.write(vec![record], &format!("{connector}/{task}={state}"))
             .await;
     }
 
     /// Records a connector's state.
     pub async fn put_connector(&self, connector: &str, state: &str) {
-        let record = self.record(
-            format!("status-connector-{connector}"),
-            Some((state, None, 0)),
-        );
+        let key = format!("status-connector-{connector}");
+        if !self.allowed(&key, state, 0) {
+            return;
+        }
+        let record = self.record(key, Some((state, None, 0)));
         self.write(vec![record], &format!("{connector}={state}"))
             .await;
     }

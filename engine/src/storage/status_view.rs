@@ -62,17 +62,15 @@ fn parse(value: Option<&[u8]>) -> Option<Status> {
     })
 }
 
-/// Stores `status` under `key` unless what is kept is of a newer generation; a tombstone
-/// (the connector deleted) removes it whatever its generation.
+/// Stores `status` under `key`: the latest record wins, as in Kafka Connect's reader. A
+/// late record of a worker that lost the work is kept out by the writer's check instead
+/// (see [`crate::storage::status::WriteGuard`]): generations are not compared here,
+/// since they start again at 1 when the broker forgets an idle group, and the old life's
+/// records would then outrank the new one's for good. A tombstone removes the key.
 fn keep<K: Ord>(map: &mut BTreeMap<K, Status>, key: K, status: Option<Status>) {
     match status {
         Some(s) => {
-            if map
-                .get(&key)
-                .is_none_or(|kept| kept.generation <= s.generation)
-            {
-                map.insert(key, s);
-            }
+            map.insert(key, s);
         }
         None => {
             map.remove(&key);
@@ -88,9 +86,7 @@ fn task_key(rest: &str) -> Option<(String, u32)> {
 }
 
 impl StatusView {
-    /// Applies one record of the topic. A record of an older generation than the one kept
-    /// is ignored: it comes from a worker that lost the work (a late write of a worker
-    /// that was stopped or cut off while another took over).
+    /// Applies one record of the topic.
     pub fn apply(&self, key: &[u8], value: Option<&[u8]>) {
         let key = String::from_utf8_lossy(key);
         let status = parse(value);
@@ -152,6 +148,16 @@ impl StatusView {
             .ok()?
             .get(&(connector.to_owned(), task))
             .cloned()
+    }
+
+    /// The latest status under a record key (`status-connector-<c>`, `status-task-<c>-<n>`).
+    pub fn by_key(&self, key: &str) -> Option<Status> {
+        if let Some(name) = key.strip_prefix("status-connector-") {
+            self.connector(name)
+        } else {
+            let (name, task) = key.strip_prefix("status-task-").and_then(task_key)?;
+            self.task(&name, task)
+        }
     }
 
     /// A connector's latest status.
@@ -229,26 +235,28 @@ mod tests {
         assert!(view.connector("my-conn").is_some());
         view.apply(b"status-task-my-conn-12", None);
         assert_eq!(view.task("my-conn", 12), None);
-        // A late record of an older generation (a worker that lost the task) is ignored.
+        // The latest record wins, whatever its generation: a group the broker forgot
+        // starts again at generation 1, below its old life's records.
         view.apply(
             b"status-task-c-0",
-            Some(br#"{"state":"RUNNING","worker_id":"new","generation":5}"#),
+            Some(br#"{"state":"UNASSIGNED","worker_id":"old","generation":8}"#),
         );
         view.apply(
             b"status-task-c-0",
-            Some(br#"{"state":"FAILED","worker_id":"old","generation":4}"#),
+            Some(br#"{"state":"RUNNING","worker_id":"new","generation":1}"#),
         );
         assert_eq!(
-            view.task("c", 0).map(|s| s.worker_id),
-            Some("new".to_owned())
+            view.by_key("status-task-c-0")
+                .map(|s| (s.state, s.worker_id)),
+            Some(("RUNNING".to_owned(), "new".to_owned()))
         );
         view.apply(
-            b"status-task-c-0",
-            Some(br#"{"state":"UNASSIGNED","worker_id":"new","generation":6}"#),
+            b"status-connector-a-b",
+            Some(br#"{"state":"PAUSED","worker_id":"w","generation":2}"#),
         );
         assert_eq!(
-            view.task("c", 0).map(|s| s.state),
-            Some("UNASSIGNED".to_owned())
+            view.by_key("status-connector-a-b").map(|s| s.state),
+            Some("PAUSED".to_owned())
         );
         // Active topics, by connector, until a tombstone erases one.
         let topic = |name: &str, connector: &str| {

@@ -118,6 +118,38 @@ fn member_config(worker: &Worker) -> Result<MemberConfig, HerderError> {
     })
 }
 
+/// What a worker of the cluster checks before writing a state record (Kafka Connect's
+/// `putSafe`, plus the membership): a worker whose membership has lapsed writes none (its
+/// work may run elsewhere already), and an UNASSIGNED or FAILED record does not overwrite
+/// another worker's record of a newer generation (a late write of a worker that lost the
+/// work). Readers take the latest record, so this is where stale writes are stopped.
+fn status_guard(
+    me: &str,
+    view: &StatusView,
+    standing: &Arc<std::sync::OnceLock<sluice_group::Standing>>,
+) -> crate::storage::status::WriteGuard {
+    let (me, view, standing) = (me.to_owned(), view.clone(), Arc::clone(standing));
+    Arc::new(move |key: &str, state: &str, generation: u64| {
+        let standing = standing
+            .get()
+            .ok_or_else(|| "this worker has not joined the cluster".to_owned())?;
+        standing
+            .current()
+            .map_err(|e| format!("membership not current: {e}"))?;
+        if matches!(state, "UNASSIGNED" | "FAILED") {
+            if let Some(kept) = view.by_key(key) {
+                if kept.worker_id != me && kept.generation > generation {
+                    return Err(format!(
+                        "{} holds it at generation {}, this worker is at {generation}",
+                        kept.worker_id, kept.generation
+                    ));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
 /// This worker's REST URL for the others: `rest.advertised.*`, else its first listener.
 fn advertised_url(worker: &Worker) -> String {
     let parsed = &worker.config.parsed;
@@ -269,7 +301,12 @@ impl Cluster {
         let (metadata, metadata_rx) = watch::channel(bytes::Bytes::new());
         let generation = Arc::new(AtomicU64::new(0));
         let cluster = Arc::new(Cluster {
-            units: Units::new(worker.clone(), grace, Arc::clone(&generation)),
+            units: Units::new(
+                worker.clone(),
+                grace,
+                Arc::clone(&generation),
+                status_guard(&worker.worker_id, &statuses, &standing),
+            ),
             generation,
             worker,
             store,

@@ -49,11 +49,16 @@ pub(super) struct Units {
 
 impl Units {
     /// Units of `worker`; their status records carry `generation`, the group generation
-    /// the cluster keeps current.
-    pub(super) fn new(worker: Worker, grace: Duration, generation: Arc<AtomicU64>) -> Self {
+    /// the cluster keeps current, and go out only past `guard`.
+    pub(super) fn new(
+        worker: Worker,
+        grace: Duration,
+        generation: Arc<AtomicU64>,
+        guard: crate::storage::status::WriteGuard,
+    ) -> Self {
         let status = worker
             .status_store()
-            .map(|s| s.with_group_generation(generation));
+            .map(|s| s.with_group_generation(generation).with_guard(guard));
         Units {
             worker,
             local: Mutex::new(BTreeMap::new()),
