@@ -98,6 +98,8 @@ pub struct Assignment {
     pub leader_id: String,
     /// The owner's assignment, as the leader encoded it.
     pub data: Bytes,
+    /// The number to acknowledge it with ([`Member::ack`]).
+    pub event: u64,
 }
 
 impl Assignment {
@@ -126,7 +128,11 @@ pub enum Event {
     /// The membership is gone (evicted, or the coordinator unreachable for a session
     /// timeout): stop all work now; another member may be running it. The member joins
     /// again by itself.
-    Lost { reason: String },
+    Lost {
+        reason: String,
+        /// The number to acknowledge it with ([`Member::ack`]).
+        event: u64,
+    },
     /// The member gave up and stopped (a configuration the broker refuses, such as a group
     /// whose members speak another protocol type).
     Failed { reason: String },
@@ -135,9 +141,9 @@ pub enum Event {
 enum Command {
     Rejoin(String),
     Leave(oneshot::Sender<()>),
-    /// The owner has acted on the last `Assigned` or `Lost`: its metadata says what it
-    /// runs now, so the member may join again.
-    Ack,
+    /// The owner has acted on the `Assigned` or `Lost` of this number: its metadata says
+    /// what it runs now, so the member may join again (once the latest one is acknowledged).
+    Ack(u64),
 }
 
 /// Whether a member's membership is current: it holds an assignment and has heard from
@@ -183,10 +189,10 @@ impl Standing {
 pub struct Acker(mpsc::UnboundedSender<Command>);
 
 impl Acker {
-    /// The owner has acted on the last [`Event::Assigned`] or [`Event::Lost`] and its
-    /// metadata is current: see [`Member::ack`].
-    pub fn ack(&self) {
-        let _ = self.0.send(Command::Ack);
+    /// The owner has acted on the [`Event::Assigned`] or [`Event::Lost`] numbered `event`
+    /// and its metadata is current: see [`Member::ack`].
+    pub fn ack(&self, event: u64) {
+        let _ = self.0.send(Command::Ack(event));
     }
 }
 
@@ -241,6 +247,7 @@ impl Member {
                     last_contact: Instant::now(),
                     failures: 0,
                     awaiting_ack: None,
+                    told: 0,
                     rejoin_asked: None,
                     standing: shared,
                 };
@@ -257,13 +264,15 @@ impl Member {
         ))
     }
 
-    /// Tells the member the owner has acted on the last [`Event::Assigned`] or
-    /// [`Event::Lost`] (started and stopped what it said) and published metadata saying
-    /// so. Until then the member does not join again (it keeps heartbeating): a join with
-    /// stale metadata would let the leader hand out work this worker still runs, as Kafka
-    /// Connect avoids by joining from the herder's own thread.
-    pub fn ack(&self) {
-        let _ = self.commands.send(Command::Ack);
+    /// Tells the member the owner has acted on the [`Event::Assigned`] or [`Event::Lost`]
+    /// numbered `event` (started and stopped what it said) and published metadata saying
+    /// so. Until the latest one is acknowledged the member does not join again (it keeps
+    /// heartbeating): a join with stale metadata would let the leader hand out work this
+    /// worker still runs, as Kafka Connect avoids by joining from the herder's own thread.
+    /// The number matters when an acknowledgement comes late, after the member stopped
+    /// waiting for it: it must not stand for a later event.
+    pub fn ack(&self, event: u64) {
+        let _ = self.commands.send(Command::Ack(event));
     }
 
     /// Whether this membership is current, for whoever must know before acting.
@@ -334,6 +343,8 @@ struct Run {
     /// Since when the owner has not acknowledged the last `Assigned` or `Lost` (see
     /// [`Member::ack`]).
     awaiting_ack: Option<Instant>,
+    /// The number of the last `Assigned` or `Lost` sent to the owner.
+    told: u64,
     /// A rejoin the owner asked for while a round was under way (its metadata had gone
     /// out, or the leader's assignment was made, before the change that prompted it): the
     /// member joins again once the round ends.
@@ -390,7 +401,7 @@ impl Run {
                 () = tokio::time::sleep_until(deadline) => return None,
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Rejoin(_)) => {}
-                    Some(Command::Ack) => self.awaiting_ack = None,
+                    Some(Command::Ack(event)) => self.acked(event),
                     Some(Command::Leave(done)) => return Some(done),
                     None => {
                         let (done, _) = oneshot::channel();
@@ -405,11 +416,29 @@ impl Run {
     fn lose(&mut self, reason: &str) {
         self.standing.0.assigned.store(false, Ordering::SeqCst);
         if std::mem::take(&mut self.assigned) {
-            self.awaiting_ack = Some(Instant::now());
+            let event = self.tell();
             metrics::counter!("sluice_worker_membership_lost_total").increment(1);
             let _ = self.events.send(Event::Lost {
                 reason: reason.to_owned(),
+                event,
             });
+        }
+    }
+
+    /// Numbers a new `Assigned` or `Lost` and waits for its acknowledgement from now on.
+    fn tell(&mut self) -> u64 {
+        self.told += 1;
+        self.awaiting_ack = Some(Instant::now());
+        self.told
+    }
+
+    /// An acknowledgement: of the latest event, it ends the wait; of an earlier one (late,
+    /// the member has told the owner more since), it is ignored.
+    fn acked(&mut self, event: u64) {
+        if event == self.told {
+            self.awaiting_ack = None;
+        } else {
+            tracing::debug!(group = %self.config.group_id, member = %self.member_id, event, latest = self.told, "a late acknowledgement, ignored");
         }
     }
 
@@ -489,9 +518,11 @@ impl Run {
                     return Ok(());
                 }
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::Ack) => {
-                        self.awaiting_ack = None;
-                        return Ok(());
+                    Some(Command::Ack(event)) => {
+                        self.acked(event);
+                        if self.awaiting_ack.is_none() {
+                            return Ok(());
+                        }
                     }
                     Some(Command::Rejoin(_)) => {}
                     Some(Command::Leave(done)) => return Err(Setback::Leave(done)),
@@ -612,13 +643,14 @@ impl Run {
         }
         self.contact(sync_sent);
         self.assigned = true;
+        let event = self.tell();
         let assignment = Assignment {
             generation: self.generation,
             member_id: self.member_id.clone(),
             leader_id: leader,
             data: synced.assignment,
+            event,
         };
-        self.awaiting_ack = Some(Instant::now());
         self.standing.0.assigned.store(true, Ordering::SeqCst);
         let _ = self.events.send(Event::Assigned(assignment.clone()));
         Ok(assignment)
@@ -699,8 +731,8 @@ impl Run {
             tokio::select! {
                 () = tokio::time::sleep_until(next) => {}
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::Ack) => {
-                        self.awaiting_ack = None;
+                    Some(Command::Ack(event)) => {
+                        self.acked(event);
                         continue;
                     }
                     Some(Command::Rejoin(reason)) => {
@@ -815,7 +847,7 @@ async fn race<T>(
             cmd = commands.recv() => match cmd {
                 Some(Command::Rejoin(reason)) => *rejoin_asked = Some(reason),
                 // A late acknowledgement: the member is joining already.
-                Some(Command::Ack) => {}
+                Some(Command::Ack(_)) => {}
                 Some(Command::Leave(done)) => return Err(Setback::Leave(done)),
                 None => {
                     let (done, _) = oneshot::channel();

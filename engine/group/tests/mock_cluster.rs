@@ -6,9 +6,11 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
+use bytes::Bytes;
 use common::{config, start, Seen};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use sluice_group::{Event, Member};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -181,6 +183,72 @@ async fn a_rejoin_asked_during_a_round_is_kept_for_after_it() -> Result<()> {
     assert!(second.generation > first.generation);
     // Nobody asks again: the kept request makes the next round.
     let third = a.assigned(Duration::from_secs(15)).await?;
+    assert!(third.generation > second.generation);
+    Ok(())
+}
+
+/// The next assignment, answering the leader's `Assign` on the way (nothing acknowledged).
+async fn next_assigned(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+) -> Result<sluice_group::Assignment> {
+    loop {
+        match events.recv().await {
+            Some(Event::Assign { members, reply, .. }) => {
+                let _ = reply.send(
+                    members
+                        .into_iter()
+                        .map(|m| (m.member_id, Bytes::from_static(b"work")))
+                        .collect(),
+                );
+            }
+            Some(Event::Assigned(a)) => return Ok(a),
+            Some(Event::Failed { reason }) => anyhow::bail!("member failed: {reason}"),
+            Some(_) => {}
+            None => anyhow::bail!("the member stopped"),
+        }
+    }
+}
+
+/// An acknowledgement names the event it answers. Ones that come late, for events the
+/// member stopped waiting for (it joined anyway after the rebalance timeout), do not let it
+/// join again while the latest assignment is unanswered: that would send metadata that
+/// does not say what the owner runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_acknowledgement_does_not_stand_for_a_later_assignment() -> Result<()> {
+    let cluster = MockCluster::new(1)?;
+    let mut c = config(&cluster.bootstrap_servers(), "g7", "a");
+    c.rebalance_timeout = Duration::from_secs(3);
+    let (_metadata, watch) = tokio::sync::watch::channel(Bytes::from_static(b"meta"));
+    let (member, mut events) = Member::start(c, watch)?;
+    let first = tokio::time::timeout(WAIT, next_assigned(&mut events)).await??;
+    // Unacknowledged; the coordinator drops the generation: the loss is reported and,
+    // unacknowledged too, the member joins anyway once the rebalance timeout has passed.
+    cluster.request_errors(
+        RDKafkaApiKey::Heartbeat,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION],
+    );
+    let lost = loop {
+        match tokio::time::timeout(WAIT, events.recv()).await? {
+            Some(Event::Lost { event, .. }) => break event,
+            Some(Event::Failed { reason }) => anyhow::bail!("member failed: {reason}"),
+            Some(_) => {}
+            None => anyhow::bail!("the member stopped"),
+        }
+    };
+    let second = tokio::time::timeout(WAIT, next_assigned(&mut events)).await??;
+    assert!(second.generation > first.generation);
+    assert!(first.event < lost && lost < second.event);
+
+    member.ack(first.event);
+    member.ack(lost);
+    member.rejoin("asked while the latest assignment is unacknowledged");
+    let early = tokio::time::timeout(Duration::from_secs(10), next_assigned(&mut events)).await;
+    assert!(
+        early.is_err(),
+        "joined again on late acknowledgements: {early:?}"
+    );
+    member.ack(second.event);
+    let third = tokio::time::timeout(WAIT, next_assigned(&mut events)).await??;
     assert!(third.generation > second.generation);
     Ok(())
 }

@@ -56,8 +56,10 @@ pub(crate) fn start(config: MemberConfig) -> Result<Owned> {
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
             // Nothing to start or stop here: acted on at once.
-            if matches!(event, Event::Assigned(_) | Event::Lost { .. }) {
-                acker.ack();
+            match &event {
+                Event::Assigned(a) => acker.ack(a.event),
+                Event::Lost { event, .. } => acker.ack(*event),
+                _ => {}
             }
             let seen = match event {
                 Event::Assign { members, reply, .. } => {
@@ -75,7 +77,7 @@ pub(crate) fn start(config: MemberConfig) -> Result<Owned> {
                 }
                 Event::Assigned(a) => Seen::Assigned(a),
                 Event::Rebalancing { .. } => Seen::Rebalancing,
-                Event::Lost { reason } => Seen::Lost(reason),
+                Event::Lost { reason, .. } => Seen::Lost(reason),
                 Event::Failed { reason } => Seen::Failed(reason),
             };
             if tx.send(seen).is_err() {

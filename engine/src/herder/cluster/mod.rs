@@ -395,9 +395,9 @@ impl Cluster {
     /// Tells the member this worker has acted on what it was told and its metadata says
     /// what it runs now: it may join again (never with stale metadata, which would let the
     /// leader hand out work still running here).
-    async fn ack(&self) {
+    async fn ack(&self, event: u64) {
         if let Some(member) = self.member.lock().await.as_ref() {
-            member.ack();
+            member.ack(event);
         }
     }
 
@@ -432,13 +432,14 @@ impl Cluster {
                 let _ = reply.send(assignments);
             }
             Event::Assigned(a) => {
+                let event = a.event;
                 self.on_assigned(a).await;
-                self.ack().await;
+                self.ack(event).await;
             }
             Event::Rebalancing { reason } => {
                 tracing::info!(worker = %self.worker.worker_id, reason = %reason, "rebalance started; work continues meanwhile");
             }
-            Event::Lost { reason } => {
+            Event::Lost { reason, event } => {
                 tracing::warn!(worker = %self.worker.worker_id, reason = %reason, "cluster membership lost: stopping all work here (it may run elsewhere now)");
                 self.update(|v| {
                     v.is_leader = false;
@@ -448,7 +449,7 @@ impl Cluster {
                 self.store.release().await;
                 self.units.stop_all().await;
                 self.publish();
-                self.ack().await;
+                self.ack(event).await;
             }
             Event::Failed { reason } => {
                 tracing::error!(worker = %self.worker.worker_id, reason = %reason, "this worker cannot take part in the cluster; all work here stops");
