@@ -452,6 +452,43 @@ fn a_deposed_leader_cannot_write_the_config_topic() -> Result<()> {
     })
 }
 
+/// A write the broker refuses for its own reason (a record over the size limit; a broker
+/// that stalls past the call's timeout does the same) is an error for that write only: the
+/// leader's claim on the config topic stays, and the next write goes through. Only a
+/// fencing (a newer leader) ends the claim.
+#[test]
+fn a_config_write_the_broker_refuses_leaves_the_leader_able_to_write() -> Result<()> {
+    let stack = stack()?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let topic = unique_name("refused-configs");
+        let props = BTreeMap::from([(
+            "bootstrap.servers".to_owned(),
+            stack.kafka_bootstrap.clone(),
+        )]);
+        let store = ConfigStore::open(topic.clone(), &props, 1, props.clone(), props.clone())
+            .await?
+            .clustered();
+        store.claim(unique_name("sluice-cluster")).await?;
+        let started = TargetState::Started;
+        let config =
+            BTreeMap::from([("connector.class".to_owned(), "FileStreamSource".to_owned())]);
+        let mut huge = config.clone();
+        huge.insert("padding".into(), "x".repeat(2 * 1024 * 1024));
+        let refused = store.put("huge", &huge, &[], started).await;
+        ensure!(refused.is_err(), "a 2 MiB record was written");
+        println!(
+            "refused write: {}",
+            refused.err().map(|e| e.to_string()).unwrap_or_default()
+        );
+        store.put("after", &config, &[], started).await?;
+        let stored = store.read_all(Duration::from_secs(30)).await?;
+        let names: Vec<&String> = stored.keys().collect();
+        ensure!(names == ["after"], "stored: {names:?}");
+        Ok(())
+    })
+}
+
 /// `tasks.max` lowered while a worker joins: the tasks that no longer exist stop (fenced
 /// first, KIP-618), and none of them commits anything once the new configuration runs;
 /// every task's sequence stays gap-free and once.

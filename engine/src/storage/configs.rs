@@ -229,8 +229,11 @@ enum Writer {
     /// A producer per write (a single worker, the only writer).
     #[default]
     Plain,
-    /// The cluster leader's transactional producer.
-    Claimed(TaskProducer),
+    /// The cluster leader's transactional producer, and its transactional id.
+    Claimed(TaskProducer, String),
+    /// The leader's claim stands but its producer failed beyond an abort (a fatal error
+    /// other than a fencing): the next write claims the id again with a new producer.
+    Lapsed(String),
     /// In a cluster, without the claim (not elected, or fenced): writes are refused.
     Unclaimed,
 }
@@ -440,21 +443,34 @@ impl ConfigStore {
     /// under a write in flight (a leader elected again at the next generation).
     pub async fn claim(&self, transactional_id: String) -> Result<(), ConfigStoreError> {
         let mut writer = self.writer.lock().await;
-        if matches!(*writer, Writer::Claimed(_)) {
+        if matches!(*writer, Writer::Claimed(..)) {
             return Ok(());
         }
-        let producer = TaskProducer::create(
+        match self.claimed(&transactional_id).await {
+            Ok(producer) => {
+                *writer = Writer::Claimed(producer, transactional_id);
+                Ok(())
+            }
+            Err(e) => {
+                // Elected all the same: the next write tries the claim again.
+                *writer = Writer::Lapsed(transactional_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// A transactional producer with `transactional_id`, its earlier instances fenced.
+    async fn claimed(&self, transactional_id: &str) -> Result<TaskProducer, ConfigStoreError> {
+        TaskProducer::create(
             self.producer_props.clone(),
-            Some(transactional_id),
+            Some(transactional_id.to_owned()),
             Duration::from_secs(30),
         )
         .await
         .map_err(|e| ConfigStoreError::Write {
             topic: self.topic.clone(),
             message: format!("claiming the config topic: {e}"),
-        })?;
-        *writer = Writer::Claimed(producer);
-        Ok(())
+        })
     }
 
     /// Gives up the claim (this worker no longer leads): writes are refused until the next
@@ -469,15 +485,21 @@ impl ConfigStore {
             message: e.to_string(),
         };
         let mut writer = self.writer.lock().await;
+        if let Writer::Lapsed(id) = &*writer {
+            let id = id.clone();
+            let producer = self.claimed(&id).await?;
+            tracing::info!(topic = %self.topic, "config topic claimed again after a failed write");
+            *writer = Writer::Claimed(producer, id);
+        }
         match &*writer {
             Writer::Plain => {}
-            Writer::Unclaimed => {
+            Writer::Unclaimed | Writer::Lapsed(_) => {
                 return Err(ConfigStoreError::NotLeader {
                     topic: self.topic.clone(),
                     reason: "not elected, or fenced by a newer leader".into(),
                 })
             }
-            Writer::Claimed(producer) => {
+            Writer::Claimed(producer, id) => {
                 let written = async {
                     producer.begin().await?;
                     producer.send(records).await?;
@@ -485,16 +507,24 @@ impl ConfigStore {
                 }
                 .await;
                 if let Err(e) = written {
-                    // Fenced (another worker leads now) or failed: the claim is over
-                    // either way; this worker claims anew if it is elected again.
-                    let _ = producer.abort().await;
-                    *writer = Writer::Unclaimed;
                     if e.is_fenced() {
+                        // Another worker leads now: the claim is over; this worker
+                        // claims anew if it is elected again.
+                        let _ = producer.abort().await;
+                        *writer = Writer::Unclaimed;
                         tracing::warn!(topic = %self.topic, error = %e, "config write refused: a newer leader has claimed the config topic");
                         return Err(ConfigStoreError::NotLeader {
                             topic: self.topic.clone(),
                             reason: e.to_string(),
                         });
+                    }
+                    // Refused for its own reason (too large, a broker that did not answer
+                    // in time): this write is lost, the claim is not. A producer that
+                    // cannot even abort is replaced at the next write.
+                    tracing::warn!(topic = %self.topic, error = %e, "config write failed; the leader's claim stays");
+                    if let Err(abort) = producer.abort().await {
+                        tracing::warn!(topic = %self.topic, error = %abort, "the config topic's producer cannot abort; it is replaced at the next write");
+                        *writer = Writer::Lapsed(id.clone());
                     }
                     return Err(err(e));
                 }

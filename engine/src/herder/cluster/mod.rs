@@ -562,7 +562,7 @@ impl Cluster {
         });
         if leads {
             if let Err(e) = self.store.claim(self.transactional_id.clone()).await {
-                tracing::error!(error = %e, "elected leader, but the config topic could not be claimed; config writes will fail");
+                tracing::error!(error = %e, "elected leader, but the config topic could not be claimed; the next config write claims it again");
             }
         } else {
             self.store.release().await;
