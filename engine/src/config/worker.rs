@@ -114,8 +114,8 @@ pub fn config_def() -> ConfigDef {
             ConfigKey::new("scheduled.rebalance.max.delay.ms", Int)
                 .default_value("0")
                 .importance(Low)
-                .validator(Validator::between(0.0, 0.0))
-                .doc("Kafka Connect waits this long for a lost worker to return before moving its work; Sluice moves it at once, and accepts only 0 so far."),
+                .validator(Validator::at_least(0.0))
+                .doc("How long the leader holds the work of a worker that left the cluster, waiting for it (or another worker) to join, before handing that work to the others (KIP-415). Kafka Connect's default is 300000; Sluice's is 0: lost work moves at once."),
         )
         .define(
             ConfigKey::new("sluice.cluster.membership", ConfigType::String)

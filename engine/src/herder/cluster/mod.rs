@@ -14,6 +14,7 @@
 //! a session timeout) stops all its work, and exactly-once tasks that moved meanwhile have
 //! fenced its producers already (per-task transactional ids).
 
+mod delay;
 pub(crate) mod herder;
 pub mod protocol;
 mod units;
@@ -74,6 +75,8 @@ pub struct Cluster {
     transactional_id: String,
     /// Each connector as this worker last saw it in the config topic, to name changes.
     seen: std::sync::Mutex<BTreeMap<String, StoredConnector>>,
+    /// As the leader: the work of departed workers held back for a while.
+    delay: std::sync::Mutex<delay::Delay>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -296,6 +299,16 @@ impl Cluster {
             )
             .unwrap_or(5000),
         );
+        let scheduled_delay = Duration::from_millis(
+            u64::try_from(
+                worker
+                    .config
+                    .parsed
+                    .long("scheduled.rebalance.max.delay.ms")
+                    .unwrap_or(0),
+            )
+            .unwrap_or(0),
+        );
         let url = advertised_url(&worker);
         let transactional_id = format!("sluice-cluster-{}", worker.group_id);
         let (metadata, metadata_rx) = watch::channel(bytes::Bytes::new());
@@ -319,6 +332,7 @@ impl Cluster {
             url,
             transactional_id,
             seen: std::sync::Mutex::default(),
+            delay: std::sync::Mutex::new(delay::Delay::new(scheduled_delay)),
         });
         let _ = units_slot.set(Arc::downgrade(&cluster));
         cluster.publish();
@@ -344,8 +358,26 @@ impl Cluster {
         });
         actix::spawn(async move {
             let mut last_work: Option<BTreeSet<Unit>> = None;
+            // The held work's deadline this loop has joined again for already.
+            let mut woken_for = None;
             loop {
+                let wake = me
+                    .delay
+                    .lock()
+                    .ok()
+                    .and_then(|d| d.deadline())
+                    .filter(|d| Some(*d) != woken_for);
+                let sleep = async {
+                    match wake {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
+                    () = sleep => {
+                        woken_for = wake;
+                        me.rejoin("scheduled.rebalance.max.delay.ms has passed: handing out the work of departed workers").await;
+                    }
                     event = events.recv() => match event {
                         Some(event) => me.on_event(event, &mut last_work).await,
                         None => break,
@@ -524,7 +556,33 @@ impl Cluster {
             );
         }
         let work = work(&self.followed.all());
-        let plans = protocol::plan(&metas, &work);
+        let owned: BTreeSet<Unit> = metas.values().flat_map(|m| m.owned.clone()).collect();
+        let (held, deadline) = self.delay.lock().map_or_else(
+            |_| (BTreeSet::new(), None),
+            |mut d| {
+                (
+                    d.hold(Instant::now(), metas.len(), &owned, &work),
+                    d.deadline(),
+                )
+            },
+        );
+        metrics::gauge!("sluice_cluster_held_units").set(held.len() as f64);
+        if let Some(deadline) = deadline.filter(|_| !held.is_empty()) {
+            tracing::info!(
+                generation,
+                held = held.len(),
+                hand_out_in_ms = deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as u64,
+                "work of departed workers held for their return (scheduled.rebalance.max.delay.ms)"
+            );
+        }
+        let offered: BTreeSet<Unit> = work.difference(&held).cloned().collect();
+        let plans = protocol::plan(&metas, &offered);
+        if let Ok(mut d) = self.delay.lock() {
+            let run = plans.values().flat_map(|p| p.run.clone()).collect();
+            d.planned(metas.len(), run, held);
+        }
         for (id, plan) in &plans {
             let worker = metas.get(id).map_or(id.as_str(), |m| m.worker_id.as_str());
             tracing::info!(generation, worker = %worker, run = plan.run.len(), revoke = plan.revoke.len(), "assignment");
@@ -566,6 +624,9 @@ impl Cluster {
             }
         } else {
             self.store.release().await;
+            if let Ok(mut d) = self.delay.lock() {
+                d.forget();
+            }
         }
         let revoked: Vec<Unit> = a.revoke.iter().cloned().collect();
         self.units.stop(&revoked).await;
