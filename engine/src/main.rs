@@ -152,7 +152,10 @@ fn serve(path: &Path, mode: Mode, connectors: &[PathBuf]) -> Result<()> {
         };
         let exposition = metrics.clone();
         let exposition: rest::Exposition = Arc::new(move || telemetry::render(&exposition));
-        let state = RestState::new(ServerInfo::new(cluster_id), exposition, herder);
+        let state = RestState::new(ServerInfo::new(cluster_id), exposition, herder).with_topic_tracking(
+            config.parsed.boolean("topic.tracking.enable").unwrap_or(true),
+            config.parsed.boolean("topic.tracking.allow.reset").unwrap_or(true),
+        );
         let mut server = actix_web::HttpServer::new(move || {
             actix_web::App::new().configure(rest::configure(state.clone()))
         })

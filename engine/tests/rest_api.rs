@@ -597,3 +597,24 @@ async fn a_config_write_kafka_does_not_take_answers_503_and_changes_nothing() ->
     assert_eq!(b, json!([]));
     Ok(())
 }
+
+/// `topic.tracking.enable=false` and `topic.tracking.allow.reset=false` answer as Kafka
+/// Connect does: 403 with its messages, before anything is asked of the herder.
+#[actix_web::test]
+async fn disabled_topic_tracking_or_reset_answers_403() -> Result<()> {
+    let off = state(None).with_topic_tracking(false, true);
+    let app = test::init_service(App::new().configure(rest::configure(off))).await;
+    let (s, b) = call!(app, get, "/connectors/src/topics");
+    assert_error(s, &b, 403, "Topic tracking is disabled.");
+    let (s, b) = call!(app, put, "/connectors/src/topics/reset");
+    assert_error(s, &b, 403, "Topic tracking is disabled.");
+
+    let no_reset = state(None).with_topic_tracking(true, false);
+    let app = test::init_service(App::new().configure(rest::configure(no_reset))).await;
+    let (s, b) = call!(app, put, "/connectors/src/topics/reset");
+    assert_error(s, &b, 403, "Topic tracking reset is disabled.");
+    // Reads are allowed (this worker is still starting: 503, not 403).
+    let (s, _) = call!(app, get, "/connectors/src/topics");
+    assert_eq!(s.as_u16(), 503);
+    Ok(())
+}

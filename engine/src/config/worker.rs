@@ -118,6 +118,18 @@ pub fn config_def() -> ConfigDef {
                 .doc("How long the leader holds the work of a worker that left the cluster, waiting for it (or another worker) to join, before handing that work to the others (KIP-415). Kafka Connect's default is 300000; Sluice's is 0: lost work moves at once."),
         )
         .define(
+            ConfigKey::new("topic.tracking.enable", ConfigType::Boolean)
+                .default_value("true")
+                .importance(Low)
+                .doc("Track the topics each connector uses (KIP-558): GET /connectors/{name}/topics; when false, that endpoint answers 403 and nothing is recorded."),
+        )
+        .define(
+            ConfigKey::new("topic.tracking.allow.reset", ConfigType::Boolean)
+                .default_value("true")
+                .importance(Low)
+                .doc("Allow PUT /connectors/{name}/topics/reset; when false it answers 403."),
+        )
+        .define(
             ConfigKey::new("sluice.cluster.membership", ConfigType::String)
                 .default_value("group")
                 .importance(Low)

@@ -443,10 +443,23 @@ async fn task_restart(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Kafka Connect's answer when `topic.tracking.enable=false`.
+fn tracking_on(state: &RestState) -> Result<(), RestError> {
+    if state.topic_tracking.enabled {
+        Ok(())
+    } else {
+        Err(RestError::new(
+            StatusCode::FORBIDDEN,
+            "Topic tracking is disabled.",
+        ))
+    }
+}
+
 async fn topics(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
+    tracking_on(&state)?;
     let name = path.into_inner();
     let topics = state.herder().topics(&name).await.map_err(herder_error)?;
     Ok(HttpResponse::Ok().json(json!({ name: {"topics": topics} })))
@@ -456,6 +469,13 @@ async fn reset_topics(
     state: web::Data<RestState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, RestError> {
+    tracking_on(&state)?;
+    if !state.topic_tracking.allow_reset {
+        return Err(RestError::new(
+            StatusCode::FORBIDDEN,
+            "Topic tracking reset is disabled.",
+        ));
+    }
     state
         .herder()
         .reset_topics(&path.into_inner())

@@ -82,6 +82,24 @@ pub struct RestState {
     /// The herder (while the worker starts, `/health` and the connector routes answer
     /// 503).
     pub herder: Arc<dyn Herder>,
+    /// `topic.tracking.enable` and `topic.tracking.allow.reset` (KIP-558).
+    pub topic_tracking: TopicTracking,
+}
+
+/// Whether active topics are tracked and may be reset (both on by default).
+#[derive(Debug, Clone, Copy)]
+pub struct TopicTracking {
+    pub enabled: bool,
+    pub allow_reset: bool,
+}
+
+impl Default for TopicTracking {
+    fn default() -> Self {
+        TopicTracking {
+            enabled: true,
+            allow_reset: true,
+        }
+    }
 }
 
 impl RestState {
@@ -91,7 +109,18 @@ impl RestState {
             info,
             metrics,
             herder,
+            topic_tracking: TopicTracking::default(),
         }
+    }
+
+    /// The same state with the worker's `topic.tracking.*` settings.
+    #[must_use]
+    pub fn with_topic_tracking(mut self, enabled: bool, allow_reset: bool) -> Self {
+        self.topic_tracking = TopicTracking {
+            enabled,
+            allow_reset,
+        };
+        self
     }
 
     /// The herder.

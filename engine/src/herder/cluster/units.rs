@@ -93,6 +93,9 @@ impl Units {
     /// there (so a topic reappears only once a task uses it again).
     pub(super) async fn report_topics(&self, view: &crate::storage::status_view::StatusView) {
         let Some(status) = &self.status else { return };
+        if self.worker.config.parsed.boolean("topic.tracking.enable") == Some(false) {
+            return;
+        }
         let writes = self.with(|local| {
             let mut writes = Vec::new();
             for (name, l) in local.iter_mut() {
