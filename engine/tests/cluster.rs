@@ -290,12 +290,7 @@ fn offsets_are_read_on_any_worker_and_altered_through_any() -> Result<()> {
     cluster.start(stack)?;
     cluster.start(stack)?;
     let leader = cluster.leader()?;
-    let follower = cluster
-        .workers
-        .keys()
-        .find(|w| **w != leader)
-        .cloned()
-        .context("a worker that does not lead")?;
+    let follower = cluster.follower(&leader)?;
     let via = &cluster.workers[&follower];
     let (code, body) = via.request("POST", "/connectors", Some(&datagen("dg", &topic, TASKS)))?;
     ensure!(code == 201, "create: {code} {body}");

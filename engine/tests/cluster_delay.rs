@@ -51,12 +51,7 @@ fn a_dead_workers_tasks_wait_for_its_return_or_the_delay() -> Result<()> {
 
     // A worker dies and another joins in its place within the delay: it takes the held
     // tasks at once, without waiting for the delay.
-    let victim = cluster
-        .workers
-        .keys()
-        .find(|w| **w != leader)
-        .cloned()
-        .context("no follower")?;
+    let victim = cluster.follower(&leader)?;
     cluster.workers.remove(&victim).context("victim")?.kill()?;
     wait_log(&cluster, HELD, 1, Duration::from_secs(30))?;
     let replacement = cluster.start(stack)?;

@@ -11,8 +11,9 @@
 //!
 //! `deploy/chaos/drill` runs it at full size against a release build (20 rounds, 3
 //! workers); the test suite runs 3 rounds. Knobs: `SLUICE_DRILL_WORKERS`,
-//! `SLUICE_DRILL_ROUNDS`, `SLUICE_BIN` (the worker binary, so an operator can drill their
-//! own build).
+//! `SLUICE_DRILL_ROUNDS`, `SLUICE_DRILL_KINDS` (which takedowns, in turn: `kill,term,stop`),
+//! `SLUICE_DRILL_LOGS` (a directory the workers' logs are copied to at the end), `SLUICE_BIN`
+//! (the worker binary, so an operator can drill their own build).
 
 mod common;
 
@@ -45,6 +46,19 @@ enum Kind {
     Kill,
     Term,
     Stop,
+}
+
+/// The takedowns to cycle through: `SLUICE_DRILL_KINDS` (`kill,term,stop` by default).
+fn kinds() -> Result<Vec<Kind>> {
+    let spec = std::env::var("SLUICE_DRILL_KINDS").unwrap_or_else(|_| "kill,term,stop".into());
+    spec.split(',')
+        .map(|k| match k.trim() {
+            "kill" => Ok(Kind::Kill),
+            "term" => Ok(Kind::Term),
+            "stop" => Ok(Kind::Stop),
+            other => bail!("SLUICE_DRILL_KINDS: {other:?} is not kill, term or stop"),
+        })
+        .collect()
 }
 
 /// When each generator task's records were seen committed, by a reader following the topic.
@@ -140,6 +154,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 fn failover_drill() -> Result<()> {
     let workers = env_or("SLUICE_DRILL_WORKERS", 3).max(2);
     let rounds = env_or("SLUICE_DRILL_ROUNDS", 3);
+    let kinds = kinds()?;
     let stack = stack()?;
     let rt = tokio::runtime::Runtime::new()?;
     let generated = rt.block_on(stack.create_topic("drill-gen", 3))?;
@@ -200,17 +215,12 @@ fn failover_drill() -> Result<()> {
     let mut data: BTreeMap<Kind, Vec<u128>> = BTreeMap::new();
     let mut peak_rss: Vec<u64> = Vec::new();
     for round in 0..rounds {
-        let kind = [Kind::Kill, Kind::Term, Kind::Stop][round % 3];
+        let kind = kinds[round % kinds.len()];
         let leader = cluster.leader()?;
         let victim = if round % 2 == 0 {
             leader.clone()
         } else {
-            cluster
-                .workers
-                .keys()
-                .find(|w| **w != leader)
-                .cloned()
-                .context("no other worker")?
+            cluster.follower(&leader)?
         };
         let lost = tasks_on(&cluster, &victim, &connectors)?;
         if let Some(pid) = cluster.workers.get(&victim).map(|w| w.child.id()) {
@@ -289,6 +299,18 @@ fn failover_drill() -> Result<()> {
     }
     for w in cluster.workers.values() {
         peak_rss.extend(peak_rss_kib(w.child.id()));
+    }
+    if let Ok(to) = std::env::var("SLUICE_DRILL_LOGS") {
+        std::fs::create_dir_all(&to)?;
+        for entry in std::fs::read_dir(&cluster.dir.0)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                if let Some(name) = path.file_name() {
+                    std::fs::copy(&path, std::path::Path::new(&to).join(name))?;
+                }
+            }
+        }
+        println!("worker logs copied to {to}");
     }
     let balance = balanced_total(&cluster, &connectors)?;
 

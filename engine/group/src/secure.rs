@@ -113,27 +113,30 @@ impl Security {
                 )))
             }
         };
-        if tls {
-            if let Some(key) = props.keys().find(|k| {
+        let refuse = |family: &str, why: &str| -> Result<(), GroupError> {
+            let found = props.keys().find(|k| {
                 REFUSED
                     .iter()
-                    .any(|r| k.starts_with(r) && r.starts_with("ssl."))
-            }) {
-                return Err(GroupError::Config(format!(
-                    "{key}: not supported by the cluster's group member; give the certificate and key as PEM files (ssl.certificate.location, ssl.key.location)"
-                )));
+                    .any(|r| k.starts_with(r) && r.starts_with(family))
+            });
+            match found {
+                Some(key) => Err(GroupError::Config(format!(
+                    "{key}: not supported by the cluster's group member; {why}"
+                ))),
+                None => Ok(()),
             }
+        };
+        if tls {
+            refuse(
+                "ssl.",
+                "give the certificate and key as PEM files (ssl.certificate.location, ssl.key.location)",
+            )?;
         }
         if sasl {
-            if let Some(key) = props.keys().find(|k| {
-                REFUSED
-                    .iter()
-                    .any(|r| k.starts_with(r) && r.starts_with("sasl."))
-            }) {
-                return Err(GroupError::Config(format!(
-                    "{key}: not supported by the cluster's group member (it speaks SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512)"
-                )));
-            }
+            refuse(
+                "sasl.",
+                "it speaks SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512",
+            )?;
         }
         let flag = |k: &str, default: bool| -> Result<bool, GroupError> {
             match get(k).map(str::to_ascii_lowercase).as_deref() {

@@ -50,6 +50,15 @@ impl Cluster {
         self.workers.values().next().context("no worker")
     }
 
+    /// A worker other than `leader`.
+    pub fn follower(&self, leader: &str) -> Result<String> {
+        self.workers
+            .keys()
+            .find(|w| *w != leader)
+            .cloned()
+            .context("no worker besides the leader")
+    }
+
     /// The worker that leads, from its `sluice_worker_is_leader` gauge.
     pub fn leader(&self) -> Result<String> {
         let deadline = Instant::now() + Duration::from_secs(30);
