@@ -1,0 +1,223 @@
+//! The replication session: the slot and the publication, and the stream of decoded
+//! pgoutput messages from a given position.
+//!
+//! The wire protocol (startup, authentication, TLS, CopyBoth framing, standby status
+//! updates) is `pgwire-replication`'s: it never confirms a position by itself, keeps
+//! answering keepalives while the consumer is busy, and hands over the pgoutput payloads
+//! as bytes, which [`crate::pgoutput`] decodes. The position confirmed to the server is
+//! only ever one this connector has made durable (stored in Kafka with the records), so
+//! the slot never lets go of WAL the connector could still need after a crash.
+
+use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+
+use crate::pgoutput::{self, DecodeError, Lsn, Message};
+
+/// What went wrong with the replication session.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("PostgreSQL: {0}")]
+    Sql(#[from] tokio_postgres::Error),
+    #[error("replication connection: {0}")]
+    Wire(#[from] pgwire_replication::PgWireError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Where and as whom to connect, and which slot and publication to use.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: String,
+    pub slot: String,
+    pub publication: String,
+}
+
+impl Session {
+    /// A libpq-style connection string for the SQL connection.
+    pub fn conninfo(&self) -> String {
+        let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+        format!(
+            "host={} port={} user={} password={} dbname={}",
+            quote(&self.host),
+            self.port,
+            quote(&self.user),
+            quote(&self.password),
+            quote(&self.database)
+        )
+    }
+}
+
+/// An SQL identifier, quoted.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The slot's state, if it exists: its `confirmed_flush_lsn` and whether a session holds
+/// it now.
+pub async fn slot_state(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<Option<(Option<Lsn>, bool)>, ReplicationError> {
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text, active, plugin FROM pg_replication_slots \
+             WHERE slot_name = $1 AND database = current_database()",
+            &[&slot],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let plugin: Option<String> = row.get(2);
+    if plugin.as_deref() != Some("pgoutput") {
+        return Err(ReplicationError::Setup(format!(
+            "slot.name: slot {slot} uses plugin {}, not pgoutput",
+            plugin.unwrap_or_default()
+        )));
+    }
+    let confirmed: Option<String> = row.get(0);
+    let confirmed = confirmed
+        .map(|l| l.parse::<Lsn>().map_err(ReplicationError::Setup))
+        .transpose()?;
+    Ok(Some((confirmed, row.get(1))))
+}
+
+/// Creates the slot (pgoutput) unless it exists; returns the position it starts at when
+/// created.
+pub async fn ensure_slot(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<Option<Lsn>, ReplicationError> {
+    if slot_state(client, slot).await?.is_some() {
+        return Ok(None);
+    }
+    let row = client
+        .query_one(
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await?;
+    let lsn: String = row.get(0);
+    Ok(Some(lsn.parse().map_err(ReplicationError::Setup)?))
+}
+
+/// Drops the slot (`slot.drop.on.stop`), if it exists and no session holds it.
+pub async fn drop_slot(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<(), ReplicationError> {
+    client
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name = $1 AND database = current_database() AND NOT active",
+            &[&slot],
+        )
+        .await?;
+    Ok(())
+}
+
+/// One thing the stream says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A decoded pgoutput message.
+    Data(Message),
+    /// A keepalive with the server's WAL end. Between transactions it is a position that
+    /// can be confirmed once everything before it is durable (so an idle slot lets go of
+    /// WAL); inside a transaction it says nothing about that transaction.
+    Idle { wal_end: Lsn },
+}
+
+/// A running replication stream.
+pub struct Stream {
+    client: ReplicationClient,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream").finish_non_exhaustive()
+    }
+}
+
+impl Stream {
+    /// Starts streaming the slot's changes after `from` (a transaction's end LSN stored
+    /// with the records; the server skips transactions whose commit starts before it),
+    /// confirming nothing past `from` until told.
+    pub async fn start(session: &Session, from: Lsn) -> Result<Stream, ReplicationError> {
+        let mut config = ReplicationConfig::new(
+            session.host.clone(),
+            session.user.clone(),
+            session.password.clone(),
+            session.database.clone(),
+            session.slot.clone(),
+            session.publication.as_str(),
+        )
+        .with_port(session.port)
+        .with_tls(TlsConfig::disabled());
+        config.start_lsn = pgwire_replication::Lsn::from_u64(from.0);
+        config.ack_lsn = Some(pgwire_replication::Lsn::from_u64(from.0));
+        let client = ReplicationClient::connect(config).await?;
+        Ok(Stream { client })
+    }
+
+    /// The next event; `None` once the stream has ended.
+    pub async fn next(&mut self) -> Result<Option<Event>, ReplicationError> {
+        loop {
+            let Some(event) = self.client.recv().await? else {
+                return Ok(None);
+            };
+            let lsn = |l: pgwire_replication::Lsn| Lsn(l.as_u64());
+            let out = match event {
+                ReplicationEvent::KeepAlive { wal_end, .. } => Event::Idle {
+                    wal_end: lsn(wal_end),
+                },
+                ReplicationEvent::Begin {
+                    final_lsn,
+                    xid,
+                    commit_time_micros,
+                } => Event::Data(Message::Begin {
+                    final_lsn: lsn(final_lsn),
+                    commit_time: commit_time_micros,
+                    xid,
+                }),
+                ReplicationEvent::Commit {
+                    lsn: commit,
+                    end_lsn,
+                    commit_time_micros,
+                } => Event::Data(Message::Commit {
+                    commit_lsn: lsn(commit),
+                    end_lsn: lsn(end_lsn),
+                    commit_time: commit_time_micros,
+                }),
+                ReplicationEvent::Message {
+                    transactional,
+                    lsn: at,
+                    prefix,
+                    content,
+                } => Event::Data(Message::Logical {
+                    transactional,
+                    lsn: lsn(at),
+                    prefix,
+                    content: content.to_vec(),
+                }),
+                ReplicationEvent::XLogData { data, .. } => Event::Data(pgoutput::decode(&data)?),
+                ReplicationEvent::StoppedAt { .. } => continue,
+            };
+            return Ok(Some(out));
+        }
+    }
+
+    /// Everything up to `lsn` is durable: the server may release the WAL before it.
+    pub fn confirm(&self, lsn: Lsn) {
+        self.client
+            .update_applied_lsn(pgwire_replication::Lsn::from_u64(lsn.0));
+    }
+
+    /// Ends the session (its last confirmed position is sent first).
+    pub async fn stop(mut self) -> Result<(), ReplicationError> {
+        self.client.shutdown().await?;
+        Ok(())
+    }
+}
