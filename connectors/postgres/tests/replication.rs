@@ -138,3 +138,100 @@ async fn changes_decode_and_a_restart_after_an_end_lsn_replays_nothing() -> Resu
     drop_slot(&db, &slot).await?;
     Ok(())
 }
+
+/// Real pgoutput text output of each covered type maps to Debezium's values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_row_of_each_covered_type_maps_to_debeziums_values() -> Result<()> {
+    use sluice_connector_postgres::types::{DecimalMode, Mapping, TimeMode};
+    use sluice_proto::Value;
+
+    let stack = stack()?;
+    let (database, db) = stack.create_database("cdc_types").await?;
+    db.batch_execute(
+        "CREATE TABLE t (id bigint PRIMARY KEY, ok boolean, n numeric(10,2), free numeric,
+            m money, d date, t3 time(3), t6 time, ts3 timestamp(3), ts6 timestamp,
+            tz timestamptz, b bytea, u uuid, j jsonb, r real);
+         CREATE PUBLICATION p FOR TABLE t;",
+    )
+    .await?;
+    let slot = unique_name("slot").replace('-', "_");
+    ensure_slot(&db, &slot).await?;
+    db.batch_execute(
+        "SET TIME ZONE 'Asia/Kolkata';
+         INSERT INTO t VALUES (7, true, 1234.5, -12.345, 1000.05, '2024-03-05', '01:00:00.5',
+            '01:00:00.000001', '1970-01-02 00:00:00.25', '1969-12-31 23:59:59.999999',
+            '2024-03-05 13:45:06.5+05:30', '\\x0aff', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+            '{\"k\": [1, 2]}', 1.5);",
+    )
+    .await?;
+    let session = Session {
+        host: "127.0.0.1".into(),
+        port: stack.postgres_port,
+        user: "postgres".into(),
+        password: String::new(),
+        database,
+        slot: slot.clone(),
+        publication: "p".into(),
+    };
+    let mut stream = Stream::start(&session, Lsn(0)).await?;
+    let got = transactions(&mut stream, 1).await?;
+    stream.stop().await?;
+    drop_slot(&db, &slot).await?;
+    let relation = got
+        .iter()
+        .find_map(|m| match m {
+            Message::Relation(r) => Some(r.clone()),
+            _ => None,
+        })
+        .context("no Relation")?;
+    let row = got
+        .iter()
+        .find_map(|m| match m {
+            Message::Insert { new, .. } => Some(new.clone()),
+            _ => None,
+        })
+        .context("no Insert")?;
+    let mapping = Mapping {
+        decimal: DecimalMode::Precise,
+        time: TimeMode::Adaptive,
+    };
+    let mut values = Vec::new();
+    for (column, datum) in relation.columns.iter().zip(&row) {
+        let Datum::Text(text) = datum else {
+            bail!("{}: {datum:?}", column.name)
+        };
+        values.push((column.name.clone(), mapping.value(column, text)?));
+    }
+    let expected = vec![
+        ("id", Value::Int64(7)),
+        ("ok", Value::Boolean(true)),
+        ("n", Value::Bytes(vec![0x01, 0xE2, 0x3A])),
+        (
+            "free",
+            Value::Struct(vec![
+                ("scale".into(), Value::Int32(3)),
+                ("value".into(), Value::Bytes(vec![0xCF, 0xC7])),
+            ]),
+        ),
+        ("m", Value::Bytes(vec![0x01, 0x86, 0xA5])),
+        ("d", Value::Int32(19_787)),
+        ("t3", Value::Int32(3_600_500)),
+        ("t6", Value::Int64(3_600_000_001)),
+        ("ts3", Value::Int64(86_400_250)),
+        ("ts6", Value::Int64(-1)),
+        ("tz", Value::String("2024-03-05T08:15:06.5Z".into())),
+        ("b", Value::Bytes(vec![0x0a, 0xff])),
+        (
+            "u",
+            Value::String("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+        ),
+        ("j", Value::String("{\"k\": [1, 2]}".into())),
+        ("r", Value::Float32(1.5)),
+    ];
+    let expected: Vec<(String, Value)> = expected
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v))
+        .collect();
+    assert_eq!(values, expected);
+    Ok(())
+}
