@@ -1,0 +1,554 @@
+//! The PostgreSQL source's keys: Debezium's PostgresConnector's names, defaults and
+//! meanings, so a Debezium config file is read as it is. A Debezium key whose behaviour is
+//! not built yet is refused by validate with a message saying so (never ignored): see
+//! [`NOT_YET`]; a value of a supported key that asks for such behaviour (a snapshot mode,
+//! `plugin.name=decoderbufs`) is refused the same way.
+
+use regex::Regex;
+use sluice_proto::config::{ConfigError, ConfigErrors};
+use sluice_proto::{ConfigDef, ConfigKey, ConfigType, ConfigValue, Importance, Props, Validator};
+
+use crate::types::{DecimalMode, Mapping, TimeMode};
+
+pub const HOSTNAME: &str = "database.hostname";
+pub const PORT: &str = "database.port";
+pub const USER: &str = "database.user";
+pub const PASSWORD: &str = "database.password";
+pub const DBNAME: &str = "database.dbname";
+pub const TOPIC_PREFIX: &str = "topic.prefix";
+pub const PLUGIN_NAME: &str = "plugin.name";
+pub const SLOT_NAME: &str = "slot.name";
+pub const PUBLICATION_NAME: &str = "publication.name";
+pub const PUBLICATION_AUTOCREATE: &str = "publication.autocreate.mode";
+pub const TABLE_INCLUDE: &str = "table.include.list";
+pub const TABLE_EXCLUDE: &str = "table.exclude.list";
+pub const SCHEMA_INCLUDE: &str = "schema.include.list";
+pub const SCHEMA_EXCLUDE: &str = "schema.exclude.list";
+pub const COLUMN_INCLUDE: &str = "column.include.list";
+pub const COLUMN_EXCLUDE: &str = "column.exclude.list";
+pub const SNAPSHOT_MODE: &str = "snapshot.mode";
+pub const TOMBSTONES_ON_DELETE: &str = "tombstones.on.delete";
+pub const DECIMAL_HANDLING: &str = "decimal.handling.mode";
+pub const TIME_PRECISION: &str = "time.precision.mode";
+pub const SKIPPED_OPERATIONS: &str = "skipped.operations";
+pub const SLOT_DROP_ON_STOP: &str = "slot.drop.on.stop";
+pub const UNAVAILABLE_PLACEHOLDER: &str = "unavailable.value.placeholder";
+pub const MAX_BATCH_SIZE: &str = "max.batch.size";
+
+/// Debezium keys whose behaviour Sluice has not built yet: refused when set, with
+/// [`NOT_YET`]'s reason, rather than silently doing something else.
+pub const UNSUPPORTED: &[&str] = &[
+    "heartbeat.interval.ms",
+    "heartbeat.action.query",
+    "provide.transaction.metadata",
+    "message.key.columns",
+    "signal.data.collection",
+    "database.sslmode",
+    "database.sslcert",
+    "database.sslkey",
+    "database.sslrootcert",
+    "database.initial.statements",
+    "snapshot.select.statement.overrides",
+    "snapshot.include.collection.list",
+    "snapshot.max.threads",
+    "incremental.snapshot.chunk.size",
+    "hstore.handling.mode",
+    "interval.handling.mode",
+    "binary.handling.mode",
+    "include.unknown.datatypes",
+    "column.mask.hash",
+    "column.truncate.to",
+    "column.propagate.source.type",
+    "datatype.propagate.source.type",
+    "publish.via.partition.root",
+    "slot.failover",
+    "converters",
+    "schema.name.adjustment.mode",
+    "field.name.adjustment.mode",
+];
+
+/// Why a key of [`UNSUPPORTED`] (or a value asking for unbuilt behaviour) is refused.
+pub const NOT_YET: &str = "not supported by Sluice's PostgreSQL source yet";
+
+const SNAPSHOT_MODES: &[&str] = &[
+    "initial",
+    "always",
+    "initial_only",
+    "no_data",
+    "when_needed",
+    "never",
+    "configuration_based",
+    "custom",
+];
+
+/// The source's keys.
+pub fn source_def() -> ConfigDef {
+    let s = |k| ConfigKey::new(k, ConfigType::String);
+    let mut def = ConfigDef::new()
+        .define(
+            s(HOSTNAME)
+                .importance(Importance::High)
+                .validator(Validator::NonEmptyString)
+                .doc("The PostgreSQL server's host."),
+        )
+        .define(
+            ConfigKey::new(PORT, ConfigType::Int)
+                .default_value("5432")
+                .importance(Importance::High)
+                .validator(Validator::between(1.0, 65535.0))
+                .doc("The PostgreSQL server's port."),
+        )
+        .define(
+            s(USER)
+                .importance(Importance::High)
+                .validator(Validator::NonEmptyString)
+                .doc("A user with the REPLICATION attribute (or a superuser)."),
+        )
+        .define(
+            ConfigKey::new(PASSWORD, ConfigType::Password)
+                .default_value("")
+                .importance(Importance::High)
+                .doc("The user's password."),
+        )
+        .define(
+            s(DBNAME)
+                .importance(Importance::High)
+                .validator(Validator::NonEmptyString)
+                .doc("The database to capture."),
+        )
+        .define(
+            s(TOPIC_PREFIX)
+                .importance(Importance::High)
+                .validator(Validator::Custom(topic_prefix))
+                .doc("Prefix of every topic: changes of schema.table go to <prefix>.<schema>.<table>; also the source block's name."),
+        )
+        .define(
+            s(PLUGIN_NAME)
+                .default_value("decoderbufs")
+                .importance(Importance::Medium)
+                .validator(Validator::Custom(plugin))
+                .doc("The logical decoding plugin. Only pgoutput (built into PostgreSQL 10+) is supported; Debezium's default, decoderbufs, must be changed."),
+        )
+        .define(
+            s(SLOT_NAME)
+                .default_value("debezium")
+                .importance(Importance::Medium)
+                .validator(Validator::Custom(slot_name))
+                .doc("The logical replication slot, created if missing."),
+        )
+        .define(
+            s(PUBLICATION_NAME)
+                .default_value("dbz_publication")
+                .importance(Importance::Medium)
+                .validator(Validator::NonEmptyString)
+                .doc("The publication the slot streams."),
+        )
+        .define(
+            s(PUBLICATION_AUTOCREATE)
+                .default_value("all_tables")
+                .importance(Importance::Medium)
+                .validator(Validator::OneOf(&["all_tables", "disabled", "filtered", "no_tables"]))
+                .doc("all_tables: create the publication FOR ALL TABLES if missing; disabled: it must exist; filtered: created or altered to the included tables; no_tables: created empty."),
+        )
+        .define(
+            s(SNAPSHOT_MODE)
+                .default_value("initial")
+                .importance(Importance::Medium)
+                .validator(Validator::Custom(snapshot_mode))
+                .doc("When to read the tables' existing rows. Only no_data (stream changes from the slot's position, no snapshot) is built so far."),
+        )
+        .define(
+            ConfigKey::new(TOMBSTONES_ON_DELETE, ConfigType::Boolean)
+                .default_value("true")
+                .importance(Importance::Medium)
+                .doc("Follow each delete event with a tombstone (the key, a null value), so compaction can remove the row's records."),
+        )
+        .define(
+            s(DECIMAL_HANDLING)
+                .default_value("precise")
+                .importance(Importance::Medium)
+                .validator(Validator::OneOf(&["precise", "double", "string"]))
+                .doc("NUMERIC and MONEY as Kafka Connect's Decimal (VariableScaleDecimal when unconstrained), as double, or as string."),
+        )
+        .define(
+            s(TIME_PRECISION)
+                .default_value("adaptive")
+                .importance(Importance::Medium)
+                .validator(Validator::Custom(time_mode))
+                .doc("adaptive: Debezium's millisecond or microsecond types after the column's precision; adaptive_time_microseconds: TIME always in microseconds; connect: Kafka Connect's logical types."),
+        )
+        .define(
+            s(SKIPPED_OPERATIONS)
+                .default_value("t")
+                .importance(Importance::Low)
+                .validator(Validator::Custom(skipped_operations))
+                .doc("Operations not emitted: comma-separated c (insert), u (update), d (delete), t (truncate), or none."),
+        )
+        .define(
+            ConfigKey::new(SLOT_DROP_ON_STOP, ConfigType::Boolean)
+                .default_value("false")
+                .importance(Importance::Low)
+                .doc("Drop the slot when the connector stops (for tests: its changes are lost)."),
+        )
+        .define(
+            s(UNAVAILABLE_PLACEHOLDER)
+                .default_value("__debezium_unavailable_value")
+                .importance(Importance::Low)
+                .doc("The value of an unchanged TOASTed column the server did not send."),
+        )
+        .define(
+            ConfigKey::new(MAX_BATCH_SIZE, ConfigType::Int)
+                .default_value("2048")
+                .importance(Importance::Low)
+                .validator(Validator::at_least(1.0))
+                .doc("Most change events one poll returns (a transaction is never split)."),
+        );
+    for key in [
+        TABLE_INCLUDE,
+        TABLE_EXCLUDE,
+        SCHEMA_INCLUDE,
+        SCHEMA_EXCLUDE,
+        COLUMN_INCLUDE,
+        COLUMN_EXCLUDE,
+    ] {
+        def = def.define(
+            ConfigKey::new(key, ConfigType::List)
+                .optional()
+                .importance(Importance::Medium)
+                .validator(Validator::Custom(regex_list))
+                .doc("Comma-separated regular expressions matched against whole names (schema.table for tables, schema.table.column for columns)."),
+        );
+    }
+    for key in UNSUPPORTED {
+        def = def.define(
+            ConfigKey::new(key, ConfigType::String)
+                .optional()
+                .importance(Importance::Low)
+                .validator(Validator::Custom(refuse))
+                .doc("A Debezium key not supported by Sluice yet: refused when set."),
+        );
+    }
+    def
+}
+
+fn refuse(_: &ConfigValue) -> Result<(), String> {
+    Err(NOT_YET.to_owned())
+}
+
+fn string(value: &ConfigValue) -> &str {
+    match value {
+        ConfigValue::String(s) => s,
+        _ => "",
+    }
+}
+
+fn topic_prefix(value: &ConfigValue) -> Result<(), String> {
+    let p = string(value);
+    if !p.is_empty()
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
+        Ok(())
+    } else {
+        Err("must be non-empty and hold only ASCII letters, digits, '.', '_' and '-' (it starts topic names)".into())
+    }
+}
+
+fn plugin(value: &ConfigValue) -> Result<(), String> {
+    match string(value) {
+        "pgoutput" => Ok(()),
+        "decoderbufs" => Err(format!(
+            "decoderbufs (Debezium's default) is {NOT_YET}: set plugin.name=pgoutput"
+        )),
+        other => Err(format!(
+            "{other} is not a logical decoding plugin Sluice reads (pgoutput)"
+        )),
+    }
+}
+
+fn slot_name(value: &ConfigValue) -> Result<(), String> {
+    let s = string(value);
+    if !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        Ok(())
+    } else {
+        Err("a slot name is 1 to 63 lower-case letters, digits or '_' (PostgreSQL's rule)".into())
+    }
+}
+
+fn snapshot_mode(value: &ConfigValue) -> Result<(), String> {
+    match string(value).to_ascii_lowercase().as_str() {
+        "no_data" => Ok(()),
+        "never" => Err("never was removed in Debezium 3.3; use no_data".into()),
+        m if SNAPSHOT_MODES.contains(&m) => Err(format!(
+            "{m}: snapshots are {NOT_YET}; no_data streams changes without one"
+        )),
+        m => Err(format!("{m} is not one of {}", SNAPSHOT_MODES.join(", "))),
+    }
+}
+
+fn time_mode(value: &ConfigValue) -> Result<(), String> {
+    match string(value).to_ascii_lowercase().as_str() {
+        "adaptive" | "adaptive_time_microseconds" | "connect" => Ok(()),
+        m @ ("isostring" | "microseconds" | "nanoseconds") => Err(format!("{m} is {NOT_YET}")),
+        m => Err(format!(
+            "{m} is not one of adaptive, adaptive_time_microseconds, connect"
+        )),
+    }
+}
+
+fn skipped_operations(value: &ConfigValue) -> Result<(), String> {
+    let s = string(value);
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(());
+    }
+    match s
+        .split(',')
+        .map(str::trim)
+        .find(|op| !["c", "u", "d", "t"].contains(op))
+    {
+        None => Ok(()),
+        Some(op) => Err(format!("{op:?} is not an operation (c, u, d, t) or none")),
+    }
+}
+
+fn regex_list(value: &ConfigValue) -> Result<(), String> {
+    if let ConfigValue::List(items) = value {
+        for item in items {
+            Regex::new(&format!("^(?:{item})$")).map_err(|e| format!("{item:?}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Which names an include list and an exclude list let through (Debezium's rule: the two
+/// lists of a kind exclude each other; no list lets everything through).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    include: Option<Vec<Regex>>,
+    exclude: Vec<Regex>,
+}
+
+impl Filter {
+    fn new(
+        parsed: &sluice_proto::config::ParsedConfig,
+        include: &str,
+        exclude: &str,
+    ) -> Result<Self, ConfigErrors> {
+        let compile = |key: &str| -> Result<Option<Vec<Regex>>, ConfigErrors> {
+            parsed
+                .list(key)
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    l.iter()
+                        .map(|r| {
+                            Regex::new(&format!("^(?:{r})$"))
+                                .map_err(|e| invalid(key, format!("{r:?}: {e}")))
+                        })
+                        .collect()
+                })
+                .transpose()
+        };
+        let include_list = compile(include)?;
+        let exclude_list = compile(exclude)?;
+        if include_list.is_some() && exclude_list.is_some() {
+            return Err(invalid(
+                exclude,
+                format!("{include} and {exclude} cannot both be set"),
+            ));
+        }
+        Ok(Filter {
+            include: include_list,
+            exclude: exclude_list.unwrap_or_default(),
+        })
+    }
+
+    /// Whether `name` is let through.
+    pub fn allows(&self, name: &str) -> bool {
+        self.include
+            .as_ref()
+            .is_none_or(|inc| inc.iter().any(|r| r.is_match(name)))
+            && !self.exclude.iter().any(|r| r.is_match(name))
+    }
+}
+
+/// A PostgreSQL source config, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub hostname: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub dbname: String,
+    pub topic_prefix: String,
+    pub slot: String,
+    pub publication: String,
+    pub publication_autocreate: String,
+    pub schemas: Filter,
+    pub tables: Filter,
+    pub columns: Filter,
+    pub tombstones_on_delete: bool,
+    pub mapping: Mapping,
+    /// Operations not emitted: of `c`, `u`, `d`, `t`.
+    pub skipped: Vec<char>,
+    pub slot_drop_on_stop: bool,
+    pub unavailable_placeholder: String,
+    pub max_batch_size: usize,
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        key: key.to_owned(),
+        message: message.into(),
+    }])
+}
+
+impl PostgresConfig {
+    /// Parses `props`; every error names its key.
+    pub fn parse(props: &Props) -> Result<PostgresConfig, ConfigErrors> {
+        let parsed = source_def().parse(props)?;
+        let text = |key: &str| -> Result<String, ConfigErrors> {
+            parsed
+                .string(key)
+                .map(str::to_owned)
+                .ok_or_else(|| invalid(key, "is required and has no default"))
+        };
+        let port = parsed
+            .long(PORT)
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| invalid(PORT, "is not a port"))?;
+        let decimal = match text(DECIMAL_HANDLING)?.to_ascii_lowercase().as_str() {
+            "double" => DecimalMode::Double,
+            "string" => DecimalMode::String,
+            _ => DecimalMode::Precise,
+        };
+        let time = match text(TIME_PRECISION)?.to_ascii_lowercase().as_str() {
+            "connect" => TimeMode::Connect,
+            "adaptive_time_microseconds" => TimeMode::AdaptiveTimeMicroseconds,
+            _ => TimeMode::Adaptive,
+        };
+        let skipped_text = text(SKIPPED_OPERATIONS)?;
+        let skipped = if skipped_text.eq_ignore_ascii_case("none") {
+            Vec::new()
+        } else {
+            skipped_text
+                .split(',')
+                .filter_map(|op| op.trim().chars().next())
+                .collect()
+        };
+        Ok(PostgresConfig {
+            hostname: text(HOSTNAME)?,
+            port,
+            user: text(USER)?,
+            password: parsed
+                .password(PASSWORD)
+                .map(|p| p.expose().to_owned())
+                .unwrap_or_default(),
+            dbname: text(DBNAME)?,
+            topic_prefix: text(TOPIC_PREFIX)?,
+            slot: text(SLOT_NAME)?,
+            publication: text(PUBLICATION_NAME)?,
+            publication_autocreate: text(PUBLICATION_AUTOCREATE)?.to_ascii_lowercase(),
+            schemas: Filter::new(&parsed, SCHEMA_INCLUDE, SCHEMA_EXCLUDE)?,
+            tables: Filter::new(&parsed, TABLE_INCLUDE, TABLE_EXCLUDE)?,
+            columns: Filter::new(&parsed, COLUMN_INCLUDE, COLUMN_EXCLUDE)?,
+            tombstones_on_delete: parsed.boolean(TOMBSTONES_ON_DELETE).unwrap_or(true),
+            mapping: Mapping { decimal, time },
+            skipped,
+            slot_drop_on_stop: parsed.boolean(SLOT_DROP_ON_STOP).unwrap_or(false),
+            unavailable_placeholder: text(UNAVAILABLE_PLACEHOLDER)?,
+            max_batch_size: parsed
+                .long(MAX_BATCH_SIZE)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(2048),
+        })
+    }
+
+    /// Whether changes of `schema.table` are captured.
+    pub fn captures(&self, schema: &str, table: &str) -> bool {
+        self.schemas.allows(schema) && self.tables.allows(&format!("{schema}.{table}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> Props {
+        let mut p: Props = [
+            ("database.hostname", "db"),
+            ("database.user", "u"),
+            ("database.dbname", "shop"),
+            ("topic.prefix", "shop"),
+            ("plugin.name", "pgoutput"),
+            ("snapshot.mode", "no_data"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, v) in pairs {
+            p.insert((*k).to_owned(), (*v).to_owned());
+        }
+        p
+    }
+
+    fn refused(pairs: &[(&str, &str)], key: &str, fragment: &str) {
+        let errors = PostgresConfig::parse(&props(pairs))
+            .err()
+            .map(|e| e.0)
+            .unwrap_or_default();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.key == key && e.message.contains(fragment)),
+            "{pairs:?}: {errors:?} should refuse {key} with {fragment:?}"
+        );
+    }
+
+    #[test]
+    fn a_debezium_config_parses_with_debeziums_defaults() -> Result<(), ConfigErrors> {
+        let c = PostgresConfig::parse(&props(&[("table.include.list", "public.orders,inv\\..*")]))?;
+        assert_eq!(
+            (c.port, c.slot.as_str(), c.publication.as_str()),
+            (5432, "debezium", "dbz_publication")
+        );
+        assert!(c.tombstones_on_delete && !c.slot_drop_on_stop);
+        assert_eq!(c.skipped, vec!['t']);
+        assert_eq!(c.mapping.decimal, DecimalMode::Precise);
+        assert!(c.captures("public", "orders") && c.captures("inv", "items"));
+        assert!(!c.captures("public", "orders_old") && !c.captures("public", "users"));
+        Ok(())
+    }
+
+    #[test]
+    fn what_is_not_built_is_refused_by_name() {
+        refused(&[("plugin.name", "decoderbufs")], PLUGIN_NAME, "pgoutput");
+        refused(&[("snapshot.mode", "initial")], SNAPSHOT_MODE, "no_data");
+        refused(&[("snapshot.mode", "never")], SNAPSHOT_MODE, "3.3");
+        refused(
+            &[("heartbeat.interval.ms", "1000")],
+            "heartbeat.interval.ms",
+            NOT_YET,
+        );
+        refused(
+            &[("time.precision.mode", "isostring")],
+            TIME_PRECISION,
+            NOT_YET,
+        );
+        refused(
+            &[("skipped.operations", "c,x")],
+            SKIPPED_OPERATIONS,
+            "\"x\"",
+        );
+        refused(&[("slot.name", "Bad-Slot")], SLOT_NAME, "lower-case");
+        refused(
+            &[("table.include.list", "a"), ("table.exclude.list", "b")],
+            TABLE_EXCLUDE,
+            "cannot both",
+        );
+        refused(&[("table.include.list", "(")], TABLE_INCLUDE, "\"(\"");
+    }
+}
