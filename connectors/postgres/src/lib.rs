@@ -6,6 +6,7 @@
 //! envelope build on these.
 
 pub mod config;
+pub mod envelope;
 pub mod pgoutput;
 pub mod replication;
 pub mod types;
