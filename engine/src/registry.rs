@@ -100,6 +100,10 @@ fn elasticsearch_sink() -> Box<dyn SinkConnector> {
     Box::new(sluice_connector_elasticsearch::ElasticsearchSink)
 }
 
+fn postgres_source() -> Box<dyn SourceConnector> {
+    Box::new(sluice_connector_postgres::PostgresSource)
+}
+
 fn file_sink() -> Box<dyn SinkConnector> {
     Box::new(sluice_connector_file::FileSink)
 }
@@ -141,6 +145,11 @@ pub fn plugins() -> Vec<Plugin> {
             class: sluice_connector_datagen::ALIASES[0],
             aliases: sluice_connector_datagen::ALIASES,
             kind: Kind::Source(datagen_source),
+        },
+        Plugin {
+            class: sluice_connector_postgres::ALIASES[0],
+            aliases: sluice_connector_postgres::ALIASES,
+            kind: Kind::Source(postgres_source),
         },
         Plugin {
             class: sluice_connector_elasticsearch::ALIASES[0],

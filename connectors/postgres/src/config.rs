@@ -147,7 +147,7 @@ pub fn source_def() -> ConfigDef {
             s(PUBLICATION_AUTOCREATE)
                 .default_value("all_tables")
                 .importance(Importance::Medium)
-                .validator(Validator::OneOf(&["all_tables", "disabled", "filtered", "no_tables"]))
+                .validator(Validator::Custom(autocreate))
                 .doc("all_tables: create the publication FOR ALL TABLES if missing; disabled: it must exist; filtered: created or altered to the included tables; no_tables: created empty."),
         )
         .define(
@@ -276,6 +276,18 @@ fn slot_name(value: &ConfigValue) -> Result<(), String> {
         Ok(())
     } else {
         Err("a slot name is 1 to 63 lower-case letters, digits or '_' (PostgreSQL's rule)".into())
+    }
+}
+
+fn autocreate(value: &ConfigValue) -> Result<(), String> {
+    match string(value).to_ascii_lowercase().as_str() {
+        "all_tables" | "disabled" | "no_tables" => Ok(()),
+        "filtered" => Err(format!(
+            "filtered is {NOT_YET}; use all_tables, or disabled with a publication of your own"
+        )),
+        m => Err(format!(
+            "{m} is not one of all_tables, disabled, filtered, no_tables"
+        )),
     }
 }
 

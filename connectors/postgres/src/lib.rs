@@ -9,4 +9,7 @@ pub mod config;
 pub mod envelope;
 pub mod pgoutput;
 pub mod replication;
+pub mod source;
 pub mod types;
+
+pub use source::{PostgresSource, PostgresSourceTask, ALIASES};

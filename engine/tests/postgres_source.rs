@@ -1,0 +1,199 @@
+//! The PostgreSQL source (Debezium's class name and keys) through `sluice standalone`,
+//! exactly-once on, against the stack's PostgreSQL 15 and broker: inserts, updates,
+//! deletes and a multi-row transaction, with the worker killed (SIGKILL) in the middle of
+//! the workload and started again. Read with read_committed, the topic holds every change
+//! once, in commit order, as Debezium's envelope (a delete followed by its tombstone), and
+//! the slot has been confirmed past the changes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use common::{worker_properties, TempDir, WorkerProcess};
+use serde_json::{json, Value};
+use sluice_testkit::{free_port, stack, unique_name, Isolation};
+
+/// Waits until the connector's task is RUNNING (its slot exists from then on).
+fn running(w: &WorkerProcess, name: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok((200, s)) = w.get_json(&format!("/connectors/{name}/status")) {
+            if s["tasks"][0]["state"] == "RUNNING" {
+                return Ok(());
+            }
+            ensure!(s["tasks"][0]["state"] != "FAILED", "task failed: {s}");
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not RUNNING within 60 s:\n{}",
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until a session streams from `slot` (the task creates the slot when it starts,
+/// which is after it reports RUNNING, as in Kafka Connect; changes before are not in it).
+async fn streaming(db: &tokio_postgres::Client, slot: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let active: Option<bool> = db
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await?
+            .map(|r| r.get(0));
+        if active == Some(true) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "slot {slot} not streamed within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// (op, id) of every event, `None` for a tombstone.
+fn events(stack: &sluice_testkit::Stack, topic: &str) -> Result<Vec<Option<(String, i64)>>> {
+    let records = stack.read_topic(topic, Isolation::ReadCommitted, Duration::from_secs(30))?;
+    records
+        .iter()
+        .map(|r| -> Result<Option<(String, i64)>> {
+            let key: Value = serde_json::from_slice(r.key.as_deref().context("no key")?)?;
+            let id = key["id"].as_i64().context("key without id")?;
+            let Some(bytes) = r.value.as_deref() else {
+                return Ok(None);
+            };
+            let v: Value = serde_json::from_slice(bytes)?;
+            let op = v["op"].as_str().context("no op")?.to_owned();
+            ensure!(v["source"]["connector"] == "postgresql", "{v}");
+            ensure!(v["source"]["table"] == "orders", "{v}");
+            let row = if op == "d" { &v["before"] } else { &v["after"] };
+            ensure!(row["id"].as_i64() == Some(id), "key {id} but {v}");
+            Ok(Some((op, id)))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_arrive_once_in_commit_order_across_a_kill() -> Result<()> {
+    let stack = stack()?;
+    let (database, db) = stack.create_database("pgsrc").await?;
+    db.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, qty int, note text)")
+        .await?;
+    let prefix = unique_name("shop").replace('-', "_");
+    let slot = unique_name("slot").replace('-', "_");
+    let topic = format!("{prefix}.public.orders");
+    let dir = TempDir::new("pgsrc")?;
+    let port = free_port()?;
+    let worker = dir.write(
+        "worker.properties",
+        &worker_properties(
+            stack,
+            port,
+            &unique_name("pgsrc"),
+            &unique_name("pgsrc-offsets"),
+            "",
+        ),
+    )?;
+    let connector = dir.write(
+        "pg.json",
+        &json!({"name": "pg", "config": {
+            "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+            "database.hostname": "127.0.0.1",
+            "database.port": stack.postgres_port.to_string(),
+            "database.user": "postgres",
+            "database.dbname": database,
+            "topic.prefix": prefix,
+            "plugin.name": "pgoutput",
+            "slot.name": slot,
+            "publication.name": format!("{slot}_pub"),
+            "snapshot.mode": "no_data",
+            "table.include.list": "public.orders",
+            "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "key.converter.schemas.enable": "false",
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "value.converter.schemas.enable": "false"}})
+        .to_string(),
+    )?;
+    let mut expected: Vec<Option<(String, i64)>> = Vec::new();
+    let workload = |from: i64, to: i64, expected: &mut Vec<Option<(String, i64)>>| {
+        let mut sql = String::new();
+        for id in from..to {
+            sql.push_str(&format!("INSERT INTO orders VALUES ({id}, 1, 'n{id}');"));
+            expected.push(Some(("c".into(), id)));
+            if id % 3 == 0 {
+                sql.push_str(&format!("UPDATE orders SET qty = 2 WHERE id = {id};"));
+                expected.push(Some(("u".into(), id)));
+            }
+            if id % 5 == 0 {
+                sql.push_str(&format!("DELETE FROM orders WHERE id = {id};"));
+                expected.push(Some(("d".into(), id)));
+                expected.push(None);
+            }
+        }
+        sql
+    };
+
+    let mut w = WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("w1.log"))?;
+    w.wait_ready(Duration::from_secs(60))?;
+    running(&w, "pg")?;
+    streaming(&db, &slot).await?;
+    // Each statement its own transaction (simple query mode, no BEGIN).
+    db.batch_execute(&workload(1, 200, &mut expected)).await?;
+    // One transaction of 50 rows: all or none of it in Kafka.
+    let batch = workload(200, 250, &mut expected);
+    db.batch_execute(&format!("BEGIN;{batch}COMMIT;")).await?;
+    // Killed while changes are on their way.
+    db.batch_execute(&workload(250, 400, &mut expected)).await?;
+    w.kill()?;
+    db.batch_execute(&workload(400, 500, &mut expected)).await?;
+
+    let mut w = WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("w2.log"))?;
+    w.wait_ready(Duration::from_secs(60))?;
+    running(&w, "pg")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        // The topic appears with the first change.
+        let got = events(stack, &topic).unwrap_or_default();
+        if got.len() >= expected.len() || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    if got != expected {
+        let first = got.iter().zip(&expected).position(|(g, e)| g != e);
+        bail!(
+            "{} events, {} expected; first difference at {first:?}: {:?} vs {:?}\n{}",
+            got.len(),
+            expected.len(),
+            first.and_then(|i| got.get(i)),
+            first.and_then(|i| expected.get(i)),
+            w.log_text()
+        );
+    }
+    // The slot is confirmed once Kafka has the changes (the worker commits, then confirms).
+    let lsn_now: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    w.terminate(Duration::from_secs(30))?;
+    let confirmed: Option<String> = db
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?
+        .get(0);
+    println!(
+        "{} events once, in order; slot confirmed {confirmed:?} (WAL at {lsn_now})",
+        got.len()
+    );
+    ensure!(confirmed.is_some(), "the slot has no confirmed position");
+    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await?;
+    Ok(())
+}
