@@ -78,6 +78,41 @@ fn events(stack: &sluice_testkit::Stack, topic: &str) -> Result<Vec<Option<(Stri
         .collect()
 }
 
+/// The connector's config (Debezium's class and keys) for `orders` of `database`.
+fn connector(port: u16, database: &str, prefix: &str, slot: &str, extra: &[(&str, &str)]) -> Value {
+    let mut config = json!({
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "database.hostname": "127.0.0.1",
+        "database.port": port.to_string(),
+        "database.user": "postgres",
+        "database.dbname": database,
+        "topic.prefix": prefix,
+        "plugin.name": "pgoutput",
+        "slot.name": slot,
+        "publication.name": format!("{slot}_pub"),
+        "snapshot.mode": "no_data",
+        "table.include.list": "public.orders",
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "key.converter.schemas.enable": "false",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter.schemas.enable": "false"});
+    for (k, v) in extra {
+        config[*k] = json!(v);
+    }
+    json!({"name": "pg", "config": config})
+}
+
+/// The slot's confirmed position.
+async fn confirmed(db: &tokio_postgres::Client, slot: &str) -> Result<Option<String>> {
+    Ok(db
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?
+        .get(0))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_arrive_once_in_commit_order_across_a_kill() -> Result<()> {
     let stack = stack()?;
@@ -101,23 +136,7 @@ async fn changes_arrive_once_in_commit_order_across_a_kill() -> Result<()> {
     )?;
     let connector = dir.write(
         "pg.json",
-        &json!({"name": "pg", "config": {
-            "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-            "database.hostname": "127.0.0.1",
-            "database.port": stack.postgres_port.to_string(),
-            "database.user": "postgres",
-            "database.dbname": database,
-            "topic.prefix": prefix,
-            "plugin.name": "pgoutput",
-            "slot.name": slot,
-            "publication.name": format!("{slot}_pub"),
-            "snapshot.mode": "no_data",
-            "table.include.list": "public.orders",
-            "key.converter": "org.apache.kafka.connect.json.JsonConverter",
-            "key.converter.schemas.enable": "false",
-            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-            "value.converter.schemas.enable": "false"}})
-        .to_string(),
+        &connector(stack.postgres_port, &database, &prefix, &slot, &[]).to_string(),
     )?;
     let mut expected: Vec<Option<(String, i64)>> = Vec::new();
     let workload = |from: i64, to: i64, expected: &mut Vec<Option<(String, i64)>>| {
@@ -181,13 +200,7 @@ async fn changes_arrive_once_in_commit_order_across_a_kill() -> Result<()> {
         .await?
         .get(0);
     w.terminate(Duration::from_secs(30))?;
-    let confirmed: Option<String> = db
-        .query_one(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await?
-        .get(0);
+    let confirmed = confirmed(&db, &slot).await?;
     println!(
         "{} events once, in order; slot confirmed {confirmed:?} (WAL at {lsn_now})",
         got.len()
@@ -196,4 +209,116 @@ async fn changes_arrive_once_in_commit_order_across_a_kill() -> Result<()> {
     db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
         .await?;
     Ok(())
+}
+
+/// Only tables the connector does not capture are written: without heartbeats the slot
+/// would hold all that WAL. A heartbeat record carries the position into Kafka and the
+/// slot is confirmed past the writes; a restart then finds the slot at or before the
+/// committed offset (no false alarm) and goes on streaming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_advance_a_slot_whose_tables_are_quiet() -> Result<()> {
+    let stack = stack()?;
+    let (database, db) = stack.create_database("pghb").await?;
+    db.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text);
+         CREATE TABLE other (id int PRIMARY KEY);",
+    )
+    .await?;
+    let prefix = unique_name("quiet").replace('-', "_");
+    let slot = unique_name("slot").replace('-', "_");
+    let dir = TempDir::new("pghb")?;
+    let port = free_port()?;
+    let worker = dir.write(
+        "worker.properties",
+        &worker_properties(
+            stack,
+            port,
+            &unique_name("pghb"),
+            &unique_name("pghb-offsets"),
+            "",
+        ),
+    )?;
+    let connector = dir.write(
+        "pg.json",
+        &connector(
+            stack.postgres_port,
+            &database,
+            &prefix,
+            &slot,
+            &[("heartbeat.interval.ms", "300")],
+        )
+        .to_string(),
+    )?;
+    let mut w = WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("w1.log"))?;
+    w.wait_ready(Duration::from_secs(60))?;
+    running(&w, "pg")?;
+    streaming(&db, &slot).await?;
+    let mut sql = String::new();
+    for id in 0..200 {
+        sql.push_str(&format!("INSERT INTO other VALUES ({id});"));
+    }
+    db.batch_execute(&sql).await?;
+    let written: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    let written: u64 = lsn_value(&written)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = confirmed(&db, &slot)
+            .await?
+            .map(|l| lsn_value(&l))
+            .transpose()?;
+        if now.is_some_and(|c| c >= written) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "slot confirmed {now:?}, not past the writes at {written}:\n{}",
+            w.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let beats = stack.read_topic(
+        &format!("__debezium-heartbeat.{prefix}"),
+        Isolation::ReadCommitted,
+        Duration::from_secs(30),
+    )?;
+    ensure!(!beats.is_empty(), "no heartbeat record");
+
+    w.terminate(Duration::from_secs(30))?;
+    let mut w = WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("w2.log"))?;
+    w.wait_ready(Duration::from_secs(60))?;
+    running(&w, "pg")?;
+    streaming(&db, &slot).await?;
+    db.batch_execute("INSERT INTO orders VALUES (1, 1, 'after')")
+        .await?;
+    let topic = format!("{prefix}.public.orders");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = events(stack, &topic).unwrap_or_default();
+        if got == [Some(("c".to_owned(), 1))] {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "after the restart: {got:?}\n{}",
+            w.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "{} heartbeat records; the slot went past the quiet writes",
+        beats.len()
+    );
+    w.terminate(Duration::from_secs(30))?;
+    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await?;
+    Ok(())
+}
+
+/// An LSN (`X/Y`) as a number.
+fn lsn_value(text: &str) -> Result<u64> {
+    let (hi, lo) = text.split_once('/').context("not an LSN")?;
+    Ok((u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?)
 }

@@ -34,11 +34,12 @@ pub const SKIPPED_OPERATIONS: &str = "skipped.operations";
 pub const SLOT_DROP_ON_STOP: &str = "slot.drop.on.stop";
 pub const UNAVAILABLE_PLACEHOLDER: &str = "unavailable.value.placeholder";
 pub const MAX_BATCH_SIZE: &str = "max.batch.size";
+pub const HEARTBEAT_INTERVAL: &str = "heartbeat.interval.ms";
+pub const HEARTBEAT_PREFIX: &str = "topic.heartbeat.prefix";
 
 /// Debezium keys whose behaviour Sluice has not built yet: refused when set, with
 /// [`NOT_YET`]'s reason, rather than silently doing something else.
 pub const UNSUPPORTED: &[&str] = &[
-    "heartbeat.interval.ms",
     "heartbeat.action.query",
     "provide.transaction.metadata",
     "message.key.columns",
@@ -195,6 +196,20 @@ pub fn source_def() -> ConfigDef {
                 .default_value("__debezium_unavailable_value")
                 .importance(Importance::Low)
                 .doc("The value of an unchanged TOASTed column the server did not send."),
+        )
+        .define(
+            ConfigKey::new(HEARTBEAT_INTERVAL, ConfigType::Long)
+                .default_value("0")
+                .importance(Importance::Medium)
+                .validator(Validator::at_least(0.0))
+                .doc("How often, while nothing captured is written, a heartbeat record carries the slot's position to Kafka so the slot can be confirmed and PostgreSQL can recycle WAL; 0 sends none."),
+        )
+        .define(
+            s(HEARTBEAT_PREFIX)
+                .default_value("__debezium-heartbeat")
+                .importance(Importance::Low)
+                .validator(Validator::NonEmptyString)
+                .doc("Heartbeat records go to <this>.<topic.prefix>."),
         )
         .define(
             ConfigKey::new(MAX_BATCH_SIZE, ConfigType::Int)
@@ -409,6 +424,9 @@ pub struct PostgresConfig {
     pub slot_drop_on_stop: bool,
     pub unavailable_placeholder: String,
     pub max_batch_size: usize,
+    /// `heartbeat.interval.ms`; `None` when 0.
+    pub heartbeat_interval: Option<std::time::Duration>,
+    pub heartbeat_prefix: String,
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigErrors {
@@ -476,6 +494,12 @@ impl PostgresConfig {
                 .long(MAX_BATCH_SIZE)
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or(2048),
+            heartbeat_interval: parsed
+                .long(HEARTBEAT_INTERVAL)
+                .and_then(|n| u64::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .map(std::time::Duration::from_millis),
+            heartbeat_prefix: text(HEARTBEAT_PREFIX)?,
         })
     }
 
@@ -540,11 +564,7 @@ mod tests {
         refused(&[("plugin.name", "decoderbufs")], PLUGIN_NAME, "pgoutput");
         refused(&[("snapshot.mode", "initial")], SNAPSHOT_MODE, "no_data");
         refused(&[("snapshot.mode", "never")], SNAPSHOT_MODE, "3.3");
-        refused(
-            &[("heartbeat.interval.ms", "1000")],
-            "heartbeat.interval.ms",
-            NOT_YET,
-        );
+        refused(&[("heartbeat.interval.ms", "1000")], NOT_YET);
         refused(
             &[("time.precision.mode", "isostring")],
             TIME_PRECISION,

@@ -11,8 +11,13 @@
 //! or that confirmed past the stored offset, means changes were lost: the task fails and
 //! says so instead of carrying on.
 //!
+//! A quiet slot (its tables idle, or only other tables written) is advanced by heartbeats
+//! (`heartbeat.interval.ms`): a record on `__debezium-heartbeat.<prefix>` carries the idle
+//! position into Kafka, and the slot is confirmed there once it is committed, so the
+//! slot's confirmed position never passes the committed offset.
+//!
 //! Not built yet (refused by validate): snapshots (only `snapshot.mode=no_data`),
-//! heartbeats (a slot whose tables are quiet is not advanced), transaction metadata,
+//! `heartbeat.action.query`, transaction metadata,
 //! logical decoding messages, TLS to PostgreSQL. `source.lsn` is the transaction's commit
 //! LSN for every event of it (Debezium gives each change its own).
 
@@ -21,8 +26,9 @@ use std::time::{Duration, Instant};
 
 use sluice_proto::connector::BoxFuture;
 use sluice_proto::{
-    ConfigDef, Connector, ConnectorError, ExactlyOnceSupport, Props, SourceConnector, SourceOffset,
-    SourcePartition, SourceRecord, SourceTask, SourceTaskContext, Value,
+    ConfigDef, Connector, ConnectorError, ExactlyOnceSupport, Props, Schema, SchemaType,
+    SourceConnector, SourceOffset, SourcePartition, SourceRecord, SourceTask, SourceTaskContext,
+    Value,
 };
 
 use crate::config::{self, PostgresConfig};
@@ -99,6 +105,13 @@ struct Running {
     resumed_at: Lsn,
     /// The end LSN of the last transaction a poll returned.
     returned: Option<Lsn>,
+    /// A position past `returned` with nothing captured in between (transactions of other
+    /// tables, keepalives between transactions): a heartbeat record carries it to Kafka,
+    /// after which the slot may be confirmed there (so a quiet slot lets go of WAL).
+    idle_end: Option<Lsn>,
+    /// `heartbeat.interval.ms`, if heartbeats are on, and when the last one went out.
+    heartbeat: Option<Duration>,
+    last_heartbeat: Instant,
     last_commit: Option<Lsn>,
 }
 
@@ -202,8 +215,14 @@ async fn free_slot(
 impl Running {
     /// Applies one event; a commit moves its transaction's records to `ready`.
     fn apply(&mut self, event: Event) -> Result<(), ConnectorError> {
-        let Event::Data(message) = event else {
-            return Ok(());
+        let message = match event {
+            Event::Data(message) => message,
+            Event::Idle { wal_end } => {
+                if self.open.is_none() {
+                    self.idle_end = self.idle_end.max(Some(wal_end));
+                }
+                return Ok(());
+            }
         };
         match message {
             Message::Begin {
@@ -286,6 +305,8 @@ impl Running {
                 }
                 if count > 0 {
                     self.returned = Some(end_lsn);
+                } else {
+                    self.idle_end = self.idle_end.max(Some(end_lsn));
                 }
                 self.last_commit = Some(commit_lsn);
                 metrics::counter!("sluice_postgres_transactions_total", "connector" => self.connector.clone(), "task" => self.task.clone())
@@ -299,6 +320,60 @@ impl Running {
             | Message::Logical { .. } => {}
         }
         Ok(())
+    }
+
+    /// A heartbeat record (Debezium's, on `__debezium-heartbeat.<prefix>`) carrying the
+    /// idle position, when one is due: once Kafka commits it, the slot is confirmed there.
+    fn beat(&mut self) {
+        let Some(interval) = self.heartbeat else {
+            return;
+        };
+        let Some(idle) = self.idle_end else { return };
+        let behind = self.returned.unwrap_or(self.resumed_at);
+        if self.open.is_some()
+            || !self.ready.is_empty()
+            || idle <= behind
+            || self.last_heartbeat.elapsed() < interval
+        {
+            return;
+        }
+        self.last_heartbeat = Instant::now();
+        let key_schema = std::sync::Arc::new(
+            Schema::structure()
+                .named("io.debezium.connector.common.ServerNameKey")
+                .field("serverName", Schema::of(SchemaType::String)),
+        );
+        let value_schema = std::sync::Arc::new(
+            Schema::structure()
+                .named("io.debezium.connector.common.Heartbeat")
+                .field("ts_ms", Schema::of(SchemaType::Int64)),
+        );
+        let now = now_micros().div_euclid(1000);
+        self.ready.push(SourceRecord {
+            source_partition: self.partition.clone(),
+            source_offset: SourceOffset(
+                [(LSN.to_owned(), serde_json::Value::from(idle.0))]
+                    .into_iter()
+                    .collect(),
+            ),
+            topic: format!(
+                "{}.{}",
+                self.config.heartbeat_prefix, self.config.topic_prefix
+            ),
+            partition: None,
+            key_schema: Some(key_schema),
+            key: Value::Struct(vec![(
+                "serverName".into(),
+                Value::String(self.config.topic_prefix.clone()),
+            )]),
+            value_schema: Some(value_schema),
+            value: Value::Struct(vec![("ts_ms".into(), Value::Int64(now))]),
+            timestamp: Some(now),
+            headers: Vec::new(),
+        });
+        self.returned = Some(idle);
+        metrics::counter!("sluice_postgres_heartbeats_total", "connector" => self.connector.clone(), "task" => self.task.clone())
+            .increment(1);
     }
 
     /// One row change as Debezium's event(s): a delete is followed by its tombstone, and
@@ -473,7 +548,9 @@ impl SourceTask for PostgresSourceTask {
             let from = stored.unwrap_or_default();
             let stream = Stream::start(&session, from).await?;
             tracing::info!(task = %label, slot = %config.slot, publication = %config.publication, from = %from, "streaming changes");
+            let heartbeat = config.heartbeat_interval;
             self.running = Some(Running {
+                heartbeat,
                 config,
                 label,
                 connector: context.connector.clone(),
@@ -486,6 +563,8 @@ impl SourceTask for PostgresSourceTask {
                 ready: Vec::new(),
                 resumed_at: from,
                 returned: None,
+                idle_end: None,
+                last_heartbeat: Instant::now(),
                 last_commit: None,
             });
             Ok(())
@@ -511,6 +590,7 @@ impl SourceTask for PostgresSourceTask {
                 };
                 run.apply(event)?;
             }
+            run.beat();
             Ok(std::mem::take(&mut run.ready))
         })
     }
