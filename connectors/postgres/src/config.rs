@@ -564,7 +564,11 @@ mod tests {
         refused(&[("plugin.name", "decoderbufs")], PLUGIN_NAME, "pgoutput");
         refused(&[("snapshot.mode", "initial")], SNAPSHOT_MODE, "no_data");
         refused(&[("snapshot.mode", "never")], SNAPSHOT_MODE, "3.3");
-        refused(&[("heartbeat.interval.ms", "1000")], NOT_YET);
+        refused(
+            &[("heartbeat.action.query", "x")],
+            "heartbeat.action.query",
+            NOT_YET,
+        );
         refused(
             &[("time.precision.mode", "isostring")],
             TIME_PRECISION,
