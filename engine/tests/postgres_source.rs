@@ -322,3 +322,83 @@ fn lsn_value(text: &str) -> Result<u64> {
     let (hi, lo) = text.split_once('/').context("not an LSN")?;
     Ok((u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?)
 }
+
+/// Debezium's ExtractNewRecordState on the source: the topic holds rows, not envelopes;
+/// a delete leaves its tombstone only (the SMT's default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extract_new_record_state_turns_events_into_rows() -> Result<()> {
+    let stack = stack()?;
+    let (database, db) = stack.create_database("pgsmt").await?;
+    db.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, qty int, note text)")
+        .await?;
+    let prefix = unique_name("rows").replace('-', "_");
+    let slot = unique_name("slot").replace('-', "_");
+    let dir = TempDir::new("pgsmt")?;
+    let port = free_port()?;
+    let worker = dir.write(
+        "worker.properties",
+        &worker_properties(
+            stack,
+            port,
+            &unique_name("pgsmt"),
+            &unique_name("pgsmt-offsets"),
+            "",
+        ),
+    )?;
+    let connector = dir.write(
+        "pg.json",
+        &connector(
+            stack.postgres_port,
+            &database,
+            &prefix,
+            &slot,
+            &[
+                ("transforms", "unwrap"),
+                (
+                    "transforms.unwrap.type",
+                    "io.debezium.transforms.ExtractNewRecordState",
+                ),
+                ("transforms.unwrap.add.fields", "op,table"),
+            ],
+        )
+        .to_string(),
+    )?;
+    let mut w = WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("w1.log"))?;
+    w.wait_ready(Duration::from_secs(60))?;
+    running(&w, "pg")?;
+    streaming(&db, &slot).await?;
+    db.batch_execute(
+        "INSERT INTO orders VALUES (1, 5, 'a'); UPDATE orders SET qty = 6 WHERE id = 1;
+         DELETE FROM orders WHERE id = 1;",
+    )
+    .await?;
+    let topic = format!("{prefix}.public.orders");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let values = loop {
+        let records = stack
+            .read_topic(&topic, Isolation::ReadCommitted, Duration::from_secs(10))
+            .unwrap_or_default();
+        let values: Vec<Option<Value>> = records
+            .iter()
+            .map(|r| {
+                r.value
+                    .as_deref()
+                    .and_then(|v| serde_json::from_slice(v).ok())
+            })
+            .collect();
+        if values.len() >= 3 || Instant::now() > deadline {
+            break values;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    w.terminate(Duration::from_secs(30))?;
+    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await?;
+    let expected = vec![
+        Some(json!({"id": 1, "qty": 5, "note": "a", "__op": "c", "__table": "orders"})),
+        Some(json!({"id": 1, "qty": 6, "note": "a", "__op": "u", "__table": "orders"})),
+        None,
+    ];
+    ensure!(values == expected, "{values:?}");
+    Ok(())
+}

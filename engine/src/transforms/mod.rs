@@ -8,7 +8,9 @@
 //! Cast, Flatten, HeaderFrom, TimestampConverter, TimestampRouter, SetSchemaMetadata,
 //! RegexRouter, Filter, InsertHeader, DropHeaders; predicates TopicNameMatches,
 //! HasHeaderKey, RecordIsTombstone. `$Key` / `$Value` variants where Kafka Connect has them.
+//! Debezium's `io.debezium.transforms.ExtractNewRecordState` too.
 
+mod debezium;
 mod fields;
 mod headers;
 mod reshape;
@@ -198,6 +200,7 @@ fn build_transform(
         "TimestampRouter" => Box::new(time::TimestampRouter::new(alias, settings)?),
         "InsertHeader" => Box::new(headers::InsertHeader::new(settings)?),
         "DropHeaders" => Box::new(headers::DropHeaders::new(settings)?),
+        "ExtractNewRecordState" => Box::new(debezium::ExtractNewRecordState::new(alias, settings)?),
         _ => {
             return Err(settings.error(
                 "type",
