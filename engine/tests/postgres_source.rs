@@ -402,3 +402,84 @@ async fn extract_new_record_state_turns_events_into_rows() -> Result<()> {
     ensure!(values == expected, "{values:?}");
     Ok(())
 }
+
+/// A setup that cannot work fails the task at once with the setting at fault: a database
+/// that does not exist, a user without REPLICATION, and a publication FOR ALL TABLES that
+/// would make PostgreSQL refuse UPDATE and DELETE on a table without a primary key (which
+/// is then not created).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setups_that_cannot_work_fail_the_task_with_the_setting_at_fault() -> Result<()> {
+    let stack = stack()?;
+    let (database, db) = stack.create_database("pgbad").await?;
+    db.batch_execute("CREATE TABLE keyless (v int)").await?;
+    let role = unique_name("plain").replace('-', "_");
+    db.batch_execute(&format!("CREATE ROLE {role} LOGIN"))
+        .await?;
+    let dir = TempDir::new("pgbad")?;
+    let port = free_port()?;
+    let worker = dir.write(
+        "worker.properties",
+        &worker_properties(
+            stack,
+            port,
+            &unique_name("pgbad"),
+            &unique_name("pgbad-offsets"),
+            "",
+        ),
+    )?;
+    let slot = unique_name("slot").replace('-', "_");
+    let cases = [
+        (
+            "nodb",
+            vec![("database.dbname", "no_such_database")],
+            "does not exist",
+        ),
+        (
+            "norepl",
+            vec![("database.user", role.as_str())],
+            "REPLICATION",
+        ),
+        ("keyless", vec![], "public.keyless"),
+    ];
+    let mut files = Vec::new();
+    for (name, extra, _) in &cases {
+        let mut c = connector(
+            stack.postgres_port,
+            &database,
+            name,
+            &format!("{slot}_{name}"),
+            extra,
+        );
+        c["name"] = json!(name);
+        files.push(dir.write(&format!("{name}.json"), &c.to_string())?);
+    }
+    let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    let mut w = WorkerProcess::standalone(&worker, &paths, port, dir.0.join("w.log"))?;
+    w.wait_ready(Duration::from_secs(60))?;
+    for (name, _, expected) in &cases {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, s) = w.get_json(&format!("/connectors/{name}/status"))?;
+            let task = &s["tasks"][0];
+            if task["state"] == "FAILED" {
+                let trace = task["trace"].as_str().unwrap_or_default();
+                ensure!(trace.contains(expected), "{name}: {trace}");
+                println!("{name}: {}", trace.lines().next().unwrap_or_default());
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{name} not FAILED: {s}\n{}",
+                w.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let publications: i64 = db
+        .query_one("SELECT count(*) FROM pg_publication", &[])
+        .await?
+        .get(0);
+    ensure!(publications == 0, "a publication was created");
+    w.terminate(Duration::from_secs(30))?;
+    Ok(())
+}

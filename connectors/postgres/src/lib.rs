@@ -8,6 +8,7 @@
 pub mod config;
 pub mod envelope;
 pub mod pgoutput;
+pub mod preflight;
 pub mod replication;
 pub mod source;
 pub mod types;

@@ -34,6 +34,7 @@ use sluice_proto::{
 use crate::config::{self, PostgresConfig};
 use crate::envelope::{SourceInfo, TableSchemas, PG_EPOCH_MICROS};
 use crate::pgoutput::{Datum, Lsn, Message};
+use crate::preflight;
 use crate::replication::{self, Event, ReplicationError, Session, Stream};
 
 /// The class names this source answers to: Debezium's first (a Debezium config works as
@@ -167,7 +168,10 @@ async fn ensure_publication(
     }
     let name = replication::quote_ident(&config.publication);
     let create = match config.publication_autocreate.as_str() {
-        "all_tables" => format!("CREATE PUBLICATION {name} FOR ALL TABLES"),
+        "all_tables" => {
+            preflight::check_all_tables_publication(sql).await?;
+            format!("CREATE PUBLICATION {name} FOR ALL TABLES")
+        }
         "no_tables" => format!("CREATE PUBLICATION {name}"),
         _ => {
             return Err(ConnectorError::config(format!(
@@ -505,22 +509,20 @@ impl SourceTask for PostgresSourceTask {
             let (sql, connection) =
                 tokio_postgres::connect(&session.conninfo(), tokio_postgres::NoTls)
                     .await
-                    .map_err(|e| {
-                        external(
-                            &format!(
-                                "connecting to PostgreSQL at {}:{}",
-                                config.hostname, config.port
-                            ),
-                            e,
-                        )
-                    })?;
+                    .map_err(|e| preflight::connect_error(&config, &e))?;
             let name = label.clone();
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::warn!(task = %name, error = %e, "PostgreSQL connection ended");
                 }
             });
+            preflight::check_server(&sql, &config).await?;
             ensure_publication(&sql, &config).await?;
+            let unpublishable =
+                preflight::tables_without_identity(&sql, |s, t| config.captures(s, t)).await?;
+            if !unpublishable.is_empty() {
+                tracing::warn!(task = %label, tables = ?unpublishable, "captured tables without a primary key and with REPLICA IDENTITY DEFAULT: PostgreSQL refuses their UPDATE and DELETE while they are published; give them a key or REPLICA IDENTITY FULL");
+            }
             let partition = SourcePartition::single(SERVER, config.topic_prefix.as_str());
             let stored = context
                 .offset(&partition)

@@ -1,0 +1,105 @@
+//! What is checked before streaming, so a setup that cannot work fails the task with the
+//! setting at fault rather than retrying forever or breaking the database's users: the
+//! connection's credentials, `wal_level`, the user's REPLICATION attribute, and tables a
+//! publication would make refuse UPDATE and DELETE (no primary key, REPLICA IDENTITY
+//! DEFAULT: PostgreSQL rejects their updates and deletes once they are published).
+
+use sluice_proto::ConnectorError;
+
+use crate::config::PostgresConfig;
+
+/// SQLSTATEs that no retry will fix: wrong password or role, no such database, no right
+/// to connect.
+const FATAL_STATES: &[&str] = &["28P01", "28000", "3D000", "42501"];
+
+/// A connection error as the task's error: the setting at fault when retrying cannot help.
+pub fn connect_error(config: &PostgresConfig, e: &tokio_postgres::Error) -> ConnectorError {
+    let state = e.as_db_error().map(|d| d.code().code().to_owned());
+    let message = e
+        .as_db_error()
+        .map_or_else(|| e.to_string(), |d| d.message().to_owned());
+    let what = format!(
+        "connecting to PostgreSQL at {}:{} as {} (database.hostname, database.port, database.user, database.password, database.dbname): {message}",
+        config.hostname, config.port, config.user
+    );
+    if state.as_deref().is_some_and(|s| FATAL_STATES.contains(&s)) {
+        ConnectorError::config(what)
+    } else {
+        ConnectorError::retriable(what)
+    }
+}
+
+fn sql_error(what: &str, e: &tokio_postgres::Error) -> ConnectorError {
+    ConnectorError::retriable(format!("{what}: {e}"))
+}
+
+/// `wal_level` and the user's right to replicate.
+pub async fn check_server(
+    sql: &tokio_postgres::Client,
+    config: &PostgresConfig,
+) -> Result<(), ConnectorError> {
+    let row = sql
+        .query_one(
+            "SELECT current_setting('wal_level'), \
+                    (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
+            &[],
+        )
+        .await
+        .map_err(|e| sql_error("reading wal_level", &e))?;
+    let wal_level: String = row.get(0);
+    if wal_level != "logical" {
+        return Err(ConnectorError::config(format!(
+            "database.hostname: the server's wal_level is {wal_level}; logical decoding needs wal_level=logical (postgresql.conf, then a restart)"
+        )));
+    }
+    let may_replicate: Option<bool> = row.get(1);
+    if may_replicate != Some(true) {
+        return Err(ConnectorError::config(format!(
+            "database.user: {} has neither the REPLICATION attribute nor superuser (ALTER ROLE {} REPLICATION)",
+            config.user, config.user
+        )));
+    }
+    Ok(())
+}
+
+/// Tables without a primary key whose replica identity is DEFAULT, among those `include`
+/// lets through, as `schema.table`.
+pub async fn tables_without_identity(
+    sql: &tokio_postgres::Client,
+    include: impl Fn(&str, &str) -> bool,
+) -> Result<Vec<String>, ConnectorError> {
+    let rows = sql
+        .query(
+            "SELECT n.nspname, c.relname FROM pg_class c \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE c.relkind IN ('r', 'p') AND c.relreplident = 'd' \
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                AND n.nspname NOT LIKE 'pg_toast%' \
+                AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
+              ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(|e| sql_error("listing tables without a primary key", &e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+        .filter(|(s, t)| include(s, t))
+        .map(|(s, t)| format!("{s}.{t}"))
+        .collect())
+}
+
+/// Before creating a publication FOR ALL TABLES: refuses when some table would start
+/// refusing UPDATE and DELETE because of it.
+pub async fn check_all_tables_publication(
+    sql: &tokio_postgres::Client,
+) -> Result<(), ConnectorError> {
+    let blocked = tables_without_identity(sql, |_, _| true).await?;
+    if blocked.is_empty() {
+        return Ok(());
+    }
+    Err(ConnectorError::config(format!(
+        "publication.autocreate.mode: a publication FOR ALL TABLES would make PostgreSQL refuse UPDATE and DELETE on tables without a primary key: {}; give them one, or REPLICA IDENTITY FULL, or create the publication for the captured tables yourself and set publication.autocreate.mode=disabled",
+        blocked.join(", ")
+    )))
+}
