@@ -194,6 +194,11 @@ async fn changes_arrive_once_in_commit_order_across_a_kill() -> Result<()> {
             w.log_text()
         );
     }
+    let (_, metrics) = sluice_testkit::http_get(port, "/metrics")?;
+    ensure!(
+        metrics.contains("sluice_postgres_lag_seconds") && metrics.contains("op=\"d\""),
+        "lag or change counters missing from /metrics"
+    );
     // The slot is confirmed once Kafka has the changes (the worker commits, then confirms).
     let lsn_now: String = db
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
@@ -285,6 +290,15 @@ async fn heartbeats_advance_a_slot_whose_tables_are_quiet() -> Result<()> {
         Duration::from_secs(30),
     )?;
     ensure!(!beats.is_empty(), "no heartbeat record");
+    let (_, metrics) = sluice_testkit::http_get(port, "/metrics")?;
+    for series in [
+        "sluice_postgres_heartbeats_total",
+        "sluice_postgres_slot_retained_wal_bytes",
+        "sluice_postgres_slot_wal_status",
+        "sluice_postgres_confirmed_lsn",
+    ] {
+        ensure!(metrics.contains(series), "{series} missing from /metrics");
+    }
 
     w.terminate(Duration::from_secs(30))?;
     let mut w = WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("w2.log"))?;

@@ -50,6 +50,9 @@ const SERVER: &str = "server";
 /// The offset key of the end LSN of the last transaction committed to Kafka.
 const LSN: &str = "lsn";
 
+/// How often the slot's retained WAL is measured.
+const SLOT_CHECK: Duration = Duration::from_secs(10);
+
 /// How long a poll waits for more when nothing is ready.
 const POLL_WAIT: Duration = Duration::from_millis(200);
 
@@ -106,6 +109,10 @@ struct Running {
     resumed_at: Lsn,
     /// The end LSN of the last transaction a poll returned.
     returned: Option<Lsn>,
+    /// Its commit time (µs since 1970), for the lag once Kafka has it.
+    returned_commit_micros: Option<i64>,
+    /// When the slot's retained WAL was last measured (at the first poll, then every 10 s).
+    slot_checked: Option<Instant>,
     /// A position past `returned` with nothing captured in between (transactions of other
     /// tables, keepalives between transactions): a heartbeat record carries it to Kafka,
     /// after which the slot may be confirmed there (so a quiet slot lets go of WAL).
@@ -303,12 +310,14 @@ impl Running {
                     .collect(),
                 );
                 let count = open.records.len();
+                let commit_micros = open.commit_micros;
                 for mut r in open.records {
                     r.source_offset = offset.clone();
                     self.ready.push(r);
                 }
                 if count > 0 {
                     self.returned = Some(end_lsn);
+                    self.returned_commit_micros = Some(commit_micros);
                 } else {
                     self.idle_end = self.idle_end.max(Some(end_lsn));
                 }
@@ -324,6 +333,40 @@ impl Running {
             | Message::Logical { .. } => {}
         }
         Ok(())
+    }
+
+    /// The WAL the slot holds back (`pg_current_wal_lsn() - restart_lsn`) and its
+    /// `wal_status`, as gauges: what an operator watches so a stuck slot never fills a disk.
+    async fn measure_slot(&self) {
+        let row = self
+            .sql
+            .query_opt(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, wal_status \
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.config.slot],
+            )
+            .await;
+        match row {
+            Ok(Some(row)) => {
+                let retained: Option<i64> = row.get(0);
+                let status: Option<String> = row.get(1);
+                metrics::gauge!("sluice_postgres_slot_retained_wal_bytes", "connector" => self.connector.clone(), "task" => self.task.clone())
+                    .set(retained.unwrap_or(0) as f64);
+                for s in ["reserved", "extended", "unreserved", "lost"] {
+                    metrics::gauge!("sluice_postgres_slot_wal_status", "connector" => self.connector.clone(), "task" => self.task.clone(), "status" => s)
+                        .set(if status.as_deref() == Some(s) { 1.0 } else { 0.0 });
+                }
+                if status.as_deref() == Some("lost") {
+                    tracing::error!(task = %self.label, slot = %self.config.slot, "the slot's WAL is lost (max_slot_wal_keep_size): changes were removed before they were read");
+                }
+            }
+            Ok(None) => {
+                tracing::warn!(task = %self.label, slot = %self.config.slot, "the replication slot is gone");
+            }
+            Err(e) => {
+                tracing::warn!(task = %self.label, error = %e, "measuring the replication slot");
+            }
+        }
     }
 
     /// A heartbeat record (Debezium's, on `__debezium-heartbeat.<prefix>`) carrying the
@@ -565,6 +608,8 @@ impl SourceTask for PostgresSourceTask {
                 ready: Vec::new(),
                 resumed_at: from,
                 returned: None,
+                returned_commit_micros: None,
+                slot_checked: None,
                 idle_end: None,
                 last_heartbeat: Instant::now(),
                 last_commit: None,
@@ -593,6 +638,10 @@ impl SourceTask for PostgresSourceTask {
                 run.apply(event)?;
             }
             run.beat();
+            if run.slot_checked.is_none_or(|t| t.elapsed() >= SLOT_CHECK) {
+                run.slot_checked = Some(Instant::now());
+                run.measure_slot().await;
+            }
             Ok(std::mem::take(&mut run.ready))
         })
     }
@@ -604,6 +653,11 @@ impl SourceTask for PostgresSourceTask {
                     stream.confirm(end);
                     metrics::gauge!("sluice_postgres_confirmed_lsn", "connector" => run.connector.clone(), "task" => run.task.clone())
                         .set(end.0 as f64);
+                    if let Some(committed) = run.returned_commit_micros {
+                        let lag = (now_micros() - committed).max(0) as f64 / 1e6;
+                        metrics::gauge!("sluice_postgres_lag_seconds", "connector" => run.connector.clone(), "task" => run.task.clone())
+                            .set(lag);
+                    }
                 }
             }
             Ok(())
