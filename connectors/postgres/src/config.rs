@@ -54,7 +54,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "snapshot.max.threads",
     "incremental.snapshot.chunk.size",
     "hstore.handling.mode",
-    "interval.handling.mode",
     "binary.handling.mode",
     "include.unknown.datatypes",
     "column.mask.hash",
@@ -177,6 +176,13 @@ pub fn source_def() -> ConfigDef {
                 .importance(Importance::Medium)
                 .validator(Validator::Custom(time_mode))
                 .doc("adaptive: Debezium's millisecond or microsecond types after the column's precision; adaptive_time_microseconds: TIME always in microseconds; connect: Kafka Connect's logical types."),
+        )
+        .define(
+            s("interval.handling.mode")
+                .default_value("numeric")
+                .importance(Importance::Low)
+                .validator(Validator::Custom(interval_mode))
+                .doc("numeric: INTERVAL as io.debezium.time.MicroDuration (microseconds, a month counted as 30.4375 days)."),
         )
         .define(
             s(SKIPPED_OPERATIONS)
@@ -303,6 +309,14 @@ fn autocreate(value: &ConfigValue) -> Result<(), String> {
         m => Err(format!(
             "{m} is not one of all_tables, disabled, filtered, no_tables"
         )),
+    }
+}
+
+fn interval_mode(value: &ConfigValue) -> Result<(), String> {
+    match string(value).to_ascii_lowercase().as_str() {
+        "numeric" => Ok(()),
+        "string" => Err(format!("string is {NOT_YET}; numeric is")),
+        m => Err(format!("{m} is not one of numeric, string")),
     }
 }
 

@@ -4,8 +4,8 @@
 //!
 //! Covered so far: booleans, integers, floats, NUMERIC (precise `Decimal`, or
 //! `VariableScaleDecimal` when unconstrained; double; string), MONEY, the character types,
-//! BYTEA, UUID, JSON/JSONB, XML, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, and the network and
-//! OID types. A type not covered yet maps to `None`: the column is left out of the
+//! BYTEA, UUID, JSON/JSONB, XML, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL
+//! (`MicroDuration`), the network and OID types, and one-dimensional arrays of these. A type not covered yet maps to `None`: the column is left out of the
 //! record, as Debezium does with `include.unknown.datatypes=false` (the caller logs it).
 //! Every conversion error names the column and the text at fault.
 
@@ -74,6 +74,7 @@ const DATE: u32 = 1082;
 const TIME: u32 = 1083;
 const TIMESTAMP: u32 = 1114;
 const TIMESTAMPTZ: u32 = 1184;
+const INTERVAL: u32 = 1186;
 const NUMERIC: u32 = 1700;
 const UUID: u32 = 2950;
 const JSONB: u32 = 3802;
@@ -91,9 +92,47 @@ pub mod names {
     pub const TIMESTAMP: &str = "io.debezium.time.Timestamp";
     pub const MICRO_TIMESTAMP: &str = "io.debezium.time.MicroTimestamp";
     pub const ZONED_TIMESTAMP: &str = "io.debezium.time.ZonedTimestamp";
+    pub const MICRO_DURATION: &str = "io.debezium.time.MicroDuration";
     pub const CONNECT_DATE: &str = "org.apache.kafka.connect.data.Date";
     pub const CONNECT_TIME: &str = "org.apache.kafka.connect.data.Time";
     pub const CONNECT_TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
+}
+
+/// The element type of the one-dimensional built-in array types covered.
+fn element_of(oid: u32) -> Option<u32> {
+    Some(match oid {
+        1000 => BOOL,
+        1001 => BYTEA,
+        1005 => INT2,
+        1007 => INT4,
+        1016 => INT8,
+        1021 => FLOAT4,
+        1022 => FLOAT8,
+        1009 => TEXT,
+        1014 => BPCHAR,
+        1015 => VARCHAR,
+        1231 => NUMERIC,
+        1182 => DATE,
+        1183 => TIME,
+        1115 => TIMESTAMP,
+        1185 => TIMESTAMPTZ,
+        1187 => INTERVAL,
+        2951 => UUID,
+        199 => JSON,
+        3807 => JSONB,
+        1041 => INET,
+        _ => return None,
+    })
+}
+
+/// An array column's element, as a column of its own (elements are optional).
+fn element_column(column: &Column, oid: u32) -> Column {
+    Column {
+        name: column.name.clone(),
+        key: false,
+        type_oid: oid,
+        type_modifier: column.type_modifier,
+    }
 }
 
 /// A NUMERIC's declared precision and scale, from its type modifier.
@@ -114,6 +153,11 @@ impl Mapping {
     /// The schema of `column` (optional unless it is part of the key), or `None` for a
     /// type not covered yet.
     pub fn schema(&self, column: &Column) -> Option<Schema> {
+        if let Some(element) = element_of(column.type_oid) {
+            let items = self.schema(&element_column(column, element))?;
+            let array = Schema::array(items);
+            return Some(if column.key { array } else { array.optional() });
+        }
         let s = |ty| Schema::of(ty);
         let schema = match column.type_oid {
             BOOL => s(SchemaType::Boolean),
@@ -173,6 +217,7 @@ impl Mapping {
                 _ => s(SchemaType::Int64).named(names::MICRO_TIMESTAMP),
             },
             TIMESTAMPTZ => s(SchemaType::String).named(names::ZONED_TIMESTAMP),
+            INTERVAL => s(SchemaType::Int64).named(names::MICRO_DURATION),
             _ => return None,
         };
         let mut schema = schema;
@@ -198,6 +243,18 @@ impl Mapping {
             text: raw.chars().take(64).collect(),
         };
         let t = raw.as_ref();
+        if let Some(element) = element_of(column.type_oid) {
+            let items = parse_array(t).ok_or_else(|| fail("not a one-dimensional array"))?;
+            let element = element_column(column, element);
+            return items
+                .into_iter()
+                .map(|item| match item {
+                    None => Ok(Value::Null),
+                    Some(text) => self.value(&element, text.as_bytes()),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array);
+        }
         Ok(match column.type_oid {
             BOOL => match t {
                 "t" => Value::Boolean(true),
@@ -269,6 +326,7 @@ impl Mapping {
             TIMESTAMPTZ => Value::String(
                 zoned_timestamp(t).ok_or_else(|| fail("not a timestamp with time zone"))?,
             ),
+            INTERVAL => Value::Int64(parse_interval(t).ok_or_else(|| fail("not an interval"))?),
             _ => return Err(fail("type not covered")),
         })
     }
@@ -290,6 +348,8 @@ fn type_name(oid: u32) -> &'static str {
         TIME => "time",
         TIMESTAMP => "timestamp",
         TIMESTAMPTZ => "timestamptz",
+        INTERVAL => "interval",
+        _ if element_of(oid).is_some() => "array",
         _ => "text-like",
     }
 }
@@ -408,6 +468,83 @@ fn twos_complement(value: &(bool, Vec<u8>)) -> Vec<u8> {
     }
     magnitude.reverse();
     magnitude
+}
+
+/// A one-dimensional array's text output (`{1,NULL,"a \\"b\\"",c}`) as its elements, `None`
+/// for NULL; `None` for a multi-dimensional array or one with explicit bounds.
+fn parse_array(t: &str) -> Option<Vec<Option<String>>> {
+    let inner = t.strip_prefix('{')?.strip_suffix('}')?;
+    let mut out = Vec::new();
+    if inner.is_empty() {
+        return Some(out);
+    }
+    let mut chars = inner.chars().peekable();
+    loop {
+        let item = if chars.peek() == Some(&'"') {
+            chars.next();
+            let mut s = String::new();
+            loop {
+                match chars.next()? {
+                    '\\' => s.push(chars.next()?),
+                    '"' => break,
+                    c => s.push(c),
+                }
+            }
+            Some(s)
+        } else {
+            let mut s = String::new();
+            while let Some(c) = chars.peek() {
+                if *c == ',' {
+                    break;
+                }
+                if *c == '{' {
+                    return None;
+                }
+                s.push(*c);
+                chars.next();
+            }
+            (!s.eq_ignore_ascii_case("NULL")).then_some(s)
+        };
+        out.push(item);
+        match chars.next() {
+            None => return Some(out),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
+/// INTERVAL's output (IntervalStyle `postgres`: `1 year 2 mons -3 days +04:05:06.5`) as
+/// Debezium's `MicroDuration`: months count 365.25 / 12 days, as Debezium counts them.
+fn parse_interval(t: &str) -> Option<i64> {
+    const DAYS_PER_MONTH: f64 = 365.25 / 12.0;
+    let mut months = 0.0_f64;
+    let mut days = 0.0_f64;
+    let mut micros = 0_i64;
+    let mut words = t.split_whitespace().peekable();
+    while let Some(word) = words.next() {
+        if word.contains(':') {
+            let (negative, hms) = match word.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, word.strip_prefix('+').unwrap_or(word)),
+            };
+            let (hours, rest) = hms.split_once(':')?;
+            let hours: i64 = hours.parse().ok()?;
+            let within = parse_time(&format!("00:{rest}"))?;
+            let total = hours.checked_mul(3_600_000_000)?.checked_add(within)?;
+            micros += if negative { -total } else { total };
+            continue;
+        }
+        let n: f64 = word.parse().ok()?;
+        match words.next()?.trim_end_matches('s') {
+            "year" => months += n * 12.0,
+            "mon" => months += n,
+            "day" => days += n,
+            _ => return None,
+        }
+    }
+    let day_micros = (months * DAYS_PER_MONTH + days) * 86_400_000_000.0;
+    Some(day_micros as i64 + micros)
 }
 
 /// Days from 1970-01-01 to a proleptic Gregorian date (Hinnant's `days_from_civil`).
@@ -621,6 +758,51 @@ mod tests {
         );
         let err = ADAPTIVE.value(&column(DATE, -1), b"infinity").err();
         assert!(err.is_some_and(|e| e.to_string().contains("column c (date)")));
+        Ok(())
+    }
+
+    #[test]
+    fn arrays_and_intervals() -> Result<(), TypeError> {
+        let ints = column(1007, -1);
+        assert_eq!(
+            ADAPTIVE
+                .schema(&ints)
+                .and_then(|s| s.value_schema.map(|e| (e.ty, e.optional))),
+            Some((SchemaType::Int32, true))
+        );
+        assert_eq!(
+            ADAPTIVE.value(&ints, b"{1,NULL,-3}")?,
+            Value::Array(vec![Value::Int32(1), Value::Null, Value::Int32(-3)])
+        );
+        assert_eq!(
+            ADAPTIVE.value(&column(1009, -1), br#"{a,"b,c","d \"e\"",""}"#)?,
+            Value::Array(vec![
+                Value::String("a".into()),
+                Value::String("b,c".into()),
+                Value::String("d \"e\"".into()),
+                Value::String(String::new()),
+            ])
+        );
+        assert_eq!(ADAPTIVE.value(&ints, b"{}")?, Value::Array(vec![]));
+        assert!(ADAPTIVE.value(&ints, b"{{1,2},{3,4}}").is_err());
+        let interval = column(INTERVAL, -1);
+        assert_eq!(
+            ADAPTIVE.value(&interval, b"00:00:01.5")?,
+            Value::Int64(1_500_000)
+        );
+        assert_eq!(
+            ADAPTIVE.value(&interval, b"1 day -01:00:00")?,
+            Value::Int64(82_800_000_000)
+        );
+        // A month is 30.4375 days, as Debezium counts.
+        assert_eq!(
+            ADAPTIVE.value(&interval, b"1 mon")?,
+            Value::Int64(2_629_800_000_000)
+        );
+        assert_eq!(
+            ADAPTIVE.value(&interval, b"-1 years +2 mons")?,
+            Value::Int64(-(10.0 * 30.4375 * 86_400_000_000.0) as i64)
+        );
         Ok(())
     }
 

@@ -150,7 +150,7 @@ async fn a_real_row_of_each_covered_type_maps_to_debeziums_values() -> Result<()
     db.batch_execute(
         "CREATE TABLE t (id bigint PRIMARY KEY, ok boolean, n numeric(10,2), free numeric,
             m money, d date, t3 time(3), t6 time, ts3 timestamp(3), ts6 timestamp,
-            tz timestamptz, b bytea, u uuid, j jsonb, r real);
+            tz timestamptz, b bytea, u uuid, j jsonb, r real, ia int[], ta text[], iv interval);
          CREATE PUBLICATION p FOR TABLE t;",
     )
     .await?;
@@ -161,7 +161,8 @@ async fn a_real_row_of_each_covered_type_maps_to_debeziums_values() -> Result<()
          INSERT INTO t VALUES (7, true, 1234.5, -12.345, 1000.05, '2024-03-05', '01:00:00.5',
             '01:00:00.000001', '1970-01-02 00:00:00.25', '1969-12-31 23:59:59.999999',
             '2024-03-05 13:45:06.5+05:30', '\\x0aff', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
-            '{\"k\": [1, 2]}', 1.5);",
+            '{\"k\": [1, 2]}', 1.5, '{1,NULL,3}', ARRAY['a', 'b,c', NULL, 'd\"e'],
+            '1 day -01:00:00.5');",
     )
     .await?;
     let session = Session {
@@ -227,6 +228,20 @@ async fn a_real_row_of_each_covered_type_maps_to_debeziums_values() -> Result<()
         ),
         ("j", Value::String("{\"k\": [1, 2]}".into())),
         ("r", Value::Float32(1.5)),
+        (
+            "ia",
+            Value::Array(vec![Value::Int32(1), Value::Null, Value::Int32(3)]),
+        ),
+        (
+            "ta",
+            Value::Array(vec![
+                Value::String("a".into()),
+                Value::String("b,c".into()),
+                Value::Null,
+                Value::String("d\"e".into()),
+            ]),
+        ),
+        ("iv", Value::Int64(82_799_500_000)),
     ];
     let expected: Vec<(String, Value)> = expected
         .into_iter()
