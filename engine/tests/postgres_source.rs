@@ -343,8 +343,11 @@ fn lsn_value(text: &str) -> Result<u64> {
 async fn extract_new_record_state_turns_events_into_rows() -> Result<()> {
     let stack = stack()?;
     let (database, db) = stack.create_database("pgsmt").await?;
-    db.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, qty int, note text)")
-        .await?;
+    db.batch_execute(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+         CREATE TABLE orders (id int PRIMARY KEY, qty int, note text, mood mood)",
+    )
+    .await?;
     let prefix = unique_name("rows").replace('-', "_");
     let slot = unique_name("slot").replace('-', "_");
     let dir = TempDir::new("pgsmt")?;
@@ -382,7 +385,7 @@ async fn extract_new_record_state_turns_events_into_rows() -> Result<()> {
     running(&w, "pg")?;
     streaming(&db, &slot).await?;
     db.batch_execute(
-        "INSERT INTO orders VALUES (1, 5, 'a'); UPDATE orders SET qty = 6 WHERE id = 1;
+        "INSERT INTO orders VALUES (1, 5, 'a', 'ok'); UPDATE orders SET qty = 6 WHERE id = 1;
          DELETE FROM orders WHERE id = 1;",
     )
     .await?;
@@ -409,8 +412,12 @@ async fn extract_new_record_state_turns_events_into_rows() -> Result<()> {
     db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
         .await?;
     let expected = vec![
-        Some(json!({"id": 1, "qty": 5, "note": "a", "__op": "c", "__table": "orders"})),
-        Some(json!({"id": 1, "qty": 6, "note": "a", "__op": "u", "__table": "orders"})),
+        Some(
+            json!({"id": 1, "qty": 5, "note": "a", "mood": "ok", "__op": "c", "__table": "orders"}),
+        ),
+        Some(
+            json!({"id": 1, "qty": 6, "note": "a", "mood": "ok", "__op": "u", "__table": "orders"}),
+        ),
         None,
     ];
     ensure!(values == expected, "{values:?}");

@@ -34,6 +34,8 @@ pub struct TableSchemas {
     fields: Vec<usize>,
     key_fields: Vec<usize>,
     columns: Relation,
+    /// Column index -> the allowed labels of its enum type (`io.debezium.data.Enum`).
+    enums: std::collections::BTreeMap<usize, String>,
 }
 
 /// How the source block of one event reads.
@@ -99,8 +101,10 @@ impl TableSchemas {
         prefix: &str,
         relation: &Relation,
         mapping: &Mapping,
+        enums: &std::collections::HashMap<u32, String>,
         include: impl Fn(&str) -> bool,
     ) -> (TableSchemas, Vec<String>) {
+        let mut enum_columns = std::collections::BTreeMap::new();
         let base = format!("{prefix}.{}.{}", relation.schema, relation.name);
         let mut row = Schema::structure()
             .named(format!("{base}.Value"))
@@ -110,7 +114,17 @@ impl TableSchemas {
         let mut key_fields = Vec::new();
         let mut left_out = Vec::new();
         for (i, column) in relation.columns.iter().enumerate() {
-            let Some(schema) = mapping.schema(column) else {
+            let schema = match enums.get(&column.type_oid) {
+                Some(allowed) => {
+                    enum_columns.insert(i, allowed.clone());
+                    let mut e = Schema::of(SchemaType::String).named("io.debezium.data.Enum");
+                    e.version = Some(1);
+                    e.parameters.insert("allowed".into(), allowed.clone());
+                    Some(if column.key { e } else { e.optional() })
+                }
+                None => mapping.schema(column),
+            };
+            let Some(schema) = schema else {
                 left_out.push(column.name.clone());
                 continue;
             };
@@ -147,6 +161,7 @@ impl TableSchemas {
             fields,
             key_fields,
             columns: relation.clone(),
+            enums: enum_columns,
         };
         (schemas, left_out)
     }
@@ -163,6 +178,9 @@ impl TableSchemas {
         };
         Ok(match datum {
             None | Some(Datum::Null) => Value::Null,
+            Some(Datum::Text(text)) if self.enums.contains_key(&index) => {
+                Value::String(String::from_utf8_lossy(text).into_owned())
+            }
             Some(Datum::Text(text)) => mapping.value(column, text)?,
             // Not sent because unchanged: Debezium's placeholder where the type can hold it.
             Some(Datum::UnchangedToast) => match mapping.schema(column).map(|s| s.ty) {
@@ -293,8 +311,49 @@ mod tests {
     };
 
     #[test]
+    fn an_enum_column_is_debeziums_enum_with_its_labels() -> Result<(), TypeError> {
+        let mut rel = relation();
+        rel.columns[3].type_oid = 16_500;
+        let enums = std::collections::HashMap::from([(16_500, "sad,ok,happy".to_owned())]);
+        let (t, left_out) = TableSchemas::new("shop", &rel, &MAPPING, &enums, |_| true);
+        assert!(left_out.is_empty(), "{left_out:?}");
+        let shape = t
+            .envelope
+            .field_named("after")
+            .and_then(|a| a.schema.field_named("shape"))
+            .map(|f| {
+                (
+                    f.schema.name.clone(),
+                    f.schema.parameters.get("allowed").cloned(),
+                )
+            });
+        assert_eq!(
+            shape,
+            Some((
+                Some("io.debezium.data.Enum".into()),
+                Some("sad,ok,happy".into())
+            ))
+        );
+        let tuple = vec![
+            Datum::Text(b"1".to_vec()),
+            Datum::Null,
+            Datum::Null,
+            Datum::Text(b"ok".to_vec()),
+        ];
+        let row = t.row(&MAPPING, "", &tuple)?;
+        assert_eq!(row.get("shape"), Some(&Value::String("ok".into())));
+        Ok(())
+    }
+
+    #[test]
     fn an_update_reads_as_debeziums_envelope() -> Result<(), TypeError> {
-        let (t, left_out) = TableSchemas::new("shop", &relation(), &MAPPING, |c| c != "secret");
+        let (t, left_out) = TableSchemas::new(
+            "shop",
+            &relation(),
+            &MAPPING,
+            &std::collections::HashMap::new(),
+            |c| c != "secret",
+        );
         assert_eq!(left_out, ["secret", "shape"]);
         assert_eq!(t.topic, "shop.public.orders");
         assert_eq!(

@@ -103,6 +103,8 @@ struct Running {
     partition: SourcePartition,
     /// Relation OID -> its event schemas, or `None` for a table not captured.
     tables: HashMap<u32, Option<TableSchemas>>,
+    /// Enum type OID -> its labels in order, comma-separated (`io.debezium.data.Enum`).
+    enums: HashMap<u32, String>,
     open: Option<Open>,
     ready: Vec<SourceRecord>,
     /// The end LSN the stream resumed after: a transaction ending there or before is old.
@@ -155,6 +157,22 @@ impl From<ReplicationError> for ConnectorError {
             other => ConnectorError::retriable(other.to_string()),
         }
     }
+}
+
+/// Every enum type of the database, with its labels in order.
+async fn load_enums(sql: &tokio_postgres::Client) -> Result<HashMap<u32, String>, ConnectorError> {
+    let rows = sql
+        .query(
+            "SELECT enumtypid, string_agg(enumlabel, ',' ORDER BY enumsortorder) \
+             FROM pg_enum GROUP BY enumtypid",
+            &[],
+        )
+        .await
+        .map_err(|e| external("reading the enum types (pg_enum)", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, u32>(0), r.get::<_, String>(1)))
+        .collect())
 }
 
 /// Makes sure the publication exists as `publication.autocreate.mode` says.
@@ -225,7 +243,7 @@ async fn free_slot(
 
 impl Running {
     /// Applies one event; a commit moves its transaction's records to `ready`.
-    fn apply(&mut self, event: Event) -> Result<(), ConnectorError> {
+    async fn apply(&mut self, event: Event) -> Result<(), ConnectorError> {
         let message = match event {
             Event::Data(message) => message,
             Event::Idle { wal_end } => {
@@ -249,6 +267,14 @@ impl Running {
                 });
             }
             Message::Relation(relation) => {
+                // A type created after the start (user types have OIDs from 16384 on).
+                if relation
+                    .columns
+                    .iter()
+                    .any(|c| c.type_oid >= 16_384 && !self.enums.contains_key(&c.type_oid))
+                {
+                    self.enums = load_enums(&self.sql).await?;
+                }
                 let captured = self.config.captures(&relation.schema, &relation.name);
                 let schemas = captured.then(|| {
                     let prefix = format!("{}.{}.", relation.schema, relation.name);
@@ -256,6 +282,7 @@ impl Running {
                         &self.config.topic_prefix,
                         &relation,
                         &self.config.mapping,
+                        &self.enums,
                         |c| self.config.columns.allows(&format!("{prefix}{c}")),
                     );
                     if !left_out.is_empty() {
@@ -594,6 +621,7 @@ impl SourceTask for PostgresSourceTask {
             let stream = Stream::start(&session, from).await?;
             tracing::info!(task = %label, slot = %config.slot, publication = %config.publication, from = %from, "streaming changes");
             let heartbeat = config.heartbeat_interval;
+            let enums = load_enums(&sql).await?;
             self.running = Some(Running {
                 heartbeat,
                 config,
@@ -604,6 +632,7 @@ impl SourceTask for PostgresSourceTask {
                 stream: Some(stream),
                 partition,
                 tables: HashMap::new(),
+                enums,
                 open: None,
                 ready: Vec::new(),
                 resumed_at: from,
@@ -635,7 +664,7 @@ impl SourceTask for PostgresSourceTask {
                 let Some(event) = next else {
                     return Err(ConnectorError::retriable("the replication stream ended"));
                 };
-                run.apply(event)?;
+                run.apply(event).await?;
             }
             run.beat();
             if run.slot_checked.is_none_or(|t| t.elapsed() >= SLOT_CHECK) {

@@ -5,7 +5,9 @@
 //! Covered so far: booleans, integers, floats, NUMERIC (precise `Decimal`, or
 //! `VariableScaleDecimal` when unconstrained; double; string), MONEY, the character types,
 //! BYTEA, UUID, JSON/JSONB, XML, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL
-//! (`MicroDuration`), the network and OID types, and one-dimensional arrays of these. A type not covered yet maps to `None`: the column is left out of the
+//! (`MicroDuration`), the network and OID types, and one-dimensional arrays of these
+//! (enums are mapped where the table's schemas are built: their labels come from the
+//! database's catalogue). A type not covered yet maps to `None`: the column is left out of the
 //! record, as Debezium does with `include.unknown.datatypes=false` (the caller logs it).
 //! Every conversion error names the column and the text at fault.
 
