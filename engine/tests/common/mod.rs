@@ -10,6 +10,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use sluice_testkit::{free_port, http_get, unique_name, Stack};
 
 pub mod cluster;
+pub mod postgres;
 
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);

@@ -1,0 +1,121 @@
+//! The PostgreSQL source's test helpers: its connector config, and waits on the task, the
+//! slot and the topic.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _, Result};
+use serde_json::{json, Value};
+use sluice_testkit::Isolation;
+
+use super::WorkerProcess;
+
+/// Waits until the connector's task is RUNNING (its slot exists from then on).
+pub fn running(w: &WorkerProcess, name: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok((200, s)) = w.get_json(&format!("/connectors/{name}/status")) {
+            if s["tasks"][0]["state"] == "RUNNING" {
+                return Ok(());
+            }
+            ensure!(s["tasks"][0]["state"] != "FAILED", "task failed: {s}");
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not RUNNING within 60 s:\n{}",
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until a session streams from `slot` (the task creates the slot when it starts,
+/// which is after it reports RUNNING, as in Kafka Connect; changes before are not in it).
+pub async fn streaming(db: &tokio_postgres::Client, slot: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let active: Option<bool> = db
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await?
+            .map(|r| r.get(0));
+        if active == Some(true) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "slot {slot} not streamed within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// (op, id) of every event, `None` for a tombstone.
+pub fn events(stack: &sluice_testkit::Stack, topic: &str) -> Result<Vec<Option<(String, i64)>>> {
+    let records = stack.read_topic(topic, Isolation::ReadCommitted, Duration::from_secs(30))?;
+    records
+        .iter()
+        .map(|r| -> Result<Option<(String, i64)>> {
+            let key: Value = serde_json::from_slice(r.key.as_deref().context("no key")?)?;
+            let id = key["id"].as_i64().context("key without id")?;
+            let Some(bytes) = r.value.as_deref() else {
+                return Ok(None);
+            };
+            let v: Value = serde_json::from_slice(bytes)?;
+            let op = v["op"].as_str().context("no op")?.to_owned();
+            ensure!(v["source"]["connector"] == "postgresql", "{v}");
+            ensure!(v["source"]["table"] == "orders", "{v}");
+            let row = if op == "d" { &v["before"] } else { &v["after"] };
+            ensure!(row["id"].as_i64() == Some(id), "key {id} but {v}");
+            Ok(Some((op, id)))
+        })
+        .collect()
+}
+
+/// The connector's config (Debezium's class and keys) for `orders` of `database`.
+pub fn connector(
+    port: u16,
+    database: &str,
+    prefix: &str,
+    slot: &str,
+    extra: &[(&str, &str)],
+) -> Value {
+    let mut config = json!({
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "database.hostname": "127.0.0.1",
+        "database.port": port.to_string(),
+        "database.user": "postgres",
+        "database.dbname": database,
+        "topic.prefix": prefix,
+        "plugin.name": "pgoutput",
+        "slot.name": slot,
+        "publication.name": format!("{slot}_pub"),
+        "snapshot.mode": "no_data",
+        "table.include.list": "public.orders",
+        "key.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "key.converter.schemas.enable": "false",
+        "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+        "value.converter.schemas.enable": "false"});
+    for (k, v) in extra {
+        config[*k] = json!(v);
+    }
+    json!({"name": "pg", "config": config})
+}
+
+/// The slot's confirmed position.
+pub async fn confirmed(db: &tokio_postgres::Client, slot: &str) -> Result<Option<String>> {
+    Ok(db
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?
+        .get(0))
+}
+
+/// An LSN (`X/Y`) as a number.
+pub fn lsn_value(text: &str) -> Result<u64> {
+    let (hi, lo) = text.split_once('/').context("not an LSN")?;
+    Ok((u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?)
+}
