@@ -400,3 +400,79 @@ async fn setups_that_cannot_work_fail_the_task_with_the_setting_at_fault() -> Re
     w.terminate(Duration::from_secs(30))?;
     Ok(())
 }
+
+/// Under REPLICA IDENTITY FULL the server sends whole old rows: updates and deletes carry
+/// the full `before`, and the key is still the primary key alone (Debezium's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_identity_full_gives_whole_before_rows_and_a_primary_key() -> Result<()> {
+    let stack = stack()?;
+    let (database, db) = stack.create_database("pgfull").await?;
+    db.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text);
+         ALTER TABLE orders REPLICA IDENTITY FULL;",
+    )
+    .await?;
+    let prefix = unique_name("full").replace('-', "_");
+    let slot = unique_name("slot").replace('-', "_");
+    let dir = TempDir::new("pgfull")?;
+    let port = free_port()?;
+    let worker = dir.write(
+        "worker.properties",
+        &worker_properties(
+            stack,
+            port,
+            &unique_name("pgfull"),
+            &unique_name("pgfull-offsets"),
+            "",
+        ),
+    )?;
+    let file = dir.write(
+        "pg.json",
+        &connector(stack.postgres_port, &database, &prefix, &slot, &[]).to_string(),
+    )?;
+    let mut w = WorkerProcess::standalone(&worker, &[&file], port, dir.0.join("w.log"))?;
+    w.wait_ready(Duration::from_secs(60))?;
+    running(&w, "pg")?;
+    streaming(&db, &slot).await?;
+    db.batch_execute(
+        "INSERT INTO orders VALUES (1, 5, 'a'); UPDATE orders SET qty = 6 WHERE id = 1;
+         DELETE FROM orders WHERE id = 1;",
+    )
+    .await?;
+    let topic = format!("{prefix}.public.orders");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let records = loop {
+        let records = stack
+            .read_topic(&topic, Isolation::ReadCommitted, Duration::from_secs(10))
+            .unwrap_or_default();
+        if records.len() >= 4 || Instant::now() > deadline {
+            break records;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    w.terminate(Duration::from_secs(30))?;
+    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await?;
+    ensure!(records.len() == 4, "{} records", records.len());
+    for r in &records {
+        let key: Value = serde_json::from_slice(r.key.as_deref().unwrap_or_default())?;
+        ensure!(key == json!({"id": 1}), "key {key}");
+    }
+    let value = |i: usize| -> Result<Value> {
+        Ok(serde_json::from_slice(
+            records[i].value.as_deref().unwrap_or_default(),
+        )?)
+    };
+    ensure!(
+        value(1)?["before"] == json!({"id": 1, "qty": 5, "note": "a"}),
+        "{}",
+        value(1)?
+    );
+    ensure!(
+        value(2)?["before"] == json!({"id": 1, "qty": 6, "note": "a"}),
+        "{}",
+        value(2)?
+    );
+    ensure!(records[3].value.is_none(), "no tombstone after the delete");
+    Ok(())
+}

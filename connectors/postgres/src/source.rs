@@ -159,6 +159,23 @@ impl From<ReplicationError> for ConnectorError {
     }
 }
 
+/// The primary key's column names of relation `oid` (none without a primary key).
+async fn primary_key(
+    sql: &tokio_postgres::Client,
+    oid: u32,
+) -> Result<Vec<String>, ConnectorError> {
+    let rows = sql
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+              WHERE i.indrelid = $1 AND i.indisprimary",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| external("reading a table's primary key", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Every enum type of the database, with its labels in order.
 async fn load_enums(sql: &tokio_postgres::Client) -> Result<HashMap<u32, String>, ConnectorError> {
     let rows = sql
@@ -266,7 +283,13 @@ impl Running {
                     records: Vec::new(),
                 });
             }
-            Message::Relation(relation) => {
+            Message::Relation(mut relation) => {
+                // The key is the primary key, as Debezium's (the Relation message flags the
+                // replica identity's columns: all of them under REPLICA IDENTITY FULL).
+                let primary = primary_key(&self.sql, relation.oid).await?;
+                for column in &mut relation.columns {
+                    column.key = primary.contains(&column.name);
+                }
                 // A type created after the start (user types have OIDs from 16384 on).
                 if relation
                     .columns
