@@ -474,5 +474,19 @@ async fn replica_identity_full_gives_whole_before_rows_and_a_primary_key() -> Re
         value(2)?
     );
     ensure!(records[3].value.is_none(), "no tombstone after the delete");
+    // Each change carries its own LSN, also as the second element of `sequence`.
+    let mut last = 0;
+    for i in 0..3 {
+        let v = value(i)?;
+        let lsn = v["source"]["lsn"].as_i64().unwrap_or_default();
+        ensure!(lsn > last, "source.lsn {lsn} after {last}: {v}");
+        let sequence: Value =
+            serde_json::from_str(v["source"]["sequence"].as_str().unwrap_or("[]"))?;
+        ensure!(
+            sequence[1] == json!(lsn.to_string()),
+            "sequence {sequence} for lsn {lsn}"
+        );
+        last = lsn;
+    }
     Ok(())
 }

@@ -124,6 +124,8 @@ pub async fn drop_slot(
 pub enum Event {
     /// A decoded pgoutput message.
     Data(Message),
+    /// A row change (Insert, Update, Delete, Truncate) with the LSN of its WAL record.
+    Change { message: Message, lsn: Lsn },
     /// A keepalive with the server's WAL end. Between transactions it is a position that
     /// can be confirmed once everything before it is durable (so an idle slot lets go of
     /// WAL); inside a transaction it says nothing about that transaction.
@@ -202,7 +204,18 @@ impl Stream {
                     prefix,
                     content: content.to_vec(),
                 }),
-                ReplicationEvent::XLogData { data, .. } => Event::Data(pgoutput::decode(&data)?),
+                ReplicationEvent::XLogData {
+                    data, wal_start, ..
+                } => match pgoutput::decode(&data)? {
+                    message @ (Message::Insert { .. }
+                    | Message::Update { .. }
+                    | Message::Delete { .. }
+                    | Message::Truncate { .. }) => Event::Change {
+                        message,
+                        lsn: lsn(wal_start),
+                    },
+                    other => Event::Data(other),
+                },
                 ReplicationEvent::StoppedAt { .. } => continue,
             };
             return Ok(Some(out));

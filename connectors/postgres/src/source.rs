@@ -18,8 +18,7 @@
 //!
 //! Not built yet (refused by validate): snapshots (only `snapshot.mode=no_data`),
 //! `heartbeat.action.query`, transaction metadata,
-//! logical decoding messages, TLS to PostgreSQL. `source.lsn` is the transaction's commit
-//! LSN for every event of it (Debezium gives each change its own).
+//! logical decoding messages, TLS to PostgreSQL.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -261,8 +260,9 @@ async fn free_slot(
 impl Running {
     /// Applies one event; a commit moves its transaction's records to `ready`.
     async fn apply(&mut self, event: Event) -> Result<(), ConnectorError> {
-        let message = match event {
-            Event::Data(message) => message,
+        let (message, change_lsn) = match event {
+            Event::Data(message) => (message, None),
+            Event::Change { message, lsn } => (message, Some(lsn)),
             Event::Idle { wal_end } => {
                 if self.open.is_none() {
                     self.idle_end = self.idle_end.max(Some(wal_end));
@@ -316,19 +316,26 @@ impl Running {
                 self.tables.insert(relation.oid, schemas);
             }
             Message::Insert { relation, new } => {
-                self.change(relation, 'c', None, Some(&new), false)?;
+                self.change(relation, 'c', None, Some(&new), false, change_lsn)?;
             }
             Message::Update {
                 relation,
                 old,
                 old_is_key_only,
                 new,
-            } => self.change(relation, 'u', old.as_deref(), Some(&new), old_is_key_only)?,
+            } => self.change(
+                relation,
+                'u',
+                old.as_deref(),
+                Some(&new),
+                old_is_key_only,
+                change_lsn,
+            )?,
             Message::Delete {
                 relation,
                 old,
                 old_is_key_only,
-            } => self.change(relation, 'd', Some(&old), None, old_is_key_only)?,
+            } => self.change(relation, 'd', Some(&old), None, old_is_key_only, change_lsn)?,
             Message::Commit {
                 commit_lsn,
                 end_lsn,
@@ -482,6 +489,7 @@ impl Running {
         old: Option<&[Datum]>,
         new: Option<&[Datum]>,
         old_is_key_only: bool,
+        change_lsn: Option<Lsn>,
     ) -> Result<(), ConnectorError> {
         let Some(entry) = self.tables.get(&relation) else {
             return Err(ConnectorError::data(format!(
@@ -504,7 +512,7 @@ impl Running {
             connector_name: &config.topic_prefix,
             database: &config.dbname,
             xid: open.xid,
-            lsn: open.final_lsn,
+            lsn: change_lsn.unwrap_or(open.final_lsn),
             last_commit: self.last_commit,
             commit_micros: open.commit_micros,
         };

@@ -18,7 +18,7 @@ async fn transactions(stream: &mut Stream, commits: usize) -> Result<Vec<Message
             .await
             .context("no replication event within 30 s")??;
         match event {
-            Some(Event::Data(m)) => {
+            Some(Event::Data(m) | Event::Change { message: m, .. }) => {
                 if matches!(m, Message::Commit { .. }) {
                     seen += 1;
                 }
