@@ -155,7 +155,7 @@ pub fn source_def() -> ConfigDef {
                 .default_value("initial")
                 .importance(Importance::Medium)
                 .validator(Validator::Custom(snapshot_mode))
-                .doc("When to read the tables' existing rows. Only no_data (stream changes from the slot's position, no snapshot) is built so far."),
+                .doc("When to read the tables' existing rows: initial (when nothing was committed yet, then stream), initial_only (then stop), no_data (stream only). always, when_needed and the custom modes are not built yet."),
         )
         .define(
             ConfigKey::new(TOMBSTONES_ON_DELETE, ConfigType::Boolean)
@@ -176,6 +176,13 @@ pub fn source_def() -> ConfigDef {
                 .importance(Importance::Medium)
                 .validator(Validator::Custom(time_mode))
                 .doc("adaptive: Debezium's millisecond or microsecond types after the column's precision; adaptive_time_microseconds: TIME always in microseconds; connect: Kafka Connect's logical types."),
+        )
+        .define(
+            ConfigKey::new("snapshot.fetch.size", ConfigType::Int)
+                .default_value("10240")
+                .importance(Importance::Low)
+                .validator(Validator::at_least(1.0))
+                .doc("Rows read per snapshot query (one chunk, committed with its progress)."),
         )
         .define(
             s("interval.handling.mode")
@@ -322,10 +329,10 @@ fn interval_mode(value: &ConfigValue) -> Result<(), String> {
 
 fn snapshot_mode(value: &ConfigValue) -> Result<(), String> {
     match string(value).to_ascii_lowercase().as_str() {
-        "no_data" => Ok(()),
+        "no_data" | "initial" | "initial_only" => Ok(()),
         "never" => Err("never was removed in Debezium 3.3; use no_data".into()),
         m if SNAPSHOT_MODES.contains(&m) => Err(format!(
-            "{m}: snapshots are {NOT_YET}; no_data streams changes without one"
+            "{m} is {NOT_YET} (initial, initial_only and no_data are)"
         )),
         m => Err(format!("{m} is not one of {}", SNAPSHOT_MODES.join(", "))),
     }
@@ -438,6 +445,10 @@ pub struct PostgresConfig {
     pub slot_drop_on_stop: bool,
     pub unavailable_placeholder: String,
     pub max_batch_size: usize,
+    /// `snapshot.mode`, lower case.
+    pub snapshot_mode: String,
+    /// `snapshot.fetch.size`: rows per snapshot chunk (one chunk per poll).
+    pub snapshot_fetch_size: usize,
     /// `heartbeat.interval.ms`; `None` when 0.
     pub heartbeat_interval: Option<std::time::Duration>,
     pub heartbeat_prefix: String,
@@ -514,6 +525,11 @@ impl PostgresConfig {
                 .filter(|n| *n > 0)
                 .map(std::time::Duration::from_millis),
             heartbeat_prefix: text(HEARTBEAT_PREFIX)?,
+            snapshot_mode: text(SNAPSHOT_MODE)?.to_ascii_lowercase(),
+            snapshot_fetch_size: parsed
+                .long("snapshot.fetch.size")
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(10_240),
         })
     }
 
@@ -576,7 +592,7 @@ mod tests {
     #[test]
     fn what_is_not_built_is_refused_by_name() {
         refused(&[("plugin.name", "decoderbufs")], PLUGIN_NAME, "pgoutput");
-        refused(&[("snapshot.mode", "initial")], SNAPSHOT_MODE, "no_data");
+        refused(&[("snapshot.mode", "always")], SNAPSHOT_MODE, "no_data");
         refused(&[("snapshot.mode", "never")], SNAPSHOT_MODE, "3.3");
         refused(
             &[("heartbeat.action.query", "x")],

@@ -44,8 +44,10 @@ pub struct SourceInfo<'a> {
     pub connector_name: &'a str,
     pub database: &'a str,
     pub xid: u32,
-    /// The change's position (its transaction's commit LSN for now).
+    /// The change's position (for a snapshot row, the snapshot's consistent point).
     pub lsn: Lsn,
+    /// `source.snapshot`: `"false"` for streamed changes, `"true"` for snapshot rows.
+    pub snapshot: &'a str,
     /// The previous transaction's commit LSN, for `sequence`.
     pub last_commit: Option<Lsn>,
     /// The commit time, microseconds since 1970-01-01.
@@ -248,7 +250,7 @@ impl TableSchemas {
             ("connector".into(), Value::String("postgresql".into())),
             ("name".into(), Value::String(source.connector_name.into())),
             ("ts_ms".into(), Value::Int64(commit.div_euclid(1000))),
-            ("snapshot".into(), Value::String("false".into())),
+            ("snapshot".into(), Value::String(source.snapshot.into())),
             ("db".into(), Value::String(source.database.into())),
             ("sequence".into(), Value::String(sequence)),
             ("ts_us".into(), Value::Int64(commit)),
@@ -390,6 +392,7 @@ mod tests {
             database: "shopdb",
             xid: 42,
             lsn: Lsn(100),
+            snapshot: "false",
             last_commit: Some(Lsn(90)),
             commit_micros: 1_700_000_000_123_456,
         };

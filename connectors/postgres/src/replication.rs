@@ -164,6 +164,55 @@ impl Stream {
         Ok(Stream { client })
     }
 
+    /// A session that creates `session`'s slot with an exported snapshot and waits: the
+    /// snapshot's name (to read the tables as of the slot's consistent point, with
+    /// `SET TRANSACTION SNAPSHOT`) stays valid until [`Stream::begin`] starts streaming
+    /// from that point.
+    pub async fn create_exported(
+        session: &Session,
+    ) -> Result<(Stream, Lsn, String), ReplicationError> {
+        let config = ReplicationConfig::new(
+            session.host.clone(),
+            session.user.clone(),
+            session.password.clone(),
+            session.database.clone(),
+            session.slot.clone(),
+            session.publication.as_str(),
+        )
+        .with_port(session.port)
+        .with_tls(TlsConfig::disabled());
+        let mut client = ReplicationClient::connect_gated(config).await?;
+        let rows = client
+            .simple_query(&format!(
+                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
+                quote_ident(&session.slot)
+            ))
+            .await?;
+        let row = rows.first().ok_or_else(|| {
+            ReplicationError::Setup("CREATE_REPLICATION_SLOT answered no row".into())
+        })?;
+        let text = |i: usize| {
+            row.get(i)
+                .and_then(|v| v.as_ref())
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .ok_or_else(|| {
+                    ReplicationError::Setup(format!(
+                        "CREATE_REPLICATION_SLOT answered no column {i}"
+                    ))
+                })
+        };
+        let point: Lsn = text(1)?.parse().map_err(ReplicationError::Setup)?;
+        let name = text(2)?;
+        Ok((Stream { client }, point, name))
+    }
+
+    /// Starts streaming on a session made by [`Stream::create_exported`] (from the slot's
+    /// consistent point; the exported snapshot ends here).
+    pub async fn begin(&mut self) -> Result<(), ReplicationError> {
+        self.client.start().await?;
+        Ok(())
+    }
+
     /// The next event; `None` once the stream has ended.
     pub async fn next(&mut self) -> Result<Option<Event>, ReplicationError> {
         loop {

@@ -16,8 +16,10 @@
 //! position into Kafka, and the slot is confirmed there once it is committed, so the
 //! slot's confirmed position never passes the committed offset.
 //!
-//! Not built yet (refused by validate): snapshots (only `snapshot.mode=no_data`),
-//! `heartbeat.action.query`, transaction metadata,
+//! The initial snapshot (`snapshot.mode=initial`) is [`crate::snapshot`]'s.
+//!
+//! Not built yet (refused by validate): the other snapshot modes, parallel and incremental
+//! snapshots, `heartbeat.action.query`, transaction metadata,
 //! logical decoding messages, TLS to PostgreSQL.
 
 use std::collections::HashMap;
@@ -35,6 +37,7 @@ use crate::envelope::{SourceInfo, TableSchemas, PG_EPOCH_MICROS};
 use crate::pgoutput::{Datum, Lsn, Message};
 use crate::preflight;
 use crate::replication::{self, Event, ReplicationError, Session, Stream};
+use crate::snapshot::Snapshot;
 
 /// The class names this source answers to: Debezium's first (a Debezium config works as
 /// it is), then Sluice's own.
@@ -48,6 +51,13 @@ pub const ALIASES: &[&str] = &[
 const SERVER: &str = "server";
 /// The offset key of the end LSN of the last transaction committed to Kafka.
 const LSN: &str = "lsn";
+
+/// Snapshot progress in the offset: `"in_progress"` while rows are read, with the table and
+/// the last key committed.
+const SNAPSHOT: &str = "snapshot";
+const IN_PROGRESS: &str = "in_progress";
+const SNAPSHOT_TABLE: &str = "snapshot_table";
+const SNAPSHOT_KEY: &str = "snapshot_key";
 
 /// How often the slot's retained WAL is measured.
 const SLOT_CHECK: Duration = Duration::from_secs(10);
@@ -99,6 +109,15 @@ struct Running {
     task: String,
     sql: tokio_postgres::Client,
     stream: Option<Stream>,
+    /// A session holding an exported snapshot, started once the snapshot is read.
+    pending: Option<Stream>,
+    /// The snapshot being read, if any; streaming starts when it is done.
+    snapshot: Option<Snapshot>,
+    /// Whether the snapshot reads inside the imported snapshot's transaction.
+    snapshot_in_tx: bool,
+    session: Session,
+    /// The position streaming starts at after the snapshot (its consistent point).
+    snapshot_point: Lsn,
     partition: SourcePartition,
     /// Relation OID -> its event schemas, or `None` for a table not captured.
     tables: HashMap<u32, Option<TableSchemas>>,
@@ -392,6 +411,114 @@ impl Running {
         Ok(())
     }
 
+    /// The next chunk of the snapshot as `r` events, or, once every table is read, the
+    /// start of streaming at the consistent point.
+    async fn snapshot_chunk(&mut self) -> Result<Vec<SourceRecord>, ConnectorError> {
+        let Some(snapshot) = self.snapshot.as_mut() else {
+            return Ok(Vec::new());
+        };
+        if self.pending.is_some() && !self.snapshot_in_tx {
+            self.snapshot_in_tx = true;
+        }
+        let Some(chunk) = snapshot.next(&self.sql).await? else {
+            let rows = self.snapshot.take().map_or(0, |s| s.tables.len());
+            if self.snapshot_in_tx {
+                self.sql
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| external("ending the snapshot transaction", e))?;
+            }
+            tracing::info!(task = %self.label, tables = rows, "snapshot done");
+            if self.config.snapshot_mode == "initial_only" {
+                return Ok(Vec::new());
+            }
+            self.stream = Some(match self.pending.take() {
+                Some(mut stream) => {
+                    stream.begin().await?;
+                    stream
+                }
+                None => Stream::start(&self.session, self.snapshot_point).await?,
+            });
+            tracing::info!(task = %self.label, from = %self.snapshot_point, "streaming changes after the snapshot");
+            return Ok(Vec::new());
+        };
+        let Some(table) = snapshot.tables.get(chunk.table).cloned() else {
+            return Ok(Vec::new());
+        };
+        let prefix = format!("{}.", table.name);
+        let (schemas, _) = TableSchemas::new(
+            &self.config.topic_prefix,
+            &table.relation,
+            &self.config.mapping,
+            &self.enums,
+            |c| self.config.columns.allows(&format!("{prefix}{c}")),
+        );
+        let offset = SourceOffset(
+            [
+                (
+                    LSN.to_owned(),
+                    serde_json::Value::from(self.snapshot_point.0),
+                ),
+                (SNAPSHOT.to_owned(), serde_json::Value::from(IN_PROGRESS)),
+                (
+                    SNAPSHOT_TABLE.to_owned(),
+                    serde_json::Value::from(table.name),
+                ),
+                (
+                    SNAPSHOT_KEY.to_owned(),
+                    serde_json::Value::from(chunk.last.clone().unwrap_or_default()),
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let source = SourceInfo {
+            connector_name: &self.config.topic_prefix,
+            database: &self.config.dbname,
+            xid: 0,
+            lsn: self.snapshot_point,
+            snapshot: "true",
+            last_commit: None,
+            commit_micros: now_micros(),
+        };
+        let now = now_micros();
+        let data =
+            |e: crate::types::TypeError| ConnectorError::data(format!("{}: {e}", schemas.topic));
+        let mut out = Vec::with_capacity(chunk.rows.len());
+        for row in &chunk.rows {
+            let tuple: Vec<Datum> = row
+                .iter()
+                .map(|v| {
+                    v.as_ref()
+                        .map_or(Datum::Null, |t| Datum::Text(t.clone().into_bytes()))
+                })
+                .collect();
+            let key = schemas.key(&self.config.mapping, &tuple).map_err(data)?;
+            let after = schemas
+                .row(
+                    &self.config.mapping,
+                    &self.config.unavailable_placeholder,
+                    &tuple,
+                )
+                .map_err(data)?;
+            out.push(SourceRecord {
+                source_partition: self.partition.clone(),
+                source_offset: offset.clone(),
+                topic: schemas.topic.clone(),
+                partition: None,
+                key_schema: schemas.key.clone(),
+                key,
+                value_schema: Some(schemas.envelope.clone()),
+                value: schemas.envelope('r', Value::Null, after, &source, now),
+                timestamp: Some(now.div_euclid(1000)),
+                headers: Vec::new(),
+            });
+        }
+        metrics::counter!("sluice_postgres_snapshot_rows_total", "connector" => self.connector.clone(), "task" => self.task.clone())
+            .increment(out.len() as u64);
+        Ok(out)
+    }
+
     /// The WAL the slot holds back (`pg_current_wal_lsn() - restart_lsn`) and its
     /// `wal_status`, as gauges: what an operator watches so a stuck slot never fills a disk.
     async fn measure_slot(&self) {
@@ -513,6 +640,7 @@ impl Running {
             database: &config.dbname,
             xid: open.xid,
             lsn: change_lsn.unwrap_or(open.final_lsn),
+            snapshot: "false",
             last_commit: self.last_commit,
             commit_micros: open.commit_micros,
         };
@@ -630,14 +758,50 @@ impl SourceTask for PostgresSourceTask {
                 .and_then(|o| o.0.get(LSN))
                 .and_then(serde_json::Value::as_u64)
                 .map(Lsn);
-            let created = replication::ensure_slot(&sql, &config.slot).await?;
+            let offset = context.offset(&partition).map(|o| o.0.clone());
+            // A snapshot left in the middle: its table and the last key committed.
+            let resume = offset
+                .as_ref()
+                .filter(|o| {
+                    o.get(SNAPSHOT).and_then(serde_json::Value::as_str) == Some(IN_PROGRESS)
+                })
+                .map(|o| {
+                    let table = o
+                        .get(SNAPSHOT_TABLE)
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let key: Option<Vec<String>> = o.get(SNAPSHOT_KEY).and_then(|k| {
+                        k.as_array().map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                    });
+                    (table, key)
+                });
+            let wants_snapshot =
+                matches!(config.snapshot_mode.as_str(), "initial" | "initial_only");
+            let slot_exists = replication::slot_state(&sql, &config.slot).await?.is_some();
+            let mut exported = None;
+            let created = if wants_snapshot && stored.is_none() && !slot_exists {
+                // A first start: the slot and a snapshot of the tables at its consistent point.
+                let (stream, point, name) = Stream::create_exported(&session).await?;
+                tracing::info!(task = %label, slot = %config.slot, consistent_point = %point, "slot created with an exported snapshot");
+                exported = Some((stream, point, name));
+                None
+            } else {
+                replication::ensure_slot(&sql, &config.slot).await?
+            };
             if let (Some(at), Some(stored)) = (created, stored) {
                 return Err(ConnectorError::config(format!(
                     "slot.name: slot {} did not exist (created now at {at}) although offsets were committed up to {stored}: the changes in between are lost; delete this connector's offsets to start from the slot's position",
                     config.slot
                 )));
             }
-            free_slot(&sql, &config.slot, &label).await?;
+            if exported.is_none() {
+                free_slot(&sql, &config.slot, &label).await?;
+            }
             if let (Some(stored), Some((Some(confirmed), _))) =
                 (stored, replication::slot_state(&sql, &config.slot).await?)
             {
@@ -648,9 +812,60 @@ impl SourceTask for PostgresSourceTask {
                     )));
                 }
             }
-            let from = stored.unwrap_or_default();
-            let stream = Stream::start(&session, from).await?;
-            tracing::info!(task = %label, slot = %config.slot, publication = %config.publication, from = %from, "streaming changes");
+            let mut from = stored.unwrap_or_default();
+            let mut snapshot = None;
+            let mut pending = None;
+            if let Some((stream, point, name)) = exported {
+                sql.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await
+                    .map_err(|e| external("opening the snapshot transaction", e))?;
+                sql.batch_execute(&format!(
+                    "SET TRANSACTION SNAPSHOT '{}'",
+                    name.replace('\'', "''")
+                ))
+                .await
+                .map_err(|e| external("importing the exported snapshot", e))?;
+                from = point;
+                pending = Some(stream);
+                snapshot = Some(Snapshot {
+                    tables: crate::snapshot::plan(&sql, &config).await?,
+                    index: 0,
+                    after: None,
+                    chunk: config.snapshot_fetch_size,
+                });
+            } else if let Some((table, key)) = resume.filter(|_| wants_snapshot) {
+                // The exported snapshot is gone: the rest is read as it is now; streaming
+                // from the consistent point replays what changed since.
+                let tables = crate::snapshot::plan(&sql, &config).await?;
+                let index = tables
+                    .iter()
+                    .position(|t| t.name >= table)
+                    .unwrap_or(tables.len());
+                let after = key.filter(|_| tables.get(index).is_some_and(|t| t.name == table));
+                tracing::info!(task = %label, table = %table, "resuming the snapshot after its last committed key");
+                snapshot = Some(Snapshot {
+                    tables,
+                    index,
+                    after,
+                    chunk: config.snapshot_fetch_size,
+                });
+            } else if wants_snapshot && stored.is_none() {
+                // The slot exists but nothing was committed: every table, as it is now.
+                snapshot = Some(Snapshot {
+                    tables: crate::snapshot::plan(&sql, &config).await?,
+                    index: 0,
+                    after: None,
+                    chunk: config.snapshot_fetch_size,
+                });
+            }
+            let stream = if snapshot.is_some() {
+                tracing::info!(task = %label, tables = snapshot.as_ref().map_or(0, |s| s.tables.len()), "snapshot starting");
+                None
+            } else {
+                let stream = Stream::start(&session, from).await?;
+                tracing::info!(task = %label, slot = %config.slot, publication = %config.publication, from = %from, "streaming changes");
+                Some(stream)
+            };
             let heartbeat = config.heartbeat_interval;
             let enums = load_enums(&sql).await?;
             self.running = Some(Running {
@@ -660,13 +875,18 @@ impl SourceTask for PostgresSourceTask {
                 connector: context.connector.clone(),
                 task: context.task.to_string(),
                 sql,
-                stream: Some(stream),
+                stream,
+                pending,
+                snapshot,
+                snapshot_in_tx: false,
+                session,
                 partition,
                 tables: HashMap::new(),
                 enums,
                 open: None,
                 ready: Vec::new(),
                 resumed_at: from,
+                snapshot_point: from,
                 returned: None,
                 returned_commit_micros: None,
                 slot_checked: None,
@@ -683,6 +903,14 @@ impl SourceTask for PostgresSourceTask {
             let Some(run) = self.running.as_mut() else {
                 return Err(ConnectorError::internal("poll before start"));
             };
+            if run.snapshot.is_some() {
+                return run.snapshot_chunk().await;
+            }
+            if run.stream.is_none() {
+                // initial_only: the snapshot is all there is.
+                tokio::time::sleep(POLL_WAIT).await;
+                return Ok(Vec::new());
+            }
             let deadline = tokio::time::Instant::now() + POLL_WAIT;
             while run.ready.len() < run.config.max_batch_size {
                 let Some(stream) = run.stream.as_mut() else {
