@@ -12,9 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
-use common::postgres::{connector, events, running, streaming};
-use common::{worker_properties, TempDir, WorkerProcess};
-use sluice_testkit::{free_port, stack, stack_script, unique_name};
+use common::postgres::{events, PgCase};
+use sluice_testkit::{stack, stack_script};
 
 /// `deploy/local/stack down postgres` then `up postgres`.
 fn restart_postgres() -> Result<()> {
@@ -36,47 +35,25 @@ fn restart_postgres() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_arrive_once_across_a_postgres_restart() -> Result<()> {
     let stack = stack()?;
-    let (database, db) = stack.create_database("pgrestart").await?;
-    db.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, qty int, note text)")
-        .await?;
-    let prefix = unique_name("restart").replace('-', "_");
-    let slot = unique_name("slot").replace('-', "_");
-    let dir = TempDir::new("pgrestart")?;
-    let port = free_port()?;
-    let worker = dir.write(
-        "worker.properties",
-        &worker_properties(
-            stack,
-            port,
-            &unique_name("pgrestart"),
-            &unique_name("pgrestart-offsets"),
-            "",
-        ),
-    )?;
+    let case = PgCase::new(
+        stack,
+        "pgrestart",
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text)",
+    )
+    .await?;
     // Heartbeats confirm the idle position the server asks about when it shuts down;
     // without them a fast shutdown waits wal_sender_timeout (60 s) for the slot's reader.
-    let config = connector(
-        stack.postgres_port,
-        &database,
-        &prefix,
-        &slot,
-        &[("heartbeat.interval.ms", "200")],
-    );
-    let file = dir.write("pg.json", &config.to_string())?;
-    let mut w = WorkerProcess::standalone(&worker, &[&file], port, dir.0.join("w.log"))?;
-    w.wait_ready(Duration::from_secs(60))?;
-    running(&w, "pg")?;
-    streaming(&db, &slot).await?;
+    let file = case.connector_file(&[("heartbeat.interval.ms", "200")])?;
+    let mut w = case.streaming_worker(&file, "w").await?;
     let mut expected = Vec::new();
     let mut sql = String::new();
     for id in 0..300 {
         sql.push_str(&format!("INSERT INTO orders VALUES ({id}, 1, 'x');"));
         expected.push(Some(("c".to_owned(), i64::from(id))));
     }
-    db.batch_execute(&sql).await?;
-    drop(db);
+    case.db.batch_execute(&sql).await?;
     restart_postgres()?;
-    let db = stack.postgres(&database).await?;
+    let db = stack.postgres(&case.database).await?;
     let mut sql = String::new();
     for id in 0..300 {
         if id % 2 == 0 {
@@ -85,7 +62,7 @@ async fn changes_arrive_once_across_a_postgres_restart() -> Result<()> {
         }
     }
     db.batch_execute(&sql).await?;
-    let topic = format!("{prefix}.public.orders");
+    let topic = case.topic();
     let deadline = Instant::now() + Duration::from_secs(120);
     let got = loop {
         let got = events(stack, &topic).unwrap_or_default();
@@ -110,7 +87,7 @@ async fn changes_arrive_once_across_a_postgres_restart() -> Result<()> {
         got.len()
     );
     w.terminate(Duration::from_secs(30))?;
-    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+    db.execute("SELECT pg_drop_replication_slot($1)", &[&case.slot])
         .await?;
     Ok(())
 }

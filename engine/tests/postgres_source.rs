@@ -10,36 +10,23 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
-use common::postgres::{confirmed, connector, events, lsn_value, running, streaming};
-use common::{worker_properties, TempDir, WorkerProcess};
+use common::postgres::{confirmed, connector, events, lsn_value, running, streaming, PgCase};
+use common::WorkerProcess;
 use serde_json::{json, Value};
-use sluice_testkit::{free_port, stack, unique_name, Isolation};
+use sluice_testkit::{stack, unique_name, Isolation};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_arrive_once_in_commit_order_across_a_kill() -> Result<()> {
     let stack = stack()?;
-    let (database, db) = stack.create_database("pgsrc").await?;
-    db.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, qty int, note text)")
-        .await?;
-    let prefix = unique_name("shop").replace('-', "_");
-    let slot = unique_name("slot").replace('-', "_");
-    let topic = format!("{prefix}.public.orders");
-    let dir = TempDir::new("pgsrc")?;
-    let port = free_port()?;
-    let worker = dir.write(
-        "worker.properties",
-        &worker_properties(
-            stack,
-            port,
-            &unique_name("pgsrc"),
-            &unique_name("pgsrc-offsets"),
-            "",
-        ),
-    )?;
-    let connector = dir.write(
-        "pg.json",
-        &connector(stack.postgres_port, &database, &prefix, &slot, &[]).to_string(),
-    )?;
+    let case = PgCase::new(
+        stack,
+        "pgsrc",
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text)",
+    )
+    .await?;
+    let (db, slot, port) = (&case.db, case.slot.clone(), case.port);
+    let topic = case.topic();
+    let connector = case.connector_file(&[])?;
     let mut expected: Vec<Option<(String, i64)>> = Vec::new();
     let workload = |from: i64, to: i64, expected: &mut Vec<Option<(String, i64)>>| {
         let mut sql = String::new();
@@ -59,10 +46,7 @@ async fn changes_arrive_once_in_commit_order_across_a_kill() -> Result<()> {
         sql
     };
 
-    let mut w = WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("w1.log"))?;
-    w.wait_ready(Duration::from_secs(60))?;
-    running(&w, "pg")?;
-    streaming(&db, &slot).await?;
+    let mut w = case.streaming_worker(&connector, "w1").await?;
     // Each statement its own transaction (simple query mode, no BEGIN).
     db.batch_execute(&workload(1, 200, &mut expected)).await?;
     // One transaction of 50 rows: all or none of it in Kafka.
@@ -73,8 +57,7 @@ async fn changes_arrive_once_in_commit_order_across_a_kill() -> Result<()> {
     w.kill()?;
     db.batch_execute(&workload(400, 500, &mut expected)).await?;
 
-    let mut w = WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("w2.log"))?;
-    w.wait_ready(Duration::from_secs(60))?;
+    let mut w = case.worker_with(&connector, "w2")?;
     running(&w, "pg")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let got = loop {
@@ -107,7 +90,7 @@ async fn changes_arrive_once_in_commit_order_across_a_kill() -> Result<()> {
         .await?
         .get(0);
     w.terminate(Duration::from_secs(30))?;
-    let confirmed = confirmed(&db, &slot).await?;
+    let confirmed = confirmed(db, &slot).await?;
     println!(
         "{} events once, in order; slot confirmed {confirmed:?} (WAL at {lsn_now})",
         got.len()
@@ -125,41 +108,16 @@ async fn changes_arrive_once_in_commit_order_across_a_kill() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_advance_a_slot_whose_tables_are_quiet() -> Result<()> {
     let stack = stack()?;
-    let (database, db) = stack.create_database("pghb").await?;
-    db.batch_execute(
+    let case = PgCase::new(
+        stack,
+        "pghb",
         "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text);
          CREATE TABLE other (id int PRIMARY KEY);",
     )
     .await?;
-    let prefix = unique_name("quiet").replace('-', "_");
-    let slot = unique_name("slot").replace('-', "_");
-    let dir = TempDir::new("pghb")?;
-    let port = free_port()?;
-    let worker = dir.write(
-        "worker.properties",
-        &worker_properties(
-            stack,
-            port,
-            &unique_name("pghb"),
-            &unique_name("pghb-offsets"),
-            "",
-        ),
-    )?;
-    let connector = dir.write(
-        "pg.json",
-        &connector(
-            stack.postgres_port,
-            &database,
-            &prefix,
-            &slot,
-            &[("heartbeat.interval.ms", "300")],
-        )
-        .to_string(),
-    )?;
-    let mut w = WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("w1.log"))?;
-    w.wait_ready(Duration::from_secs(60))?;
-    running(&w, "pg")?;
-    streaming(&db, &slot).await?;
+    let (db, slot, prefix, port) = (&case.db, case.slot.clone(), case.prefix.clone(), case.port);
+    let connector = case.connector_file(&[("heartbeat.interval.ms", "300")])?;
+    let mut w = case.streaming_worker(&connector, "w1").await?;
     let mut sql = String::new();
     for id in 0..200 {
         sql.push_str(&format!("INSERT INTO other VALUES ({id});"));
@@ -172,7 +130,7 @@ async fn heartbeats_advance_a_slot_whose_tables_are_quiet() -> Result<()> {
     let written: u64 = lsn_value(&written)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let now = confirmed(&db, &slot)
+        let now = confirmed(db, &slot)
             .await?
             .map(|l| lsn_value(&l))
             .transpose()?;
@@ -203,13 +161,10 @@ async fn heartbeats_advance_a_slot_whose_tables_are_quiet() -> Result<()> {
     }
 
     w.terminate(Duration::from_secs(30))?;
-    let mut w = WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("w2.log"))?;
-    w.wait_ready(Duration::from_secs(60))?;
-    running(&w, "pg")?;
-    streaming(&db, &slot).await?;
+    let mut w = case.streaming_worker(&connector, "w2").await?;
     db.batch_execute("INSERT INTO orders VALUES (1, 1, 'after')")
         .await?;
-    let topic = format!("{prefix}.public.orders");
+    let topic = case.topic();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let got = events(stack, &topic).unwrap_or_default();
@@ -238,54 +193,29 @@ async fn heartbeats_advance_a_slot_whose_tables_are_quiet() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extract_new_record_state_turns_events_into_rows() -> Result<()> {
     let stack = stack()?;
-    let (database, db) = stack.create_database("pgsmt").await?;
-    db.batch_execute(
+    let case = PgCase::new(
+        stack,
+        "pgsmt",
         "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
          CREATE TABLE orders (id int PRIMARY KEY, qty int, note text, mood mood)",
     )
     .await?;
-    let prefix = unique_name("rows").replace('-', "_");
-    let slot = unique_name("slot").replace('-', "_");
-    let dir = TempDir::new("pgsmt")?;
-    let port = free_port()?;
-    let worker = dir.write(
-        "worker.properties",
-        &worker_properties(
-            stack,
-            port,
-            &unique_name("pgsmt"),
-            &unique_name("pgsmt-offsets"),
-            "",
+    let (db, slot) = (&case.db, case.slot.clone());
+    let connector = case.connector_file(&[
+        ("transforms", "unwrap"),
+        (
+            "transforms.unwrap.type",
+            "io.debezium.transforms.ExtractNewRecordState",
         ),
-    )?;
-    let connector = dir.write(
-        "pg.json",
-        &connector(
-            stack.postgres_port,
-            &database,
-            &prefix,
-            &slot,
-            &[
-                ("transforms", "unwrap"),
-                (
-                    "transforms.unwrap.type",
-                    "io.debezium.transforms.ExtractNewRecordState",
-                ),
-                ("transforms.unwrap.add.fields", "op,table"),
-            ],
-        )
-        .to_string(),
-    )?;
-    let mut w = WorkerProcess::standalone(&worker, &[&connector], port, dir.0.join("w1.log"))?;
-    w.wait_ready(Duration::from_secs(60))?;
-    running(&w, "pg")?;
-    streaming(&db, &slot).await?;
+        ("transforms.unwrap.add.fields", "op,table"),
+    ])?;
+    let mut w = case.streaming_worker(&connector, "w1").await?;
     db.batch_execute(
         "INSERT INTO orders VALUES (1, 5, 'a', 'ok'); UPDATE orders SET qty = 6 WHERE id = 1;
          DELETE FROM orders WHERE id = 1;",
     )
     .await?;
-    let topic = format!("{prefix}.public.orders");
+    let topic = case.topic();
     let deadline = Instant::now() + Duration::from_secs(60);
     let values = loop {
         let records = stack
@@ -327,24 +257,12 @@ async fn extract_new_record_state_turns_events_into_rows() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setups_that_cannot_work_fail_the_task_with_the_setting_at_fault() -> Result<()> {
     let stack = stack()?;
-    let (database, db) = stack.create_database("pgbad").await?;
-    db.batch_execute("CREATE TABLE keyless (v int)").await?;
+    let case = PgCase::new(stack, "pgbad", "CREATE TABLE keyless (v int)").await?;
     let role = unique_name("plain").replace('-', "_");
-    db.batch_execute(&format!("CREATE ROLE {role} LOGIN"))
+    case.db
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
         .await?;
-    let dir = TempDir::new("pgbad")?;
-    let port = free_port()?;
-    let worker = dir.write(
-        "worker.properties",
-        &worker_properties(
-            stack,
-            port,
-            &unique_name("pgbad"),
-            &unique_name("pgbad-offsets"),
-            "",
-        ),
-    )?;
-    let slot = unique_name("slot").replace('-', "_");
+    let slot = case.slot.clone();
     let cases = [
         (
             "nodb",
@@ -362,16 +280,17 @@ async fn setups_that_cannot_work_fail_the_task_with_the_setting_at_fault() -> Re
     for (name, extra, _) in &cases {
         let mut c = connector(
             stack.postgres_port,
-            &database,
+            &case.database,
             name,
             &format!("{slot}_{name}"),
             extra,
         );
         c["name"] = json!(name);
-        files.push(dir.write(&format!("{name}.json"), &c.to_string())?);
+        files.push(case.dir.write(&format!("{name}.json"), &c.to_string())?);
     }
     let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
-    let mut w = WorkerProcess::standalone(&worker, &paths, port, dir.0.join("w.log"))?;
+    let mut w =
+        WorkerProcess::standalone(&case.worker, &paths, case.port, case.dir.0.join("w.log"))?;
     w.wait_ready(Duration::from_secs(60))?;
     for (name, _, expected) in &cases {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -392,7 +311,8 @@ async fn setups_that_cannot_work_fail_the_task_with_the_setting_at_fault() -> Re
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let publications: i64 = db
+    let publications: i64 = case
+        .db
         .query_one("SELECT count(*) FROM pg_publication", &[])
         .await?
         .get(0);
@@ -406,40 +326,22 @@ async fn setups_that_cannot_work_fail_the_task_with_the_setting_at_fault() -> Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_identity_full_gives_whole_before_rows_and_a_primary_key() -> Result<()> {
     let stack = stack()?;
-    let (database, db) = stack.create_database("pgfull").await?;
-    db.batch_execute(
+    let case = PgCase::new(
+        stack,
+        "pgfull",
         "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text);
          ALTER TABLE orders REPLICA IDENTITY FULL;",
     )
     .await?;
-    let prefix = unique_name("full").replace('-', "_");
-    let slot = unique_name("slot").replace('-', "_");
-    let dir = TempDir::new("pgfull")?;
-    let port = free_port()?;
-    let worker = dir.write(
-        "worker.properties",
-        &worker_properties(
-            stack,
-            port,
-            &unique_name("pgfull"),
-            &unique_name("pgfull-offsets"),
-            "",
-        ),
-    )?;
-    let file = dir.write(
-        "pg.json",
-        &connector(stack.postgres_port, &database, &prefix, &slot, &[]).to_string(),
-    )?;
-    let mut w = WorkerProcess::standalone(&worker, &[&file], port, dir.0.join("w.log"))?;
-    w.wait_ready(Duration::from_secs(60))?;
-    running(&w, "pg")?;
-    streaming(&db, &slot).await?;
+    let (db, slot) = (&case.db, case.slot.clone());
+    let file = case.connector_file(&[])?;
+    let mut w = case.streaming_worker(&file, "w").await?;
     db.batch_execute(
         "INSERT INTO orders VALUES (1, 5, 'a'); UPDATE orders SET qty = 6 WHERE id = 1;
          DELETE FROM orders WHERE id = 1;",
     )
     .await?;
-    let topic = format!("{prefix}.public.orders");
+    let topic = case.topic();
     let deadline = Instant::now() + Duration::from_secs(60);
     let records = loop {
         let records = stack
@@ -491,6 +393,26 @@ async fn replica_identity_full_gives_whole_before_rows_and_a_primary_key() -> Re
     Ok(())
 }
 
+/// Waits until the task has created `slot` (the task reports RUNNING before that).
+async fn slot_created(db: &tokio_postgres::Client, slot: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?
+        .is_none()
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "slot {slot} not created within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// The final state of `orders` from its topic: last `after` per key, deletes applied.
 fn rebuild(
     stack: &sluice_testkit::Stack,
@@ -530,48 +452,28 @@ fn rebuild(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_initial_snapshot_then_streaming_rebuilds_the_table() -> Result<()> {
     let stack = stack()?;
-    let (database, db) = stack.create_database("pgsnap").await?;
-    db.batch_execute(
+    let case = PgCase::new(
+        stack,
+        "pgsnap",
         "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text);
          INSERT INTO orders SELECT g, g % 7, 'row ' || g FROM generate_series(1, 2500) g;",
     )
     .await?;
-    let prefix = unique_name("snap").replace('-', "_");
-    let slot = unique_name("slot").replace('-', "_");
-    let dir = TempDir::new("pgsnap")?;
-    let port = free_port()?;
-    let worker = dir.write(
-        "worker.properties",
-        &worker_properties(
-            stack,
-            port,
-            &unique_name("pgsnap"),
-            &unique_name("pgsnap-offsets"),
-            "",
-        ),
-    )?;
-    let file = dir.write(
-        "pg.json",
-        &connector(
-            stack.postgres_port,
-            &database,
-            &prefix,
-            &slot,
-            &[("snapshot.mode", "initial"), ("snapshot.fetch.size", "400")],
-        )
-        .to_string(),
-    )?;
-    let mut w = WorkerProcess::standalone(&worker, &[&file], port, dir.0.join("w.log"))?;
-    w.wait_ready(Duration::from_secs(60))?;
+    let (db, slot) = (&case.db, case.slot.clone());
+    let file =
+        case.connector_file(&[("snapshot.mode", "initial"), ("snapshot.fetch.size", "400")])?;
+    let mut w = case.worker_with(&file, "w")?;
     running(&w, "pg")?;
-    // Writes while the snapshot runs or right after it.
+    // Writes once the slot (and with it the snapshot's consistent point) exists: while the
+    // snapshot runs or right after it. The snapshot reads the 2,500 rows of before.
+    slot_created(db, &slot).await?;
     db.batch_execute(
         "UPDATE orders SET qty = 100 WHERE id % 10 = 0;
          DELETE FROM orders WHERE id % 13 = 0;
          INSERT INTO orders SELECT g, 1, 'new ' || g FROM generate_series(3001, 3100) g;",
     )
     .await?;
-    streaming(&db, &slot).await?;
+    streaming(db, &slot).await?;
     let expected: std::collections::BTreeMap<i64, Value> = db
         .query("SELECT id, qty, note FROM orders", &[])
         .await?
@@ -583,7 +485,7 @@ async fn an_initial_snapshot_then_streaming_rebuilds_the_table() -> Result<()> {
             (i64::from(id), json!({"id": id, "qty": qty, "note": note}))
         })
         .collect();
-    let topic = format!("{prefix}.public.orders");
+    let topic = case.topic();
     let deadline = Instant::now() + Duration::from_secs(90);
     let (state, reads) = loop {
         let got = rebuild(stack, &topic).unwrap_or_default();
@@ -617,40 +519,20 @@ async fn an_initial_snapshot_then_streaming_rebuilds_the_table() -> Result<()> {
 async fn a_snapshot_killed_midway_resumes_after_its_last_committed_key() -> Result<()> {
     const ROWS: usize = 40_000;
     let stack = stack()?;
-    let (database, db) = stack.create_database("pgsnapkill").await?;
-    db.batch_execute(&format!(
-        "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text);
+    let case = PgCase::new(
+        stack,
+        "pgsnapkill",
+        &format!(
+            "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text);
          INSERT INTO orders SELECT g, g % 7, 'row ' || g FROM generate_series(1, {ROWS}) g;"
-    ))
-    .await?;
-    let prefix = unique_name("snapkill").replace('-', "_");
-    let slot = unique_name("slot").replace('-', "_");
-    let dir = TempDir::new("pgsnapkill")?;
-    let port = free_port()?;
-    let worker = dir.write(
-        "worker.properties",
-        &worker_properties(
-            stack,
-            port,
-            &unique_name("pgsk"),
-            &unique_name("pgsk-offsets"),
-            "",
         ),
-    )?;
-    let file = dir.write(
-        "pg.json",
-        &connector(
-            stack.postgres_port,
-            &database,
-            &prefix,
-            &slot,
-            &[("snapshot.mode", "initial"), ("snapshot.fetch.size", "500")],
-        )
-        .to_string(),
-    )?;
-    let topic = format!("{prefix}.public.orders");
-    let mut w = WorkerProcess::standalone(&worker, &[&file], port, dir.0.join("w1.log"))?;
-    w.wait_ready(Duration::from_secs(60))?;
+    )
+    .await?;
+    let (db, slot) = (&case.db, case.slot.clone());
+    let file =
+        case.connector_file(&[("snapshot.mode", "initial"), ("snapshot.fetch.size", "500")])?;
+    let topic = case.topic();
+    let mut w = case.worker_with(&file, "w1")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let n = stack
@@ -672,8 +554,7 @@ async fn a_snapshot_killed_midway_resumes_after_its_last_committed_key() -> Resu
         "UPDATE orders SET qty = 100 WHERE id % 1000 = 0; DELETE FROM orders WHERE id = 7;",
     )
     .await?;
-    let mut w = WorkerProcess::standalone(&worker, &[&file], port, dir.0.join("w2.log"))?;
-    w.wait_ready(Duration::from_secs(60))?;
+    let mut w = case.worker_with(&file, "w2")?;
     running(&w, "pg")?;
     let expected: std::collections::BTreeMap<i64, Value> = db
         .query("SELECT id, qty, note FROM orders", &[])

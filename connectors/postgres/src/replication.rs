@@ -52,6 +52,22 @@ impl Session {
     }
 }
 
+impl Session {
+    /// The replication connection's settings (plain TCP: TLS to PostgreSQL is not built).
+    fn wire_config(&self) -> ReplicationConfig {
+        ReplicationConfig::new(
+            self.host.clone(),
+            self.user.clone(),
+            self.password.clone(),
+            self.database.clone(),
+            self.slot.clone(),
+            self.publication.as_str(),
+        )
+        .with_port(self.port)
+        .with_tls(TlsConfig::disabled())
+    }
+}
+
 /// An SQL identifier, quoted.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -148,16 +164,7 @@ impl Stream {
     /// with the records; the server skips transactions whose commit starts before it),
     /// confirming nothing past `from` until told.
     pub async fn start(session: &Session, from: Lsn) -> Result<Stream, ReplicationError> {
-        let mut config = ReplicationConfig::new(
-            session.host.clone(),
-            session.user.clone(),
-            session.password.clone(),
-            session.database.clone(),
-            session.slot.clone(),
-            session.publication.as_str(),
-        )
-        .with_port(session.port)
-        .with_tls(TlsConfig::disabled());
+        let mut config = session.wire_config();
         config.start_lsn = pgwire_replication::Lsn::from_u64(from.0);
         config.ack_lsn = Some(pgwire_replication::Lsn::from_u64(from.0));
         let client = ReplicationClient::connect(config).await?;
@@ -171,17 +178,7 @@ impl Stream {
     pub async fn create_exported(
         session: &Session,
     ) -> Result<(Stream, Lsn, String), ReplicationError> {
-        let config = ReplicationConfig::new(
-            session.host.clone(),
-            session.user.clone(),
-            session.password.clone(),
-            session.database.clone(),
-            session.slot.clone(),
-            session.publication.as_str(),
-        )
-        .with_port(session.port)
-        .with_tls(TlsConfig::disabled());
-        let mut client = ReplicationClient::connect_gated(config).await?;
+        let mut client = ReplicationClient::connect_gated(session.wire_config()).await?;
         let rows = client
             .simple_query(&format!(
                 "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",

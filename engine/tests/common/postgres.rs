@@ -119,3 +119,96 @@ pub fn lsn_value(text: &str) -> Result<u64> {
     let (hi, lo) = text.split_once('/').context("not an LSN")?;
     Ok((u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?)
 }
+
+/// One PostgreSQL source test's world: a fresh database (with `ddl` run), unique names for
+/// the topic prefix and the slot, a directory and a worker config.
+pub struct PgCase {
+    pub db: tokio_postgres::Client,
+    pub database: String,
+    pub prefix: String,
+    pub slot: String,
+    pub dir: super::TempDir,
+    pub port: u16,
+    pub worker: std::path::PathBuf,
+    postgres_port: u16,
+}
+
+impl PgCase {
+    pub async fn new(stack: &sluice_testkit::Stack, name: &str, ddl: &str) -> Result<Self> {
+        let (database, db) = stack.create_database(name).await?;
+        if !ddl.is_empty() {
+            db.batch_execute(ddl).await?;
+        }
+        let dir = super::TempDir::new(name)?;
+        let port = sluice_testkit::free_port()?;
+        let worker = dir.write(
+            "worker.properties",
+            &super::worker_properties(
+                stack,
+                port,
+                &sluice_testkit::unique_name(name),
+                &sluice_testkit::unique_name(&format!("{name}-offsets")),
+                "",
+            ),
+        )?;
+        Ok(PgCase {
+            db,
+            database,
+            prefix: sluice_testkit::unique_name(name).replace('-', "_"),
+            slot: sluice_testkit::unique_name("slot").replace('-', "_"),
+            dir,
+            port,
+            worker,
+            postgres_port: stack.postgres_port,
+        })
+    }
+
+    /// The connector's config file, with `extra` keys.
+    pub fn connector_file(&self, extra: &[(&str, &str)]) -> Result<std::path::PathBuf> {
+        let config = connector(
+            self.postgres_port,
+            &self.database,
+            &self.prefix,
+            &self.slot,
+            extra,
+        );
+        self.dir.write("pg.json", &config.to_string())
+    }
+
+    /// `orders`' topic.
+    pub fn topic(&self) -> String {
+        format!("{}.public.orders", self.prefix)
+    }
+
+    /// A standalone worker running `file`, its REST API up (log `<log>.log`).
+    pub fn worker_with(&self, file: &std::path::Path, log: &str) -> Result<WorkerProcess> {
+        let mut w = WorkerProcess::standalone(
+            &self.worker,
+            &[file],
+            self.port,
+            self.dir.0.join(format!("{log}.log")),
+        )?;
+        w.wait_ready(Duration::from_secs(60))?;
+        Ok(w)
+    }
+
+    /// A worker whose task streams from the slot (changes from now on are captured).
+    pub async fn streaming_worker(
+        &self,
+        file: &std::path::Path,
+        log: &str,
+    ) -> Result<WorkerProcess> {
+        let w = self.worker_with(file, log)?;
+        running(&w, "pg")?;
+        streaming(&self.db, &self.slot).await?;
+        Ok(w)
+    }
+
+    /// Drops the slot (it would hold WAL on the shared stack).
+    pub async fn drop_slot(&self) -> Result<()> {
+        self.db
+            .execute("SELECT pg_drop_replication_slot($1)", &[&self.slot])
+            .await?;
+        Ok(())
+    }
+}
