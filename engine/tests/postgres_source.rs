@@ -96,8 +96,7 @@ async fn changes_arrive_once_in_commit_order_across_a_kill() -> Result<()> {
         got.len()
     );
     ensure!(confirmed.is_some(), "the slot has no confirmed position");
-    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await?;
+    case.drop_slot().await?;
     Ok(())
 }
 
@@ -183,8 +182,7 @@ async fn heartbeats_advance_a_slot_whose_tables_are_quiet() -> Result<()> {
         beats.len()
     );
     w.terminate(Duration::from_secs(30))?;
-    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await?;
+    case.drop_slot().await?;
     Ok(())
 }
 
@@ -200,7 +198,7 @@ async fn extract_new_record_state_turns_events_into_rows() -> Result<()> {
          CREATE TABLE orders (id int PRIMARY KEY, qty int, note text, mood mood)",
     )
     .await?;
-    let (db, slot) = (&case.db, case.slot.clone());
+    let db = &case.db;
     let connector = case.connector_file(&[
         ("transforms", "unwrap"),
         (
@@ -235,8 +233,7 @@ async fn extract_new_record_state_turns_events_into_rows() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     w.terminate(Duration::from_secs(30))?;
-    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await?;
+    case.drop_slot().await?;
     let expected = vec![
         Some(
             json!({"id": 1, "qty": 5, "note": "a", "mood": "ok", "__op": "c", "__table": "orders"}),
@@ -333,7 +330,7 @@ async fn replica_identity_full_gives_whole_before_rows_and_a_primary_key() -> Re
          ALTER TABLE orders REPLICA IDENTITY FULL;",
     )
     .await?;
-    let (db, slot) = (&case.db, case.slot.clone());
+    let db = &case.db;
     let file = case.connector_file(&[])?;
     let mut w = case.streaming_worker(&file, "w").await?;
     db.batch_execute(
@@ -353,8 +350,7 @@ async fn replica_identity_full_gives_whole_before_rows_and_a_primary_key() -> Re
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     w.terminate(Duration::from_secs(30))?;
-    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await?;
+    case.drop_slot().await?;
     ensure!(records.len() == 4, "{} records", records.len());
     for r in &records {
         let key: Value = serde_json::from_slice(r.key.as_deref().unwrap_or_default())?;
@@ -459,21 +455,21 @@ async fn an_initial_snapshot_then_streaming_rebuilds_the_table() -> Result<()> {
          INSERT INTO orders SELECT g, g % 7, 'row ' || g FROM generate_series(1, 2500) g;",
     )
     .await?;
-    let (db, slot) = (&case.db, case.slot.clone());
+    let db = &case.db;
     let file =
         case.connector_file(&[("snapshot.mode", "initial"), ("snapshot.fetch.size", "400")])?;
     let mut w = case.worker_with(&file, "w")?;
     running(&w, "pg")?;
     // Writes once the slot (and with it the snapshot's consistent point) exists: while the
     // snapshot runs or right after it. The snapshot reads the 2,500 rows of before.
-    slot_created(db, &slot).await?;
+    slot_created(db, &case.slot).await?;
     db.batch_execute(
         "UPDATE orders SET qty = 100 WHERE id % 10 = 0;
          DELETE FROM orders WHERE id % 13 = 0;
          INSERT INTO orders SELECT g, 1, 'new ' || g FROM generate_series(3001, 3100) g;",
     )
     .await?;
-    streaming(db, &slot).await?;
+    streaming(db, &case.slot).await?;
     let expected: std::collections::BTreeMap<i64, Value> = db
         .query("SELECT id, qty, note FROM orders", &[])
         .await?
@@ -495,8 +491,7 @@ async fn an_initial_snapshot_then_streaming_rebuilds_the_table() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     w.terminate(Duration::from_secs(30))?;
-    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await?;
+    case.drop_slot().await?;
     ensure!(
         state == expected,
         "rebuilt {} rows, the table has {}\n{}",
@@ -528,7 +523,7 @@ async fn a_snapshot_killed_midway_resumes_after_its_last_committed_key() -> Resu
         ),
     )
     .await?;
-    let (db, slot) = (&case.db, case.slot.clone());
+    let db = &case.db;
     let file =
         case.connector_file(&[("snapshot.mode", "initial"), ("snapshot.fetch.size", "500")])?;
     let topic = case.topic();
@@ -576,8 +571,7 @@ async fn a_snapshot_killed_midway_resumes_after_its_last_committed_key() -> Resu
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     w.terminate(Duration::from_secs(30))?;
-    db.execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-        .await?;
+    case.drop_slot().await?;
     ensure!(
         state == expected,
         "rebuilt {} rows, the table has {}",

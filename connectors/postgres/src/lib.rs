@@ -15,3 +15,9 @@ pub mod source;
 pub mod types;
 
 pub use source::{PostgresSource, PostgresSourceTask, ALIASES};
+
+/// A failure of PostgreSQL that a retry may get past (the task restarts with backoff),
+/// naming what was being done.
+pub(crate) fn retriable(what: &str, e: impl std::fmt::Display) -> sluice_proto::ConnectorError {
+    sluice_proto::ConnectorError::retriable(format!("{what}: {e}"))
+}

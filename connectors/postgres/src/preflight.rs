@@ -29,10 +29,6 @@ pub fn connect_error(config: &PostgresConfig, e: &tokio_postgres::Error) -> Conn
     }
 }
 
-fn sql_error(what: &str, e: &tokio_postgres::Error) -> ConnectorError {
-    ConnectorError::retriable(format!("{what}: {e}"))
-}
-
 /// `wal_level` and the user's right to replicate.
 pub async fn check_server(
     sql: &tokio_postgres::Client,
@@ -45,7 +41,7 @@ pub async fn check_server(
             &[],
         )
         .await
-        .map_err(|e| sql_error("reading wal_level", &e))?;
+        .map_err(|e| crate::retriable("reading wal_level", e))?;
     let wal_level: String = row.get(0);
     if wal_level != "logical" {
         return Err(ConnectorError::config(format!(
@@ -80,7 +76,7 @@ pub async fn tables_without_identity(
             &[],
         )
         .await
-        .map_err(|e| sql_error("listing tables without a primary key", &e))?;
+        .map_err(|e| crate::retriable("listing tables without a primary key", e))?;
     Ok(rows
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))

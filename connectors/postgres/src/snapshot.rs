@@ -37,10 +37,6 @@ pub struct Snapshot {
     pub chunk: usize,
 }
 
-fn sql_error(what: &str, e: &tokio_postgres::Error) -> ConnectorError {
-    ConnectorError::retriable(format!("{what}: {e}"))
-}
-
 /// A text literal.
 fn literal(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
@@ -62,7 +58,7 @@ pub async fn plan(
             &[],
         )
         .await
-        .map_err(|e| sql_error("listing the tables to snapshot", &e))?;
+        .map_err(|e| crate::retriable("listing the tables to snapshot", e))?;
     let mut tables = Vec::new();
     for row in rows {
         let (oid, schema, name): (u32, String, String) = (row.get(0), row.get(1), row.get(2));
@@ -78,7 +74,7 @@ pub async fn plan(
                 &[&oid],
             )
             .await
-            .map_err(|e| sql_error("reading a primary key", &e))?
+            .map_err(|e| crate::retriable("reading a primary key", e))?
             .iter()
             .map(|r| r.get(0))
             .collect();
@@ -89,7 +85,7 @@ pub async fn plan(
                 &[&oid],
             )
             .await
-            .map_err(|e| sql_error("reading a table's columns", &e))?
+            .map_err(|e| crate::retriable("reading a table's columns", e))?
             .iter()
             .map(|r| {
                 let name: String = r.get(0);
@@ -158,7 +154,7 @@ impl Snapshot {
             let messages = sql
                 .simple_query(&query)
                 .await
-                .map_err(|e| sql_error(&format!("reading {}", table.name), &e))?;
+                .map_err(|e| crate::retriable(&format!("reading {}", table.name), e))?;
             let mut rows = Vec::new();
             for m in messages {
                 if let tokio_postgres::SimpleQueryMessage::Row(row) = m {

@@ -113,6 +113,8 @@ struct Running {
     pending: Option<Stream>,
     /// The snapshot being read, if any; streaming starts when it is done.
     snapshot: Option<Snapshot>,
+    /// The event schemas of the table the snapshot reads, by its index.
+    snapshot_schemas: Option<(usize, TableSchemas)>,
     /// Whether the snapshot reads inside the imported snapshot's transaction.
     snapshot_in_tx: bool,
     session: Session,
@@ -157,10 +159,6 @@ impl std::fmt::Debug for PostgresSourceTask {
     }
 }
 
-fn external(what: &str, e: impl std::fmt::Display) -> ConnectorError {
-    ConnectorError::retriable(format!("{what}: {e}"))
-}
-
 fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -190,7 +188,7 @@ async fn primary_key(
             &[&oid],
         )
         .await
-        .map_err(|e| external("reading a table's primary key", e))?;
+        .map_err(|e| crate::retriable("reading a table's primary key", e))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -203,7 +201,7 @@ async fn load_enums(sql: &tokio_postgres::Client) -> Result<HashMap<u32, String>
             &[],
         )
         .await
-        .map_err(|e| external("reading the enum types (pg_enum)", e))?;
+        .map_err(|e| crate::retriable("reading the enum types (pg_enum)", e))?;
     Ok(rows
         .iter()
         .map(|r| (r.get::<_, u32>(0), r.get::<_, String>(1)))
@@ -221,7 +219,7 @@ async fn ensure_publication(
             &[&config.publication],
         )
         .await
-        .map_err(|e| external("reading pg_publication", e))?
+        .map_err(|e| crate::retriable("reading pg_publication", e))?
         .is_some();
     if exists {
         return Ok(());
@@ -242,7 +240,7 @@ async fn ensure_publication(
     };
     sql.batch_execute(&create)
         .await
-        .map_err(|e| external(&format!("creating publication {}", config.publication), e))
+        .map_err(|e| crate::retriable(&format!("creating publication {}", config.publication), e))
 }
 
 /// Ends a session that still holds the slot (a previous life of this task, already
@@ -263,7 +261,7 @@ async fn free_slot(
                     &[&slot],
                 )
                 .await
-                .map_err(|e| external("ending the slot's other session", e))?;
+                .map_err(|e| crate::retriable("ending the slot's other session", e))?;
             }
             _ => return Ok(()),
         }
@@ -426,7 +424,7 @@ impl Running {
                 self.sql
                     .batch_execute("COMMIT")
                     .await
-                    .map_err(|e| external("ending the snapshot transaction", e))?;
+                    .map_err(|e| crate::retriable("ending the snapshot transaction", e))?;
             }
             tracing::info!(task = %self.label, tables = rows, "snapshot done");
             if self.config.snapshot_mode == "initial_only" {
@@ -445,14 +443,25 @@ impl Running {
         let Some(table) = snapshot.tables.get(chunk.table).cloned() else {
             return Ok(Vec::new());
         };
-        let prefix = format!("{}.", table.name);
-        let (schemas, _) = TableSchemas::new(
-            &self.config.topic_prefix,
-            &table.relation,
-            &self.config.mapping,
-            &self.enums,
-            |c| self.config.columns.allows(&format!("{prefix}{c}")),
-        );
+        // One table's schemas serve all its chunks.
+        if self
+            .snapshot_schemas
+            .as_ref()
+            .is_none_or(|(i, _)| *i != chunk.table)
+        {
+            let prefix = format!("{}.", table.name);
+            let (schemas, _) = TableSchemas::new(
+                &self.config.topic_prefix,
+                &table.relation,
+                &self.config.mapping,
+                &self.enums,
+                |c| self.config.columns.allows(&format!("{prefix}{c}")),
+            );
+            self.snapshot_schemas = Some((chunk.table, schemas));
+        }
+        let Some((_, schemas)) = self.snapshot_schemas.as_ref() else {
+            return Ok(Vec::new());
+        };
         let offset = SourceOffset(
             [
                 (
@@ -818,13 +827,13 @@ impl SourceTask for PostgresSourceTask {
             if let Some((stream, point, name)) = exported {
                 sql.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     .await
-                    .map_err(|e| external("opening the snapshot transaction", e))?;
+                    .map_err(|e| crate::retriable("opening the snapshot transaction", e))?;
                 sql.batch_execute(&format!(
                     "SET TRANSACTION SNAPSHOT '{}'",
                     name.replace('\'', "''")
                 ))
                 .await
-                .map_err(|e| external("importing the exported snapshot", e))?;
+                .map_err(|e| crate::retriable("importing the exported snapshot", e))?;
                 from = point;
                 pending = Some(stream);
                 snapshot = Some(Snapshot {
@@ -878,6 +887,7 @@ impl SourceTask for PostgresSourceTask {
                 stream,
                 pending,
                 snapshot,
+                snapshot_schemas: None,
                 snapshot_in_tx: false,
                 session,
                 partition,
