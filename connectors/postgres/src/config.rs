@@ -51,7 +51,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "database.initial.statements",
     "snapshot.select.statement.overrides",
     "snapshot.include.collection.list",
-    "snapshot.max.threads",
     "incremental.snapshot.chunk.size",
     "hstore.handling.mode",
     "binary.handling.mode",
@@ -182,7 +181,14 @@ pub fn source_def() -> ConfigDef {
                 .default_value("10240")
                 .importance(Importance::Low)
                 .validator(Validator::at_least(1.0))
-                .doc("Rows read per snapshot query (one chunk, committed with its progress)."),
+                .doc("Rows per snapshot chunk (a range of heap pages sized from the table's statistics; one chunk per poll, committed with its progress)."),
+        )
+        .define(
+            ConfigKey::new("snapshot.max.threads", ConfigType::Int)
+                .default_value("1")
+                .importance(Importance::Medium)
+                .validator(Validator::between(1.0, 64.0))
+                .doc("Parallel snapshot readers, each a session inside the one exported snapshot, reading chunks of any table (Debezium's threads split by table; Sluice's split large tables too)."),
         )
         .define(
             s("interval.handling.mode")
@@ -449,6 +455,8 @@ pub struct PostgresConfig {
     pub snapshot_mode: String,
     /// `snapshot.fetch.size`: rows per snapshot chunk (one chunk per poll).
     pub snapshot_fetch_size: usize,
+    /// `snapshot.max.threads`: parallel snapshot readers.
+    pub snapshot_max_threads: usize,
     /// `heartbeat.interval.ms`; `None` when 0.
     pub heartbeat_interval: Option<std::time::Duration>,
     pub heartbeat_prefix: String,
@@ -530,6 +538,10 @@ impl PostgresConfig {
                 .long("snapshot.fetch.size")
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or(10_240),
+            snapshot_max_threads: parsed
+                .long("snapshot.max.threads")
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(1),
         })
     }
 

@@ -21,3 +21,10 @@ pub use source::{PostgresSource, PostgresSourceTask, ALIASES};
 pub(crate) fn retriable(what: &str, e: impl std::fmt::Display) -> sluice_proto::ConnectorError {
     sluice_proto::ConnectorError::retriable(format!("{what}: {e}"))
 }
+
+/// Microseconds since 1970.
+pub(crate) fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}

@@ -1,21 +1,48 @@
 //! The initial snapshot: every captured table's rows as Debezium's `r` events, read in
-//! primary-key order (CTID order for a table without one) in chunks, before streaming
-//! starts at the slot's consistent point.
+//! chunks by `snapshot.max.threads` parallel readers, before streaming starts at the
+//! slot's consistent point.
 //!
-//! On a first start the slot is created with an exported snapshot and the chunks are read
-//! inside it, so the rows are exactly the state at the consistent point. Each chunk's
-//! records carry the snapshot's progress as their offset (`snapshot_table`,
-//! `snapshot_key`: the last key read), committed with them. A task that stops in the
-//! middle resumes after the last committed key; the exported snapshot is gone by then, so
-//! the rest is read as it is now, and streaming from the consistent point replays every
-//! change since: no row is emitted twice, and the topic ends in the database's state.
+//! On a first start the slot is created with an exported snapshot and every reader imports
+//! it before the exporting session does anything else, so all chunks see exactly the state
+//! at the consistent point. A table with a primary key is cut into key ranges of
+//! `snapshot.fetch.size` rows (`key > a AND key <= b`); the bounds are found ahead by a
+//! walk over the key's index (`OFFSET n LIMIT 1`, keys only), so readers never wait for
+//! each other. A table without one is cut into ranges of heap blocks (`ctid >= '(a,0)' AND
+//! ctid < '(b,0)'`, a TID range scan) sized from its rows per page. A table's last chunk
+//! has no upper bound, so rows added after planning are read too (the snapshot's
+//! visibility decides what they show).
+//!
+//! Readers run ahead: while the engine sends and commits one chunk, the next ones are being
+//! read and turned into records (on the blocking pool, so another core does that work).
+//! Chunks are still handed out in plan order, and each chunk's records carry the snapshot's
+//! progress as their offset (`snapshot_table`, and `snapshot_key`, the last key of the
+//! chunk, or `snapshot_block`, the first block not read; neither once the table is done),
+//! committed with them. A task that stops in the middle resumes there; the exported
+//! snapshot is gone by then, so the rest is read as it is now, and streaming from the
+//! consistent point replays every change since: the topic ends in the database's state,
+//! and no row of a keyed table is read twice. (In a keyless table, a row an UPDATE moved
+//! from a read page to an unread one meanwhile is read again, in its newer state.)
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use sluice_proto::{ConnectorError, SourceOffset, SourcePartition, SourceRecord, Value};
+use tokio::task::JoinHandle;
 
 use crate::config::PostgresConfig;
-use crate::pgoutput::{Column, Relation, ReplicaIdentity};
+use crate::envelope::{SourceInfo, TableSchemas};
+use crate::pgoutput::{Column, Datum, Lsn, Relation, ReplicaIdentity};
 use crate::replication::quote_ident;
-use sluice_proto::ConnectorError;
+
+/// The offset keys of the snapshot's progress.
+pub const SNAPSHOT: &str = "snapshot";
+pub const IN_PROGRESS: &str = "in_progress";
+pub const SNAPSHOT_TABLE: &str = "snapshot_table";
+pub const SNAPSHOT_BLOCK: &str = "snapshot_block";
+pub const SNAPSHOT_KEY: &str = "snapshot_key";
+
+/// Rows per page assumed for a table never analysed.
+const DEFAULT_ROWS_PER_PAGE: f64 = 50.0;
 
 /// One captured table to read.
 #[derive(Debug, Clone)]
@@ -23,33 +50,25 @@ pub struct Table {
     /// `schema.table`.
     pub name: String,
     pub relation: Relation,
-    /// The primary key's columns, in key order; empty: read in CTID order.
+    /// The primary key's columns, in key order (empty for none).
     pub key: Vec<String>,
+    /// Heap pages when planned.
+    pub pages: u32,
+    /// Live rows per page, from the planner's statistics.
+    pub rows_per_page: f64,
 }
 
-/// Where the snapshot is: the table being read and the last key read in it.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub tables: Vec<Table>,
-    pub index: usize,
-    /// The last key read in `tables[index]` (its primary key's values, or the CTID).
-    pub after: Option<Vec<String>>,
-    pub chunk: usize,
-}
-
-/// A text literal.
-fn literal(v: &str) -> String {
-    format!("'{}'", v.replace('\'', "''"))
-}
-
-/// The captured tables of the database, in name order, with their columns and keys.
+/// The captured tables of the database, in name order, with their columns, keys and sizes.
 pub async fn plan(
     sql: &tokio_postgres::Client,
     config: &PostgresConfig,
 ) -> Result<Vec<Table>, ConnectorError> {
     let rows = sql
         .query(
-            "SELECT c.oid, n.nspname::text, c.relname::text FROM pg_class c \
+            "SELECT c.oid, n.nspname::text, c.relname::text, \
+                    (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint, \
+                    c.reltuples::float8, c.relpages::bigint \
+               FROM pg_class c \
                JOIN pg_namespace n ON n.oid = c.relnamespace \
               WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
                 AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -65,6 +84,7 @@ pub async fn plan(
         if !config.captures(&schema, &name) {
             continue;
         }
+        let (pages, tuples, stat_pages): (i64, f64, i64) = (row.get(3), row.get(4), row.get(5));
         let key: Vec<String> = sql
             .query(
                 "SELECT a.attname::text FROM pg_index i \
@@ -107,105 +127,545 @@ pub async fn plan(
                 columns,
             },
             key,
+            pages: u32::try_from(pages.max(0)).unwrap_or(u32::MAX),
+            rows_per_page: if tuples > 0.0 && stat_pages > 0 {
+                tuples / stat_pages as f64
+            } else {
+                DEFAULT_ROWS_PER_PAGE
+            },
         });
     }
     Ok(tables)
 }
 
-/// One chunk: rows as text (`None` for NULL), and the key after its last row.
-pub struct Chunk {
+/// Which rows of a table a chunk reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bound {
+    /// Keys in `(after, upto]` of a table with a primary key; `None`: unbounded.
+    Keys {
+        after: Option<Vec<String>>,
+        upto: Option<Vec<String>>,
+    },
+    /// Heap blocks `[from, to)` of a table without one; `None`: to the end.
+    Blocks { from: u32, to: Option<u32> },
+}
+
+/// One chunk to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
     pub table: usize,
-    pub rows: Vec<Vec<Option<String>>>,
-    pub last: Option<Vec<String>>,
+    pub bound: Bound,
+}
+
+impl Range {
+    /// Whether the chunk ends its table.
+    pub fn last(&self) -> bool {
+        matches!(
+            self.bound,
+            Bound::Keys { upto: None, .. } | Bound::Blocks { to: None, .. }
+        )
+    }
+}
+
+/// Work not started yet: a chunk, or the rest of a keyed table after a key (cut into
+/// chunks as the readers get to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Todo {
+    Chunk(Range),
+    KeysAfter {
+        table: usize,
+        after: Option<Vec<String>>,
+    },
+}
+
+/// Where a snapshot starts: at a table's beginning, or within it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    Table(usize),
+    AfterKey(usize, Vec<String>),
+    AtBlock(usize, u32),
+}
+
+/// The work of `tables` from `start`: keyed tables as cursors, keyless ones cut into
+/// block ranges of about `rows` rows.
+pub fn plan_work(tables: &[Table], start: &Start, rows: usize) -> VecDeque<Todo> {
+    let first = match start {
+        Start::Table(t) | Start::AfterKey(t, _) | Start::AtBlock(t, _) => *t,
+    };
+    let mut out = VecDeque::new();
+    for (index, table) in tables.iter().enumerate().skip(first) {
+        if !table.key.is_empty() {
+            let after = match start {
+                Start::AfterKey(t, key) if *t == index => Some(key.clone()),
+                _ => None,
+            };
+            out.push_back(Todo::KeysAfter {
+                table: index,
+                after,
+            });
+            continue;
+        }
+        let step = ((rows as f64 / table.rows_per_page.max(1.0)).ceil() as u32).max(1);
+        let mut from = match start {
+            Start::AtBlock(t, block) if *t == index => *block,
+            _ => 0,
+        };
+        let chunk = |from, to| {
+            Todo::Chunk(Range {
+                table: index,
+                bound: Bound::Blocks { from, to },
+            })
+        };
+        while from.saturating_add(step) < table.pages {
+            out.push_back(chunk(from, Some(from + step)));
+            from += step;
+        }
+        out.push_back(chunk(from, None));
+    }
+    out
+}
+
+/// What a reader needs to turn rows into records, shared by all chunk jobs.
+pub struct Emitter {
+    pub tables: Vec<Table>,
+    /// Each table's event schemas, by index.
+    pub schemas: Vec<TableSchemas>,
+    pub config: PostgresConfig,
+    pub partition: SourcePartition,
+    /// The consistent point (streaming starts there; the `lsn` of every snapshot offset).
+    pub point: Lsn,
+    /// The metrics' labels.
+    pub connector: String,
+    pub task: String,
+}
+
+/// One chunk read: its range and its records.
+pub struct Chunk {
+    pub range: Range,
+    pub records: Vec<SourceRecord>,
+}
+
+type Job = JoinHandle<Result<Chunk, ConnectorError>>;
+
+/// A snapshot being read.
+pub struct Snapshot {
+    emitter: Arc<Emitter>,
+    readers: Vec<Arc<tokio_postgres::Client>>,
+    /// The session that finds key-range bounds (outside the snapshot: a bound only sizes a
+    /// chunk, the ranges cover the key space whatever it is).
+    planner: tokio_postgres::Client,
+    /// Work not started yet, in order.
+    todo: VecDeque<Todo>,
+    /// Chunks being read, in order (at most one per reader).
+    running: VecDeque<Job>,
+    /// The reader the next chunk goes to.
+    next_reader: usize,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        for job in &self.running {
+            job.abort();
+        }
+    }
 }
 
 impl Snapshot {
-    /// The next chunk, or `None` once every table has been read.
-    pub async fn next(
-        &mut self,
-        sql: &tokio_postgres::Client,
-    ) -> Result<Option<Chunk>, ConnectorError> {
-        while let Some(table) = self.tables.get(self.index) {
-            let rel = &table.relation;
-            let from = format!("{}.{}", quote_ident(&rel.schema), quote_ident(&rel.name));
-            let columns: Vec<String> = rel.columns.iter().map(|c| quote_ident(&c.name)).collect();
-            let (order, after) = if table.key.is_empty() {
-                let after = self
-                    .after
-                    .as_ref()
-                    .and_then(|a| a.first())
-                    .map(|t| format!("WHERE ctid > {}::tid", literal(t)));
-                ("ctid".to_owned(), after)
-            } else {
-                let key: Vec<String> = table.key.iter().map(|k| quote_ident(k)).collect();
-                let after = self.after.as_ref().map(|values| {
-                    let values: Vec<String> = values.iter().map(|v| literal(v)).collect();
-                    format!("WHERE ({}) > ({})", key.join(", "), values.join(", "))
-                });
-                (key.join(", "), after)
-            };
-            // Every column as text (the simple query protocol's format), then the key.
-            let query = format!(
-                "SELECT {}, ctid::text FROM {from} {} ORDER BY {order} LIMIT {}",
-                columns.join(", "),
-                after.unwrap_or_default(),
-                self.chunk
-            );
-            let messages = sql
-                .simple_query(&query)
-                .await
-                .map_err(|e| crate::retriable(&format!("reading {}", table.name), e))?;
-            let mut rows = Vec::new();
-            for m in messages {
-                if let tokio_postgres::SimpleQueryMessage::Row(row) = m {
-                    let values: Vec<Option<String>> = (0..row.len())
-                        .map(|i| row.get(i).map(str::to_owned))
-                        .collect();
-                    rows.push(values);
-                }
-            }
-            let Some(last_row) = rows.last() else {
-                self.index += 1;
-                self.after = None;
-                continue;
-            };
-            let positions: HashMap<&str, usize> = rel
-                .columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.name.as_str(), i))
-                .collect();
-            let last: Vec<String> = if table.key.is_empty() {
-                vec![last_row.last().cloned().flatten().unwrap_or_default()]
-            } else {
-                table
-                    .key
-                    .iter()
-                    .map(|k| {
-                        positions
-                            .get(k.as_str())
-                            .and_then(|i| last_row.get(*i).cloned().flatten())
-                            .unwrap_or_default()
-                    })
-                    .collect()
-            };
-            let table_index = self.index;
-            if rows.len() < self.chunk {
-                self.index += 1;
-                self.after = None;
-            } else {
-                self.after = Some(last.clone());
-            }
-            // The CTID column is not part of the row.
-            for r in &mut rows {
-                r.pop();
-            }
-            return Ok(Some(Chunk {
-                table: table_index,
-                rows,
-                last: Some(last),
-            }));
+    /// A snapshot of `emitter.tables` from `start`, read by `readers` (each already inside
+    /// the exported snapshot's transaction, if there is one).
+    pub fn new(
+        emitter: Emitter,
+        readers: Vec<tokio_postgres::Client>,
+        planner: tokio_postgres::Client,
+        start: &Start,
+    ) -> Snapshot {
+        let todo = plan_work(&emitter.tables, start, emitter.config.snapshot_fetch_size);
+        Snapshot {
+            emitter: Arc::new(emitter),
+            readers: readers.into_iter().map(Arc::new).collect(),
+            planner,
+            todo,
+            running: VecDeque::new(),
+            next_reader: 0,
         }
-        Ok(None)
+    }
+
+    /// How many tables the snapshot reads.
+    pub fn tables(&self) -> usize {
+        self.emitter.tables.len()
+    }
+
+    /// The next chunk to read, cutting the next key range off a keyed table's cursor.
+    async fn next_range(&mut self) -> Result<Option<Range>, ConnectorError> {
+        let Some(todo) = self.todo.pop_front() else {
+            return Ok(None);
+        };
+        let (table, after) = match todo {
+            Todo::Chunk(range) => return Ok(Some(range)),
+            Todo::KeysAfter { table, after } => (table, after),
+        };
+        let Some(t) = self.emitter.tables.get(table) else {
+            return Err(ConnectorError::internal("a snapshot chunk of no table"));
+        };
+        let key: Vec<String> = t.key.iter().map(|k| quote_ident(k)).collect();
+        let texts: Vec<String> = key.iter().map(|k| format!("{k}::text")).collect();
+        let query = format!(
+            "SELECT {} FROM {} {} ORDER BY {} OFFSET {} LIMIT 1",
+            texts.join(", "),
+            qualified(&t.relation),
+            after_clause(&key, after.as_deref()),
+            key.join(", "),
+            self.emitter.config.snapshot_fetch_size.saturating_sub(1)
+        );
+        let messages = self
+            .planner
+            .simple_query(&query)
+            .await
+            .map_err(|e| crate::retriable(&format!("cutting {} into chunks", t.name), e))?;
+        let upto = messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..key.len())
+                    .map(|i| row.get(i).unwrap_or_default().to_owned())
+                    .collect::<Vec<String>>(),
+            ),
+            _ => None,
+        });
+        if let Some(upto) = &upto {
+            self.todo.push_front(Todo::KeysAfter {
+                table,
+                after: Some(upto.clone()),
+            });
+        }
+        Ok(Some(Range {
+            table,
+            bound: Bound::Keys { after, upto },
+        }))
+    }
+
+    /// The next chunk with rows, in plan order, or `None` once every table is read.
+    pub async fn next(&mut self) -> Result<Option<Chunk>, ConnectorError> {
+        loop {
+            while self.running.len() < self.readers.len() {
+                let Some(range) = self.next_range().await? else {
+                    break;
+                };
+                let Some(reader) = self.readers.get(self.next_reader % self.readers.len()) else {
+                    break;
+                };
+                self.next_reader = self.next_reader.wrapping_add(1);
+                let (reader, emitter) = (reader.clone(), self.emitter.clone());
+                self.running
+                    .push_back(tokio::spawn(read(reader, emitter, range)));
+            }
+            let Some(job) = self.running.front_mut() else {
+                return Ok(None);
+            };
+            // Awaiting a handle is cancel-safe: a poll dropped here leaves the job queued.
+            let done = job
+                .await
+                .map_err(|e| ConnectorError::internal(format!("a snapshot reader ended: {e}")));
+            self.running.pop_front();
+            let chunk = done??;
+            let (connector, task) = (&self.emitter.connector, &self.emitter.task);
+            metrics::counter!("sluice_postgres_snapshot_rows_total", "connector" => connector.clone(), "task" => task.clone())
+                .increment(chunk.records.len() as u64);
+            metrics::counter!("sluice_postgres_snapshot_chunks_total", "connector" => connector.clone(), "task" => task.clone())
+                .increment(1);
+            if chunk.range.last() {
+                metrics::counter!("sluice_postgres_snapshot_tables_total", "connector" => connector.clone(), "task" => task.clone())
+                    .increment(1);
+            }
+            if !chunk.records.is_empty() {
+                return Ok(Some(chunk));
+            }
+        }
+    }
+}
+
+/// `"schema"."table"`.
+fn qualified(rel: &Relation) -> String {
+    format!("{}.{}", quote_ident(&rel.schema), quote_ident(&rel.name))
+}
+
+/// A text literal.
+fn literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// `WHERE (key) > (after)`, or nothing.
+fn after_clause(key: &[String], after: Option<&[String]>) -> String {
+    after.map_or_else(String::new, |values| {
+        let values: Vec<String> = values.iter().map(|v| literal(v)).collect();
+        format!("WHERE ({}) > ({})", key.join(", "), values.join(", "))
+    })
+}
+
+/// The query of one chunk: every column as text (the simple query protocol's format).
+fn chunk_query(table: &Table, bound: &Bound) -> String {
+    let rel = &table.relation;
+    let columns: Vec<String> = rel.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let columns = if columns.is_empty() {
+        "NULL".to_owned()
+    } else {
+        columns.join(", ")
+    };
+    let filter = match bound {
+        Bound::Keys { after, upto } => {
+            let key: Vec<String> = table.key.iter().map(|k| quote_ident(k)).collect();
+            let mut filter = after_clause(&key, after.as_deref());
+            if let Some(upto) = upto {
+                let values: Vec<String> = upto.iter().map(|v| literal(v)).collect();
+                filter.push_str(if filter.is_empty() { "WHERE " } else { " AND " });
+                filter.push_str(&format!("({}) <= ({})", key.join(", "), values.join(", ")));
+            }
+            filter
+        }
+        Bound::Blocks { from, to } => {
+            let upper = to
+                .map(|to| format!(" AND ctid < '({to},0)'::tid"))
+                .unwrap_or_default();
+            format!("WHERE ctid >= '({from},0)'::tid{upper}")
+        }
+    };
+    format!("SELECT {columns} FROM {} {filter}", qualified(rel))
+}
+
+/// Reads one chunk and turns its rows into `r` events (on the blocking pool: that is the
+/// CPU-heavy part, and it overlaps the engine's work on the previous chunk).
+async fn read(
+    reader: Arc<tokio_postgres::Client>,
+    emitter: Arc<Emitter>,
+    range: Range,
+) -> Result<Chunk, ConnectorError> {
+    let Some(table) = emitter.tables.get(range.table) else {
+        return Err(ConnectorError::internal("a snapshot chunk of no table"));
+    };
+    let messages = reader
+        .simple_query(&chunk_query(table, &range.bound))
+        .await
+        .map_err(|e| crate::retriable(&format!("reading {}", table.name), e))?;
+    tokio::task::spawn_blocking(move || records(&emitter, range, messages))
+        .await
+        .map_err(|e| {
+            ConnectorError::internal(format!("a snapshot chunk's conversion ended: {e}"))
+        })?
+}
+
+/// The offset after a chunk: its table, and where in it the rest starts.
+fn progress(emitter: &Emitter, table: &Table, bound: &Bound) -> SourceOffset {
+    let mut offset = serde_json::Map::new();
+    offset.insert("lsn".into(), serde_json::Value::from(emitter.point.0));
+    offset.insert(SNAPSHOT.into(), serde_json::Value::from(IN_PROGRESS));
+    offset.insert(
+        SNAPSHOT_TABLE.into(),
+        serde_json::Value::from(table.name.clone()),
+    );
+    match bound {
+        Bound::Keys {
+            upto: Some(upto), ..
+        } => {
+            offset.insert(SNAPSHOT_KEY.into(), serde_json::Value::from(upto.clone()));
+        }
+        Bound::Blocks { to: Some(to), .. } => {
+            offset.insert(SNAPSHOT_BLOCK.into(), serde_json::Value::from(*to));
+        }
+        // The table is done: neither.
+        _ => {}
+    }
+    SourceOffset(offset)
+}
+
+/// A chunk's rows as `r` events, each carrying the progress after the chunk.
+fn records(
+    emitter: &Emitter,
+    range: Range,
+    messages: Vec<tokio_postgres::SimpleQueryMessage>,
+) -> Result<Chunk, ConnectorError> {
+    let (Some(table), Some(schemas)) = (
+        emitter.tables.get(range.table),
+        emitter.schemas.get(range.table),
+    ) else {
+        return Err(ConnectorError::internal("a snapshot chunk of no table"));
+    };
+    let offset = progress(emitter, table, &range.bound);
+    let now = crate::now_micros();
+    let config = &emitter.config;
+    let source = SourceInfo {
+        connector_name: &config.topic_prefix,
+        database: &config.dbname,
+        xid: 0,
+        lsn: emitter.point,
+        snapshot: "true",
+        last_commit: None,
+        commit_micros: now,
+    };
+    let data = |e: crate::types::TypeError| ConnectorError::data(format!("{}: {e}", schemas.topic));
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        let tokio_postgres::SimpleQueryMessage::Row(row) = m else {
+            continue;
+        };
+        let tuple: Vec<Datum> = (0..table.relation.columns.len())
+            .map(|i| {
+                row.get(i)
+                    .map_or(Datum::Null, |t| Datum::Text(t.as_bytes().to_vec()))
+            })
+            .collect();
+        let key = schemas.key(&config.mapping, &tuple).map_err(data)?;
+        let after = schemas
+            .row(&config.mapping, &config.unavailable_placeholder, &tuple)
+            .map_err(data)?;
+        out.push(SourceRecord {
+            source_partition: emitter.partition.clone(),
+            source_offset: offset.clone(),
+            topic: schemas.topic.clone(),
+            partition: None,
+            key_schema: schemas.key.clone(),
+            key,
+            value_schema: Some(schemas.envelope.clone()),
+            value: schemas.envelope('r', Value::Null, after, &source, now),
+            timestamp: Some(now.div_euclid(1000)),
+            headers: Vec::new(),
+        });
+    }
+    Ok(Chunk {
+        range,
+        records: out,
+    })
+}
+
+/// Where a committed snapshot offset says to go on, in `tables` as planned now: within the
+/// table it names (after its key, or at its block), or at the next table once it is done
+/// (a table dropped since is skipped; a table whose key was added or dropped since starts
+/// over).
+pub fn resume_at(
+    tables: &[Table],
+    table: &str,
+    key: Option<Vec<String>>,
+    block: Option<u32>,
+) -> Start {
+    let index = tables
+        .iter()
+        .position(|t| t.name.as_str() >= table)
+        .unwrap_or(tables.len());
+    let Some(t) = tables.get(index).filter(|t| t.name == table) else {
+        return Start::Table(index);
+    };
+    match (key, block) {
+        (Some(key), _) if !t.key.is_empty() && key.len() == t.key.len() => {
+            Start::AfterKey(index, key)
+        }
+        (_, Some(block)) if t.key.is_empty() => Start::AtBlock(index, block),
+        (None, None) => Start::Table(index + 1),
+        _ => Start::Table(index),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str, key: &[&str], pages: u32, rows_per_page: f64) -> Table {
+        Table {
+            name: name.to_owned(),
+            relation: Relation {
+                oid: 1,
+                schema: "public".into(),
+                name: name.into(),
+                identity: ReplicaIdentity::Default,
+                columns: Vec::new(),
+            },
+            key: key.iter().map(|k| (*k).to_owned()).collect(),
+            pages,
+            rows_per_page,
+        }
+    }
+
+    fn blocks(table: usize, from: u32, to: Option<u32>) -> Todo {
+        Todo::Chunk(Range {
+            table,
+            bound: Bound::Blocks { from, to },
+        })
+    }
+
+    #[test]
+    fn keyless_tables_are_cut_into_block_ranges_ending_unbounded() {
+        let tables = [
+            table("a", &[], 10, 10.0),
+            table("b", &[], 0, 50.0),
+            table("c", &["id"], 4, 100.0),
+        ];
+        let got: Vec<Todo> = plan_work(&tables, &Start::Table(0), 30).into();
+        assert_eq!(
+            got,
+            vec![
+                blocks(0, 0, Some(3)),
+                blocks(0, 3, Some(6)),
+                blocks(0, 6, Some(9)),
+                blocks(0, 9, None),
+                blocks(1, 0, None),
+                Todo::KeysAfter {
+                    table: 2,
+                    after: None
+                },
+            ]
+        );
+        let got: Vec<Todo> = plan_work(&tables, &Start::AtBlock(0, 6), 30).into();
+        assert_eq!(got.first(), Some(&blocks(0, 6, Some(9))));
+        assert_eq!(got.len(), 4);
+        let got: Vec<Todo> = plan_work(&tables, &Start::AfterKey(2, vec!["7".into()]), 30).into();
+        assert_eq!(
+            got,
+            vec![Todo::KeysAfter {
+                table: 2,
+                after: Some(vec!["7".into()])
+            }]
+        );
+    }
+
+    #[test]
+    fn chunk_queries_bound_keys_and_blocks() {
+        let t = table("t", &["a", "b"], 1, 1.0);
+        let q = chunk_query(
+            &t,
+            &Bound::Keys {
+                after: Some(vec!["1".into(), "x'y".into()]),
+                upto: Some(vec!["2".into(), "z".into()]),
+            },
+        );
+        assert!(
+            q.ends_with(r#"WHERE ("a", "b") > ('1', 'x''y') AND ("a", "b") <= ('2', 'z')"#),
+            "{q}"
+        );
+        let q = chunk_query(
+            &t,
+            &Bound::Keys {
+                after: None,
+                upto: None,
+            },
+        );
+        assert!(q.ends_with(r#""t" "#), "{q}");
+        let q = chunk_query(&t, &Bound::Blocks { from: 3, to: None });
+        assert!(q.ends_with("WHERE ctid >= '(3,0)'::tid"), "{q}");
+    }
+
+    #[test]
+    fn resume_follows_the_committed_offset() {
+        let tables = [table("a", &[], 10, 10.0), table("c", &["id"], 4, 100.0)];
+        assert_eq!(resume_at(&tables, "a", None, Some(6)), Start::AtBlock(0, 6));
+        assert_eq!(resume_at(&tables, "a", None, None), Start::Table(1));
+        assert_eq!(
+            resume_at(&tables, "c", Some(vec!["9".into()]), None),
+            Start::AfterKey(1, vec!["9".into()])
+        );
+        // A key where the table has none now (or the other way round): the table again.
+        assert_eq!(
+            resume_at(&tables, "a", Some(vec!["9".into()]), None),
+            Start::Table(0)
+        );
+        assert_eq!(resume_at(&tables, "c", None, Some(2)), Start::Table(1));
+        // A table dropped since: the next one by name, from its start.
+        assert_eq!(resume_at(&tables, "b", None, Some(3)), Start::Table(1));
+        assert_eq!(resume_at(&tables, "z", None, None), Start::Table(2));
     }
 }

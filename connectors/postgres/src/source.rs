@@ -34,10 +34,13 @@ use sluice_proto::{
 
 use crate::config::{self, PostgresConfig};
 use crate::envelope::{SourceInfo, TableSchemas, PG_EPOCH_MICROS};
+use crate::now_micros;
 use crate::pgoutput::{Datum, Lsn, Message};
 use crate::preflight;
 use crate::replication::{self, Event, ReplicationError, Session, Stream};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{
+    Emitter, Snapshot, Start, IN_PROGRESS, SNAPSHOT, SNAPSHOT_BLOCK, SNAPSHOT_KEY, SNAPSHOT_TABLE,
+};
 
 /// The class names this source answers to: Debezium's first (a Debezium config works as
 /// it is), then Sluice's own.
@@ -51,13 +54,6 @@ pub const ALIASES: &[&str] = &[
 const SERVER: &str = "server";
 /// The offset key of the end LSN of the last transaction committed to Kafka.
 const LSN: &str = "lsn";
-
-/// Snapshot progress in the offset: `"in_progress"` while rows are read, with the table and
-/// the last key committed.
-const SNAPSHOT: &str = "snapshot";
-const IN_PROGRESS: &str = "in_progress";
-const SNAPSHOT_TABLE: &str = "snapshot_table";
-const SNAPSHOT_KEY: &str = "snapshot_key";
 
 /// How often the slot's retained WAL is measured.
 const SLOT_CHECK: Duration = Duration::from_secs(10);
@@ -113,10 +109,6 @@ struct Running {
     pending: Option<Stream>,
     /// The snapshot being read, if any; streaming starts when it is done.
     snapshot: Option<Snapshot>,
-    /// The event schemas of the table the snapshot reads, by its index.
-    snapshot_schemas: Option<(usize, TableSchemas)>,
-    /// Whether the snapshot reads inside the imported snapshot's transaction.
-    snapshot_in_tx: bool,
     session: Session,
     /// The position streaming starts at after the snapshot (its consistent point).
     snapshot_point: Lsn,
@@ -157,12 +149,6 @@ impl std::fmt::Debug for PostgresSourceTask {
             .field("running", &self.running.as_ref().map(|r| &r.label))
             .finish()
     }
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 impl From<ReplicationError> for ConnectorError {
@@ -415,18 +401,10 @@ impl Running {
         let Some(snapshot) = self.snapshot.as_mut() else {
             return Ok(Vec::new());
         };
-        if self.pending.is_some() && !self.snapshot_in_tx {
-            self.snapshot_in_tx = true;
-        }
-        let Some(chunk) = snapshot.next(&self.sql).await? else {
-            let rows = self.snapshot.take().map_or(0, |s| s.tables.len());
-            if self.snapshot_in_tx {
-                self.sql
-                    .batch_execute("COMMIT")
-                    .await
-                    .map_err(|e| crate::retriable("ending the snapshot transaction", e))?;
-            }
-            tracing::info!(task = %self.label, tables = rows, "snapshot done");
+        let Some(chunk) = snapshot.next().await? else {
+            // Dropping the snapshot closes its readers (and their transactions).
+            let tables = self.snapshot.take().map_or(0, |s| s.tables());
+            tracing::info!(task = %self.label, tables, "snapshot done");
             if self.config.snapshot_mode == "initial_only" {
                 return Ok(Vec::new());
             }
@@ -440,92 +418,8 @@ impl Running {
             tracing::info!(task = %self.label, from = %self.snapshot_point, "streaming changes after the snapshot");
             return Ok(Vec::new());
         };
-        let Some(table) = snapshot.tables.get(chunk.table).cloned() else {
-            return Ok(Vec::new());
-        };
-        // One table's schemas serve all its chunks.
-        if self
-            .snapshot_schemas
-            .as_ref()
-            .is_none_or(|(i, _)| *i != chunk.table)
-        {
-            let prefix = format!("{}.", table.name);
-            let (schemas, _) = TableSchemas::new(
-                &self.config.topic_prefix,
-                &table.relation,
-                &self.config.mapping,
-                &self.enums,
-                |c| self.config.columns.allows(&format!("{prefix}{c}")),
-            );
-            self.snapshot_schemas = Some((chunk.table, schemas));
-        }
-        let Some((_, schemas)) = self.snapshot_schemas.as_ref() else {
-            return Ok(Vec::new());
-        };
-        let offset = SourceOffset(
-            [
-                (
-                    LSN.to_owned(),
-                    serde_json::Value::from(self.snapshot_point.0),
-                ),
-                (SNAPSHOT.to_owned(), serde_json::Value::from(IN_PROGRESS)),
-                (
-                    SNAPSHOT_TABLE.to_owned(),
-                    serde_json::Value::from(table.name),
-                ),
-                (
-                    SNAPSHOT_KEY.to_owned(),
-                    serde_json::Value::from(chunk.last.clone().unwrap_or_default()),
-                ),
-            ]
-            .into_iter()
-            .collect(),
-        );
-        let source = SourceInfo {
-            connector_name: &self.config.topic_prefix,
-            database: &self.config.dbname,
-            xid: 0,
-            lsn: self.snapshot_point,
-            snapshot: "true",
-            last_commit: None,
-            commit_micros: now_micros(),
-        };
-        let now = now_micros();
-        let data =
-            |e: crate::types::TypeError| ConnectorError::data(format!("{}: {e}", schemas.topic));
-        let mut out = Vec::with_capacity(chunk.rows.len());
-        for row in &chunk.rows {
-            let tuple: Vec<Datum> = row
-                .iter()
-                .map(|v| {
-                    v.as_ref()
-                        .map_or(Datum::Null, |t| Datum::Text(t.clone().into_bytes()))
-                })
-                .collect();
-            let key = schemas.key(&self.config.mapping, &tuple).map_err(data)?;
-            let after = schemas
-                .row(
-                    &self.config.mapping,
-                    &self.config.unavailable_placeholder,
-                    &tuple,
-                )
-                .map_err(data)?;
-            out.push(SourceRecord {
-                source_partition: self.partition.clone(),
-                source_offset: offset.clone(),
-                topic: schemas.topic.clone(),
-                partition: None,
-                key_schema: schemas.key.clone(),
-                key,
-                value_schema: Some(schemas.envelope.clone()),
-                value: schemas.envelope('r', Value::Null, after, &source, now),
-                timestamp: Some(now.div_euclid(1000)),
-                headers: Vec::new(),
-            });
-        }
-        metrics::counter!("sluice_postgres_snapshot_rows_total", "connector" => self.connector.clone(), "task" => self.task.clone())
-            .increment(out.len() as u64);
-        Ok(out)
+        tracing::debug!(task = %self.label, table = chunk.range.table, bound = ?chunk.range.bound, rows = chunk.records.len(), "snapshot chunk read");
+        Ok(chunk.records)
     }
 
     /// The WAL the slot holds back (`pg_current_wal_lsn() - restart_lsn`) and its
@@ -725,6 +619,40 @@ impl Running {
     }
 }
 
+/// `count` sessions for the snapshot, each inside the exported
+/// snapshot's transaction when there is one: all import it before the exporting session
+/// starts streaming, which ends the export.
+async fn snapshot_sessions(
+    session: &Session,
+    config: &PostgresConfig,
+    count: usize,
+    exported: Option<&str>,
+    label: &str,
+) -> Result<Vec<tokio_postgres::Client>, ConnectorError> {
+    let mut readers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (sql, connection) = tokio_postgres::connect(&session.conninfo(), tokio_postgres::NoTls)
+            .await
+            .map_err(|e| preflight::connect_error(config, &e))?;
+        let name = label.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(task = %name, error = %e, "a snapshot reader's connection ended");
+            }
+        });
+        if let Some(exported) = exported {
+            sql.batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                exported.replace('\'', "''")
+            ))
+            .await
+            .map_err(|e| crate::retriable("importing the exported snapshot", e))?;
+        }
+        readers.push(sql);
+    }
+    Ok(readers)
+}
+
 impl SourceTask for PostgresSourceTask {
     fn start<'a>(
         &'a mut self,
@@ -768,7 +696,7 @@ impl SourceTask for PostgresSourceTask {
                 .and_then(serde_json::Value::as_u64)
                 .map(Lsn);
             let offset = context.offset(&partition).map(|o| o.0.clone());
-            // A snapshot left in the middle: its table and the last key committed.
+            // A snapshot left in the middle: its table and the first block not committed.
             let resume = offset
                 .as_ref()
                 .filter(|o| {
@@ -787,7 +715,11 @@ impl SourceTask for PostgresSourceTask {
                                 .collect()
                         })
                     });
-                    (table, key)
+                    let block = o
+                        .get(SNAPSHOT_BLOCK)
+                        .and_then(serde_json::Value::as_u64)
+                        .and_then(|b| u32::try_from(b).ok());
+                    (table, key, block)
                 });
             let wants_snapshot =
                 matches!(config.snapshot_mode.as_str(), "initial" | "initial_only");
@@ -822,53 +754,76 @@ impl SourceTask for PostgresSourceTask {
                 }
             }
             let mut from = stored.unwrap_or_default();
-            let mut snapshot = None;
+            let enums = load_enums(&sql).await?;
             let mut pending = None;
-            if let Some((stream, point, name)) = exported {
-                sql.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await
-                    .map_err(|e| crate::retriable("opening the snapshot transaction", e))?;
-                sql.batch_execute(&format!(
-                    "SET TRANSACTION SNAPSHOT '{}'",
-                    name.replace('\'', "''")
-                ))
-                .await
-                .map_err(|e| crate::retriable("importing the exported snapshot", e))?;
+            // What to read: (exported snapshot to import, table and block to start at).
+            let plan = if let Some((stream, point, name)) = exported {
                 from = point;
                 pending = Some(stream);
-                snapshot = Some(Snapshot {
-                    tables: crate::snapshot::plan(&sql, &config).await?,
-                    index: 0,
-                    after: None,
-                    chunk: config.snapshot_fetch_size,
-                });
-            } else if let Some((table, key)) = resume.filter(|_| wants_snapshot) {
+                Some((Some(name), None))
+            } else if let Some((table, key, block)) = resume.filter(|_| wants_snapshot) {
                 // The exported snapshot is gone: the rest is read as it is now; streaming
                 // from the consistent point replays what changed since.
-                let tables = crate::snapshot::plan(&sql, &config).await?;
-                let index = tables
-                    .iter()
-                    .position(|t| t.name >= table)
-                    .unwrap_or(tables.len());
-                let after = key.filter(|_| tables.get(index).is_some_and(|t| t.name == table));
-                tracing::info!(task = %label, table = %table, "resuming the snapshot after its last committed key");
-                snapshot = Some(Snapshot {
-                    tables,
-                    index,
-                    after,
-                    chunk: config.snapshot_fetch_size,
-                });
+                tracing::info!(task = %label, table = %table, key = ?key, block = ?block, "resuming the snapshot after its last committed chunk");
+                Some((None, Some((table, key, block))))
             } else if wants_snapshot && stored.is_none() {
                 // The slot exists but nothing was committed: every table, as it is now.
-                snapshot = Some(Snapshot {
-                    tables: crate::snapshot::plan(&sql, &config).await?,
-                    index: 0,
-                    after: None,
-                    chunk: config.snapshot_fetch_size,
-                });
-            }
+                Some((None, None))
+            } else {
+                None
+            };
+            let snapshot = match plan {
+                None => None,
+                Some((exported, resume)) => {
+                    let readers = snapshot_sessions(
+                        &session,
+                        &config,
+                        config.snapshot_max_threads.max(1),
+                        exported.as_deref(),
+                        &label,
+                    )
+                    .await?;
+                    let Some(first) = readers.first() else {
+                        return Err(ConnectorError::internal("no snapshot reader"));
+                    };
+                    let tables = crate::snapshot::plan(first, &config).await?;
+                    let start = resume.map_or(Start::Table(0), |(table, key, block)| {
+                        crate::snapshot::resume_at(&tables, &table, key, block)
+                    });
+                    // One more session, outside the snapshot, cuts keyed tables into chunks.
+                    let planner = snapshot_sessions(&session, &config, 1, None, &label).await?;
+                    let schemas = tables
+                        .iter()
+                        .map(|t| {
+                            let prefix = format!("{}.", t.name);
+                            TableSchemas::new(
+                                &config.topic_prefix,
+                                &t.relation,
+                                &config.mapping,
+                                &enums,
+                                |c| config.columns.allows(&format!("{prefix}{c}")),
+                            )
+                            .0
+                        })
+                        .collect();
+                    let emitter = Emitter {
+                        tables,
+                        schemas,
+                        config: config.clone(),
+                        partition: partition.clone(),
+                        point: from,
+                        connector: context.connector.clone(),
+                        task: context.task.to_string(),
+                    };
+                    let planner = planner
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| ConnectorError::internal("no snapshot planner"))?;
+                    Some(Snapshot::new(emitter, readers, planner, &start))
+                }
+            };
             let stream = if snapshot.is_some() {
-                tracing::info!(task = %label, tables = snapshot.as_ref().map_or(0, |s| s.tables.len()), "snapshot starting");
+                tracing::info!(task = %label, tables = snapshot.as_ref().map_or(0, Snapshot::tables), readers = config.snapshot_max_threads, "snapshot starting");
                 None
             } else {
                 let stream = Stream::start(&session, from).await?;
@@ -876,7 +831,6 @@ impl SourceTask for PostgresSourceTask {
                 Some(stream)
             };
             let heartbeat = config.heartbeat_interval;
-            let enums = load_enums(&sql).await?;
             self.running = Some(Running {
                 heartbeat,
                 config,
@@ -887,8 +841,6 @@ impl SourceTask for PostgresSourceTask {
                 stream,
                 pending,
                 snapshot,
-                snapshot_schemas: None,
-                snapshot_in_tx: false,
                 session,
                 partition,
                 tables: HashMap::new(),
