@@ -23,16 +23,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
-use sluice_bench::{cpu_seconds, peak_rss_mib, percentile};
-use sluice_testkit::{free_port, http_get, http_request, repo_root, stack, unique_name, Stack};
+use sluice_bench::percentile;
+use sluice_bench::workers::{Tool, Watched, Workers};
+use sluice_testkit::{repo_root, stack, unique_name, Stack};
 
 /// One measured run.
 #[derive(Debug, Clone)]
@@ -59,183 +58,11 @@ struct Env {
     stack: &'static Stack,
     rt: tokio::runtime::Runtime,
     dir: PathBuf,
-    java: String,
-    kc_classpath: String,
-    kc_plugin_path: String,
-    kc_log4j: String,
-    sluice: PathBuf,
+    workers: Workers,
     records: u64,
 }
 
-/// CPU and peak RSS of a process, sampled until it exits (the last sample stands).
-struct Watched {
-    child: Child,
-    started: Instant,
-    last: Arc<Mutex<(f64, f64)>>,
-    done: Arc<AtomicBool>,
-}
-
-impl Watched {
-    fn spawn(mut command: Command, log: &Path) -> Result<Self> {
-        let out = std::fs::File::create(log)?;
-        let err = out.try_clone()?;
-        let started = Instant::now();
-        let child = command
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("starting {command:?}"))?;
-        let pid = child.id().to_string();
-        let last = Arc::new(Mutex::new((0.0, 0.0)));
-        let done = Arc::new(AtomicBool::new(false));
-        let (l, d) = (Arc::clone(&last), Arc::clone(&done));
-        std::thread::spawn(move || {
-            while !d.load(Ordering::Relaxed) {
-                match (cpu_seconds(&pid), peak_rss_mib(&pid)) {
-                    (Ok(cpu), Ok(rss)) => {
-                        if let Ok(mut g) = l.lock() {
-                            *g = (cpu, rss);
-                        }
-                    }
-                    _ => break,
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        Ok(Watched {
-            child,
-            started,
-            last,
-            done,
-        })
-    }
-
-    /// CPU seconds and peak RSS now (or at the last sample, if it exited).
-    fn usage(&self) -> (f64, f64) {
-        let pid = self.child.id().to_string();
-        match (cpu_seconds(&pid), peak_rss_mib(&pid)) {
-            (Ok(cpu), Ok(rss)) => (cpu, rss),
-            _ => self.last.lock().map_or((0.0, 0.0), |g| *g),
-        }
-    }
-
-    fn alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!("process exited early: {status}");
-        }
-        Ok(())
-    }
-
-    fn stop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tool {
-    Sluice,
-    KafkaConnect,
-}
-
-impl Tool {
-    fn name(self) -> &'static str {
-        match self {
-            Tool::Sluice => "Sluice",
-            Tool::KafkaConnect => "Kafka Connect",
-        }
-    }
-}
-
 impl Env {
-    fn java(&self, main: &str, args: &[String], log: &Path) -> Result<Watched> {
-        let mut c = Command::new(&self.java);
-        c.args([
-            "-Xms256M",
-            "-Xmx2G",
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-XX:InitiatingHeapOccupancyPercent=35",
-            "-XX:+ExplicitGCInvokesConcurrent",
-            "-Djava.awt.headless=true",
-        ])
-        .arg(format!("-Dlog4j2.configurationFile={}", self.kc_log4j))
-        .arg("-cp")
-        .arg(&self.kc_classpath)
-        .arg(main)
-        .args(args);
-        Watched::spawn(c, log)
-    }
-
-    /// The same worker keys for both: Kafka Connect's distributed worker config.
-    fn worker_config(&self, port: u16, exactly_once: bool) -> Result<PathBuf> {
-        let id = unique_name("cmp");
-        let text = format!(
-            "bootstrap.servers={}\ngroup.id={id}\n\
-             key.converter=org.apache.kafka.connect.storage.StringConverter\n\
-             value.converter=org.apache.kafka.connect.storage.StringConverter\n\
-             offset.storage.topic={id}-offsets\noffset.storage.replication.factor=1\noffset.storage.partitions=1\n\
-             config.storage.topic={id}-configs\nconfig.storage.replication.factor=1\n\
-             status.storage.topic={id}-status\nstatus.storage.replication.factor=1\nstatus.storage.partitions=1\n\
-             listeners=http://127.0.0.1:{port}\nplugin.path={}\noffset.flush.interval.ms=1000\n\
-             exactly.once.source.support={}\n",
-            self.stack.kafka_bootstrap,
-            self.kc_plugin_path,
-            if exactly_once { "enabled" } else { "disabled" }
-        );
-        let path = self.dir.join(format!("{id}.properties"));
-        std::fs::write(&path, text)?;
-        Ok(path)
-    }
-
-    /// Starts a worker and waits for its REST API (`GET /connectors` 200).
-    fn worker(&self, tool: Tool, exactly_once: bool, log: &str) -> Result<(Watched, u16, f64)> {
-        let port = free_port()?;
-        let config = self.worker_config(port, exactly_once)?;
-        let log = self.dir.join(log);
-        let mut w = match tool {
-            Tool::KafkaConnect => self.java(
-                "org.apache.kafka.connect.cli.ConnectDistributed",
-                &[config.display().to_string()],
-                &log,
-            )?,
-            Tool::Sluice => {
-                let mut c = Command::new(&self.sluice);
-                c.arg("worker").arg(&config).env("RUST_LOG", "warn");
-                Watched::spawn(c, &log)?
-            }
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            w.alive()
-                .with_context(|| format!("{} worker; log {}", tool.name(), log.display()))?;
-            if matches!(http_get(port, "/connectors"), Ok((200, _))) {
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "{} worker not ready",
-                tool.name()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let ready = w.started.elapsed().as_secs_f64();
-        Ok((w, port, ready))
-    }
-
-    fn create(&self, port: u16, body: &serde_json::Value) -> Result<()> {
-        let (status, text) = http_request(port, "POST", "/connectors", Some(&body.to_string()))?;
-        ensure!(status == 201, "creating a connector: {status} {text}");
-        Ok(())
-    }
-
     /// A fresh one-partition topic, so both contenders write to the same layout.
     fn topic(&self, prefix: &str) -> Result<String> {
         self.rt.block_on(self.stack.create_topic(prefix, 1))
@@ -301,13 +128,15 @@ impl Env {
         size: usize,
     ) -> Result<(Sample, String)> {
         let topic = self.topic("cmp-src")?;
-        let (mut w, port, ready) = self.worker(tool, exactly_once, &unique_name("source"))?;
+        let (mut w, port, ready) =
+            self.workers
+                .worker(tool, exactly_once, &unique_name("source"))?;
         let mut body = Self::file_source(input, &topic);
         if let Some(ms) = interval_ms {
             body["config"]["transaction.boundary"] = "interval".into();
             body["config"]["transaction.boundary.interval.ms"] = ms.to_string().into();
         }
-        self.create(port, &body)?;
+        self.workers.create(port, &body)?;
         let (first, last) = self.count(&topic, &mut w)?;
         let (cpu, rss) = w.usage();
         w.stop();
@@ -318,9 +147,9 @@ impl Env {
     }
 
     fn sink(&self, tool: Tool, topic: &str, size: usize) -> Result<Sample> {
-        let (mut w, port, ready) = self.worker(tool, false, &unique_name("sink"))?;
+        let (mut w, port, ready) = self.workers.worker(tool, false, &unique_name("sink"))?;
         let out = self.dir.join(unique_name("sink-out"));
-        self.create(
+        self.workers.create(
             port,
             &serde_json::json!({"name": unique_name("sink"), "config": {
                 "connector.class": "FileStreamSink", "tasks.max": "1",
@@ -423,7 +252,9 @@ impl Env {
     /// CPU seconds and peak RSS.
     fn tool(&self, name: &str, args: &[String]) -> Result<(String, f64, f64)> {
         let log = self.dir.join(unique_name(name));
-        let mut w = self.java(&format!("org.apache.kafka.tools.{name}"), args, &log)?;
+        let mut w = self
+            .workers
+            .java(&format!("org.apache.kafka.tools.{name}"), args, &log)?;
         let status = w.child.wait()?;
         let (cpu, rss) = w.usage();
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -489,8 +320,9 @@ impl Env {
         let input = self.dir.join(unique_name("latency-in"));
         std::fs::write(&input, "")?;
         let topic = self.topic("cmp-lat")?;
-        let (mut w, port, _) = self.worker(tool, true, &unique_name("latency"))?;
-        self.create(port, &Self::file_source(&input, &topic))?;
+        let (mut w, port, _) = self.workers.worker(tool, true, &unique_name("latency"))?;
+        self.workers
+            .create(port, &Self::file_source(&input, &topic))?;
         // Short fetch waits: the broker must not hold back what is there.
         let consumer = self.committed_reader(&topic, ("fetch.wait.max.ms", "10"))?;
         let writer_input = input;
@@ -643,7 +475,7 @@ fn report(
     writeln!(
         out,
         "- Versions: Apache Kafka broker and Kafka Connect 4.1.2 (Maven Central), {}; Sluice {} ({})",
-        command_output(&env.java, &["-version"]).lines().next().unwrap_or("java"),
+        command_output(&env.workers.java, &["-version"]).lines().next().unwrap_or("java"),
         env!("CARGO_PKG_VERSION"),
         command_output("git", &["-C", &repo_root().display().to_string(), "rev-parse", "--short", "HEAD"])
     )?;
@@ -763,12 +595,16 @@ fn main() -> Result<()> {
         stack,
         rt: tokio::runtime::Runtime::new()?,
         dir: dir.clone(),
-        java: env_or("JAVA", "java"),
-        kc_classpath: std::env::var("KC_CLASSPATH").context("KC_CLASSPATH (run bench/run)")?,
-        kc_plugin_path: std::env::var("KC_PLUGIN_PATH").context("KC_PLUGIN_PATH")?,
-        kc_log4j: std::env::var("KC_LOG4J").context("KC_LOG4J")?,
-        sluice: std::env::var("SLUICE_BIN")
-            .map_or_else(|_| repo_root().join("target/release/sluice"), PathBuf::from),
+        workers: Workers {
+            stack,
+            dir: dir.clone(),
+            java: env_or("JAVA", "java"),
+            kc_classpath: std::env::var("KC_CLASSPATH").context("KC_CLASSPATH (run bench/run)")?,
+            kc_plugin_path: std::env::var("KC_PLUGIN_PATH").context("KC_PLUGIN_PATH")?,
+            kc_log4j: std::env::var("KC_LOG4J").context("KC_LOG4J")?,
+            sluice: std::env::var("SLUICE_BIN")
+                .map_or_else(|_| repo_root().join("target/release/sluice"), PathBuf::from),
+        },
         records,
     };
     let mut results: BTreeMap<Key, Vec<Sample>> = BTreeMap::new();

@@ -1,6 +1,9 @@
 //! Shared pieces of Sluice's benchmarks: CPU time and peak memory of a process, read from
 //! `/proc`, so every benchmark reports the same figures the same way; and the worker each
-//! benchmark starts (a release `sluice standalone`) with its configuration and metrics.
+//! benchmark starts (a release `sluice standalone`) with its configuration and metrics; and
+//! the contenders' workers side by side ([`workers`]).
+
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
