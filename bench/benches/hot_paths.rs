@@ -39,7 +39,7 @@ fn message_value() -> Value {
 }
 
 fn json_converter(c: &mut Criterion) {
-    let schema = value_schema();
+    let schema = std::sync::Arc::new(value_schema());
     let value = message_value();
     let mut group = c.benchmark_group("json_converter");
     group.throughput(Throughput::Elements(1));

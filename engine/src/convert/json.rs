@@ -2,25 +2,22 @@
 //! every message is an envelope `{"schema": {...}, "payload": ...}` in Kafka Connect's own
 //! schema notation; with `false` only the payload is written and types are inferred on read.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use serde_json::{json, Map, Number, Value as Json};
+use serde_json::Value as Json;
 use sluice_proto::{Schema, SchemaType, Value};
 
+use super::json_write::{write_value, SchemaCache};
 use super::{ConvertError, Converter, Part};
-
-/// The last schema an envelope was written with, and its JSON.
-type SchemaCache = Arc<Mutex<Option<(Schema, Arc<[u8]>)>>>;
 
 /// The JSON converter.
 #[derive(Debug, Clone)]
 pub struct JsonConverter {
     part: Part,
     schemas_enable: bool,
-    /// A connector's records nearly always share one schema, and rendering it was most of
-    /// an envelope's cost (18 us of 21 for a syslog message): it is rendered once and reused
-    /// while records come with an equal schema.
-    schema_cache: SchemaCache,
+    /// A connector's records nearly always share a few schemas, and rendering one was most
+    /// of an envelope's cost (18 us of 21 for a syslog message): each is rendered once.
+    schema_cache: Arc<SchemaCache>,
 }
 
 impl JsonConverter {
@@ -33,39 +30,18 @@ impl JsonConverter {
         }
     }
 
-    /// `schema` in Kafka Connect's JSON notation, from the cache when it is the last one.
-    fn schema_json(&self, schema: &Schema) -> Result<Arc<[u8]>, serde_json::Error> {
-        if let Ok(cache) = self.schema_cache.lock() {
-            if let Some((cached, json)) = cache.as_ref() {
-                if cached == schema {
-                    return Ok(Arc::clone(json));
-                }
-            }
-        }
-        let json: Arc<[u8]> = serde_json::to_vec(&schema_to_json(schema))?.into();
-        if let Ok(mut cache) = self.schema_cache.lock() {
-            *cache = Some((schema.clone(), Arc::clone(&json)));
-        }
-        Ok(json)
-    }
-
-    /// `{"payload":...,"schema":...}`, byte for byte what serde_json writes for that object
-    /// (keys sorted), with the schema part reused.
-    fn envelope(
-        &self,
-        schema: Option<&Schema>,
-        payload: &Json,
-    ) -> Result<Vec<u8>, serde_json::Error> {
+    /// `{"schema":...,"payload":...}`, as Kafka Connect writes it, the schema part reused.
+    fn envelope(&self, schema: Option<&Arc<Schema>>, value: &Value) -> Vec<u8> {
         let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(b"{\"payload\":");
-        serde_json::to_writer(&mut out, payload)?;
-        out.extend_from_slice(b",\"schema\":");
+        out.extend_from_slice(b"{\"schema\":");
         match schema {
-            Some(schema) => out.extend_from_slice(&self.schema_json(schema)?),
+            Some(schema) => out.extend_from_slice(&self.schema_cache.rendered(schema)),
             None => out.extend_from_slice(b"null"),
         }
+        out.extend_from_slice(b",\"payload\":");
+        write_value(&mut out, value, schema.map(|s| &**s));
         out.push(b'}');
-        Ok(out)
+        out
     }
 
     fn error(&self, topic: &str, message: impl Into<String>) -> ConvertError {
@@ -75,59 +51,6 @@ impl JsonConverter {
             message: message.into(),
         }
     }
-}
-
-/// Kafka Connect's JSON notation of a schema.
-pub(crate) fn schema_to_json(schema: &Schema) -> Json {
-    let mut out = Map::new();
-    out.insert("type".into(), json!(schema.ty.name()));
-    match schema.ty {
-        SchemaType::Struct => {
-            let fields: Vec<Json> = schema
-                .fields
-                .iter()
-                .map(|f| {
-                    let mut field = schema_to_json(&f.schema);
-                    if let Json::Object(m) = &mut field {
-                        m.insert("field".into(), json!(f.name));
-                    }
-                    field
-                })
-                .collect();
-            out.insert("fields".into(), Json::Array(fields));
-        }
-        SchemaType::Array => {
-            if let Some(items) = &schema.value_schema {
-                out.insert("items".into(), schema_to_json(items));
-            }
-        }
-        SchemaType::Map => {
-            if let Some(keys) = &schema.key_schema {
-                out.insert("keys".into(), schema_to_json(keys));
-            }
-            if let Some(values) = &schema.value_schema {
-                out.insert("values".into(), schema_to_json(values));
-            }
-        }
-        _ => {}
-    }
-    out.insert("optional".into(), json!(schema.optional));
-    if let Some(name) = &schema.name {
-        out.insert("name".into(), json!(name));
-    }
-    if let Some(version) = schema.version {
-        out.insert("version".into(), json!(version));
-    }
-    if let Some(doc) = &schema.doc {
-        out.insert("doc".into(), json!(doc));
-    }
-    if !schema.parameters.is_empty() {
-        out.insert("parameters".into(), json!(schema.parameters));
-    }
-    if let Some(default) = &schema.default {
-        out.insert("default".into(), value_to_json(default, Some(schema)));
-    }
-    Json::Object(out)
 }
 
 fn schema_from_json(json: &Json, path: &str) -> Result<Schema, String> {
@@ -214,69 +137,6 @@ fn schema_from_json(json: &Json, path: &str) -> Result<Schema, String> {
         )?);
     }
     Ok(schema)
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn value_to_json(value: &Value, schema: Option<&Schema>) -> Json {
-    match value {
-        Value::Null => Json::Null,
-        Value::Boolean(b) => json!(b),
-        Value::Int8(v) => json!(v),
-        Value::Int16(v) => json!(v),
-        Value::Int32(v) => json!(v),
-        Value::Int64(v) => json!(v),
-        Value::Float32(v) => Number::from_f64(f64::from(*v)).map_or(Json::Null, Json::Number),
-        Value::Float64(v) => Number::from_f64(*v).map_or(Json::Null, Json::Number),
-        Value::String(s) => json!(s),
-        Value::Bytes(b) => json!(base64_encode(b)),
-        Value::Array(items) => {
-            let item_schema = schema.and_then(|s| s.value_schema.as_deref());
-            Json::Array(
-                items
-                    .iter()
-                    .map(|v| value_to_json(v, item_schema))
-                    .collect(),
-            )
-        }
-        Value::Map(entries) => {
-            let key_schema = schema.and_then(|s| s.key_schema.as_deref());
-            let value_schema = schema.and_then(|s| s.value_schema.as_deref());
-            let string_keys = entries.iter().all(|(k, _)| matches!(k, Value::String(_)));
-            if string_keys {
-                let mut m = Map::new();
-                for (k, v) in entries {
-                    if let Value::String(k) = k {
-                        m.insert(k.clone(), value_to_json(v, value_schema));
-                    }
-                }
-                Json::Object(m)
-            } else {
-                // Kafka Connect writes maps with non-string keys as [[key, value], ...].
-                Json::Array(
-                    entries
-                        .iter()
-                        .map(|(k, v)| {
-                            json!([value_to_json(k, key_schema), value_to_json(v, value_schema)])
-                        })
-                        .collect(),
-                )
-            }
-        }
-        Value::Struct(fields) => {
-            let mut m = Map::new();
-            for (name, v) in fields {
-                let field_schema = schema
-                    .and_then(|s| s.field_named(name))
-                    .map(|f| f.schema.as_ref());
-                m.insert(name.clone(), value_to_json(v, field_schema));
-            }
-            Json::Object(m)
-        }
-    }
 }
 
 fn value_from_json(json: &Json, schema: Option<&Schema>, path: &str) -> Result<Value, String> {
@@ -419,7 +279,7 @@ impl Converter for JsonConverter {
     fn to_kafka(
         &self,
         topic: &str,
-        schema: Option<&Schema>,
+        schema: Option<&Arc<Schema>>,
         value: &Value,
     ) -> Result<Option<Vec<u8>>, ConvertError> {
         if let Some(schema) = schema {
@@ -431,15 +291,13 @@ impl Converter for JsonConverter {
         if matches!(value, Value::Null) && (schema.is_none() || !self.schemas_enable) {
             return Ok(None);
         }
-        let payload = value_to_json(value, schema);
-        let bytes = if self.schemas_enable {
-            self.envelope(schema, &payload)
+        Ok(Some(if self.schemas_enable {
+            self.envelope(schema, value)
         } else {
-            serde_json::to_vec(&payload)
-        };
-        bytes
-            .map(Some)
-            .map_err(|e| self.error(topic, e.to_string()))
+            let mut out = Vec::with_capacity(256);
+            write_value(&mut out, value, schema.map(|s| &**s));
+            out
+        }))
     }
 
     fn to_connect(
@@ -497,39 +355,47 @@ impl Converter for JsonConverter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
-    fn envelopes_are_what_serde_json_writes_and_follow_schema_changes() {
+    fn envelopes_are_what_kafka_connect_writes_and_follow_schema_changes() {
         let converter = JsonConverter::new(Part::Value, true);
-        let a = Schema::structure()
-            .named("a")
-            .field("n", Schema::of(SchemaType::Int32));
-        let b = Schema::structure()
-            .named("b")
-            .field("s", Schema::of(SchemaType::String).optional());
+        let a = Arc::new(
+            Schema::structure()
+                .named("a")
+                .field("n", Schema::of(SchemaType::Int32)),
+        );
+        let b = Arc::new(
+            Schema::structure()
+                .named("b")
+                .field("s", Schema::of(SchemaType::String).optional()),
+        );
+        // An equal schema in another Arc (a source that builds its schema per record).
+        let a2 = Arc::new((*a).clone());
         let va = Value::Struct(vec![("n".into(), Value::Int32(7))]);
         let vb = Value::Struct(vec![("s".into(), Value::String("x\"y".into()))]);
-        for (schema, value) in [(&a, &va), (&a, &va), (&b, &vb), (&a, &va), (&b, &vb)] {
+        let wa = r#"{"schema":{"type":"struct","fields":[{"type":"int32","optional":false,"field":"n"}],"optional":false,"name":"a"},"payload":{"n":7}}"#;
+        let wb = r#"{"schema":{"type":"struct","fields":[{"type":"string","optional":true,"field":"s"}],"optional":false,"name":"b"},"payload":{"s":"x\"y"}}"#;
+        for (schema, value, expected) in [
+            (&a, &va, wa),
+            (&a, &va, wa),
+            (&b, &vb, wb),
+            (&a2, &va, wa),
+            (&b, &vb, wb),
+        ] {
             let written = converter
                 .to_kafka("t", Some(schema), value)
                 .unwrap()
                 .unwrap();
-            let expected = serde_json::to_vec(&json!({
-                "schema": schema_to_json(schema),
-                "payload": value_to_json(value, Some(schema)),
-            }))
-            .unwrap();
-            assert_eq!(
-                String::from_utf8(written).unwrap(),
-                String::from_utf8(expected).unwrap()
-            );
+            assert_eq!(String::from_utf8(written).unwrap(), expected);
         }
         let untyped = converter
             .to_kafka("t", None, &Value::Int32(3))
             .unwrap()
             .unwrap();
-        assert_eq!(untyped, br#"{"payload":3,"schema":null}"#);
+        assert_eq!(untyped, br#"{"schema":null,"payload":3}"#);
     }
+
     use sluice_proto::data::logical;
 
     fn syslog_schema() -> Schema {
@@ -558,7 +424,11 @@ mod tests {
     fn envelope_matches_kafka_connects() {
         let c = JsonConverter::new(Part::Value, true);
         let bytes = c
-            .to_kafka("syslog-tcp", Some(&syslog_schema()), &syslog_value())
+            .to_kafka(
+                "syslog-tcp",
+                Some(&Arc::new(syslog_schema())),
+                &syslog_value(),
+            )
             .unwrap()
             .unwrap();
         let got: Json = serde_json::from_slice(&bytes).unwrap();
@@ -610,7 +480,7 @@ mod tests {
     #[test]
     fn bytes_are_base64_and_nulls_are_tombstones() {
         let c = JsonConverter::new(Part::Value, true);
-        let schema = Schema::of(SchemaType::Bytes);
+        let schema = Arc::new(Schema::of(SchemaType::Bytes));
         let bytes = c
             .to_kafka("t", Some(&schema), &Value::Bytes(vec![0, 255, 16]))
             .unwrap()
@@ -656,7 +526,7 @@ mod tests {
         let e = c
             .to_kafka(
                 "t",
-                Some(&syslog_schema()),
+                Some(&Arc::new(syslog_schema())),
                 &Value::Struct(vec![("message".into(), Value::Int32(1))]),
             )
             .unwrap_err();
@@ -666,10 +536,10 @@ mod tests {
     #[test]
     fn maps_with_non_string_keys_are_pairs() {
         let c = JsonConverter::new(Part::Value, true);
-        let schema = Schema::map(
+        let schema = Arc::new(Schema::map(
             Schema::of(SchemaType::Int32),
             Schema::of(SchemaType::String),
-        );
+        ));
         let value = Value::Map(vec![(Value::Int32(1), Value::String("one".into()))]);
         let bytes = c.to_kafka("t", Some(&schema), &value).unwrap().unwrap();
         let json: Json = serde_json::from_slice(&bytes).unwrap();

@@ -3,6 +3,7 @@
 //! `value.converter`, plus `*.converter.<setting>` keys).
 
 mod json;
+mod json_write;
 mod simple;
 
 use std::collections::BTreeMap;
@@ -56,7 +57,7 @@ pub trait Converter: Send + Sync + std::fmt::Debug {
     fn to_kafka(
         &self,
         topic: &str,
-        schema: Option<&Schema>,
+        schema: Option<&Arc<Schema>>,
         value: &Value,
     ) -> Result<Option<Vec<u8>>, ConvertError>;
 

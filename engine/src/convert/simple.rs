@@ -33,7 +33,7 @@ impl Converter for StringConverter {
     fn to_kafka(
         &self,
         topic: &str,
-        _schema: Option<&Schema>,
+        _schema: Option<&Arc<Schema>>,
         value: &Value,
     ) -> Result<Option<Vec<u8>>, ConvertError> {
         let text = match value {
@@ -100,7 +100,7 @@ impl Converter for ByteArrayConverter {
     fn to_kafka(
         &self,
         topic: &str,
-        _schema: Option<&Schema>,
+        _schema: Option<&Arc<Schema>>,
         value: &Value,
     ) -> Result<Option<Vec<u8>>, ConvertError> {
         match value {

@@ -289,6 +289,24 @@ fn note_offsets(offsets: &mut BTreeMap<SourcePartition, SourceOffset>, records: 
 
 /// Transforms then converts one record; `None` when a transform dropped it.
 fn convert(spec: &SourceTaskSpec, r: &SourceRecord) -> Result<Option<Unrouted>, TaskError> {
+    if spec.transforms.is_empty() {
+        // No transform: converted from the record as it is (no copy of its values).
+        return to_bytes(
+            spec,
+            r,
+            Parts {
+                topic: &r.topic,
+                partition: r.partition,
+                key_schema: r.key_schema.as_ref(),
+                key: &r.key,
+                value_schema: r.value_schema.as_ref(),
+                value: &r.value,
+                timestamp: r.timestamp,
+                headers: &r.headers,
+            },
+        )
+        .map(Some);
+    }
     let envelope = Envelope {
         topic: r.topic.clone(),
         partition: r.partition,
@@ -300,28 +318,60 @@ fn convert(spec: &SourceTaskSpec, r: &SourceRecord) -> Result<Option<Unrouted>, 
         timestamp: r.timestamp,
         headers: r.headers.clone(),
     };
-    let envelope = if spec.transforms.is_empty() {
-        envelope
-    } else {
-        match spec.transforms.apply(envelope) {
-            Ok(Some(e)) => e,
-            Ok(None) => return Ok(None),
-            Err(source) => {
-                let (partition, offset) = crate::task::source_txn::coordinates(r);
-                return Err(TaskError::Transform {
-                    partition,
-                    offset,
-                    source,
-                });
-            }
+    let envelope = match spec.transforms.apply(envelope) {
+        Ok(Some(e)) => e,
+        Ok(None) => return Ok(None),
+        Err(source) => {
+            let (partition, offset) = crate::task::source_txn::coordinates(r);
+            return Err(TaskError::Transform {
+                partition,
+                offset,
+                source,
+            });
         }
     };
-    if let Some(key) = spec.state_topics.get(&envelope.topic) {
+    to_bytes(
+        spec,
+        r,
+        Parts {
+            topic: &envelope.topic,
+            partition: envelope.partition,
+            key_schema: envelope.key_schema.as_ref(),
+            key: &envelope.key,
+            value_schema: envelope.value_schema.as_ref(),
+            value: &envelope.value,
+            timestamp: envelope.timestamp,
+            headers: &envelope.headers,
+        },
+    )
+    .map(Some)
+}
+
+/// A record's parts, after its transforms.
+struct Parts<'a> {
+    topic: &'a str,
+    partition: Option<i32>,
+    key_schema: Option<&'a Arc<sluice_proto::Schema>>,
+    key: &'a sluice_proto::Value,
+    value_schema: Option<&'a Arc<sluice_proto::Schema>>,
+    value: &'a sluice_proto::Value,
+    timestamp: Option<i64>,
+    headers: &'a [sluice_proto::Header],
+}
+
+/// Converts `parts` of `r` (a state topic refused, a converter's failure named by the
+/// record's source position).
+fn to_bytes(
+    spec: &SourceTaskSpec,
+    r: &SourceRecord,
+    parts: Parts<'_>,
+) -> Result<Unrouted, TaskError> {
+    if let Some(key) = spec.state_topics.get(parts.topic) {
         metrics::counter!("sluice_records_refused_state_topic_total", "connector" => spec.connector.clone(), "task" => spec.task.to_string())
             .increment(1);
         let (partition, offset) = crate::task::source_txn::coordinates(r);
         return Err(TaskError::StateTopic {
-            topic: envelope.topic,
+            topic: parts.topic.to_owned(),
             key,
             partition,
             offset,
@@ -338,32 +388,24 @@ fn convert(spec: &SourceTaskSpec, r: &SourceRecord) -> Result<Option<Unrouted>, 
     };
     let key = spec
         .key_converter
-        .to_kafka(
-            &envelope.topic,
-            envelope.key_schema.as_deref(),
-            &envelope.key,
-        )
+        .to_kafka(parts.topic, parts.key_schema, parts.key)
         .map_err(|e| fail("key", e))?;
     let value = spec
         .value_converter
-        .to_kafka(
-            &envelope.topic,
-            envelope.value_schema.as_deref(),
-            &envelope.value,
-        )
+        .to_kafka(parts.topic, parts.value_schema, parts.value)
         .map_err(|e| fail("value", e))?;
-    Ok(Some(Unrouted {
-        topic: envelope.topic,
-        partition: envelope.partition,
+    Ok(Unrouted {
+        topic: parts.topic.to_owned(),
+        partition: parts.partition,
         key,
         value,
-        timestamp: envelope.timestamp,
-        headers: envelope
+        timestamp: parts.timestamp,
+        headers: parts
             .headers
-            .into_iter()
-            .map(|h| (h.key, h.value))
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
             .collect(),
-    }))
+    })
 }
 
 fn note_topics(spec: &SourceTaskSpec, records: &[Unrouted]) {
@@ -472,6 +514,12 @@ async fn poll_loop(
             // Where each record of the batch came from, for a refusal by the broker.
             let mut origins = Vec::with_capacity(records.len());
             for (index, r) in records.iter().enumerate() {
+                if r.is_offset_only() {
+                    // Nothing to write: its offset commits below with the others.
+                    metrics::counter!("sluice_source_offset_only_total", &labels.pairs())
+                        .increment(1);
+                    continue;
+                }
                 let converted = match convert(spec, r) {
                     Err(e) if spec.errors.tolerate_all => match e.record_stage() {
                         Some(stage) => {

@@ -206,11 +206,11 @@ impl SinkTaskSpec {
         }
         let key = self
             .key_converter
-            .to_kafka(&topic, e.key_schema.as_deref(), &e.key)
+            .to_kafka(&topic, e.key_schema.as_ref(), &e.key)
             .map_err(|err| stage_error("KEY_CONVERTER", &raw, err.to_string()))?;
         let value = self
             .value_converter
-            .to_kafka(&topic, e.value_schema.as_deref(), &e.value)
+            .to_kafka(&topic, e.value_schema.as_ref(), &e.value)
             .map_err(|err| stage_error("VALUE_CONVERTER", &raw, err.to_string()))?;
         Ok(Unrouted {
             topic,
