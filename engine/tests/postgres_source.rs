@@ -186,6 +186,89 @@ async fn heartbeats_advance_a_slot_whose_tables_are_quiet() -> Result<()> {
     Ok(())
 }
 
+/// The server's WAL position.
+async fn current_lsn(db: &tokio_postgres::Client) -> Result<u64> {
+    let text: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    lsn_value(&text)
+}
+
+/// An idle captured database on a busy cluster, heartbeats off (Debezium's default): the
+/// other database's writes go through the slot's WAL too, and Debezium's slot would hold
+/// all of it until the next captured change. Sluice commits the server's position as an
+/// offset alone and confirms the slot there, so the slot's confirmed position follows the
+/// server's closely and the WAL it holds stays bounded (PostgreSQL moves a logical slot's
+/// restart point only at its running-transactions records, about every 15 s, so what it
+/// holds is a sawtooth of up to ~15 s of WAL) while the cluster writes 200 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_database_on_a_busy_cluster_keeps_the_slot_small() -> Result<()> {
+    const ROUNDS: usize = 20;
+    const MIB: i64 = 1 << 20;
+    let stack = stack()?;
+    let case = PgCase::new(
+        stack,
+        "pgidle",
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text)",
+    )
+    .await?;
+    let file = case.connector_file(&[])?;
+    let mut w = case.streaming_worker(&file, "w").await?;
+    let (busy_name, busy) = stack.create_database("pgbusy").await?;
+    busy.batch_execute("CREATE TABLE big (id bigserial, pad text)")
+        .await?;
+    let start = current_lsn(&busy).await?;
+    // After each round: the WAL the slot holds, and how far its confirmed position is
+    // behind the server's, in MiB.
+    let (mut held, mut behind) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        // About 11 MiB of WAL a round, none of it captured.
+        busy.batch_execute(
+            "INSERT INTO big (pad) SELECT repeat(md5(g::text), 30) FROM generate_series(1, 10000) g",
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let row = case
+            .db
+            .query_one(
+                "SELECT (pg_current_wal_lsn() - restart_lsn)::int8, \
+                        (pg_current_wal_lsn() - confirmed_flush_lsn)::int8 \
+                   FROM pg_replication_slots WHERE slot_name = $1",
+                &[&case.slot],
+            )
+            .await?;
+        held.push(row.get::<_, i64>(0) / MIB);
+        behind.push(row.get::<_, i64>(1) / MIB);
+    }
+    let written = (current_lsn(&busy).await? - start) as i64 / MIB;
+    let (_, metrics) = sluice_testkit::http_get(case.port, "/metrics")?;
+    w.terminate(Duration::from_secs(30))?;
+    case.drop_slot().await?;
+    drop(busy);
+    stack
+        .postgres("postgres")
+        .await?
+        .batch_execute(&format!("DROP DATABASE \"{busy_name}\" WITH (FORCE)"))
+        .await?;
+    ensure!(written > 180, "only {written} MiB of WAL written");
+    let late = |v: &[i64]| v.iter().skip(ROUNDS / 2).max().copied().unwrap_or_default();
+    ensure!(
+        late(&behind) < 16 && late(&held) < 100,
+        "confirmed position behind by {behind:?} MiB, WAL held {held:?} MiB after each round ({written} MiB written)"
+    );
+    ensure!(
+        metrics.contains("sluice_postgres_idle_confirms_total"),
+        "no idle confirmation counted"
+    );
+    println!(
+        "{written} MiB of WAL written by another database; the idle slot confirmed within {} MiB of the server and held at most {} MiB ({held:?})",
+        late(&behind),
+        late(&held)
+    );
+    Ok(())
+}
+
 /// Debezium's ExtractNewRecordState on the source: the topic holds rows, not envelopes;
 /// a delete leaves its tombstone only (the SMT's default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

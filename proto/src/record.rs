@@ -81,6 +81,19 @@ impl SourceRecord {
             headers: Vec::new(),
         }
     }
+
+    /// A record that writes nothing and only moves its partition's offset: committed like
+    /// any record's (in exactly-once mode, in a transaction of its own if nothing else is
+    /// pending). For a source that moved past data it does not emit, so its position (a
+    /// replication slot's, say) may advance without a record on any topic.
+    pub fn offset_only(source_partition: SourcePartition, source_offset: SourceOffset) -> Self {
+        SourceRecord::new(source_partition, source_offset, String::new(), Value::Null)
+    }
+
+    /// Whether this is an [`SourceRecord::offset_only`] record (it has no topic).
+    pub fn is_offset_only(&self) -> bool {
+        self.topic.is_empty()
+    }
 }
 
 /// How a consumed record's timestamp was set.

@@ -11,10 +11,13 @@
 //! or that confirmed past the stored offset, means changes were lost: the task fails and
 //! says so instead of carrying on.
 //!
-//! A quiet slot (its tables idle, or only other tables written) is advanced by heartbeats
-//! (`heartbeat.interval.ms`): a record on `__debezium-heartbeat.<prefix>` carries the idle
-//! position into Kafka, and the slot is confirmed there once it is committed, so the
-//! slot's confirmed position never passes the committed offset.
+//! A quiet slot (its tables idle, or only other tables or databases written) is advanced
+//! all the same: every second (or every `heartbeat.interval.ms`, with a heartbeat record on
+//! `__debezium-heartbeat.<prefix>`) the server's position is committed to Kafka as the
+//! offset, with no record when heartbeats are off, and the slot is confirmed there once it
+//! is committed. So the slot's confirmed position never passes the committed offset, and
+//! an idle captured database never makes the slot hold WAL (Debezium's slot does, unless
+//! heartbeats are set up).
 //!
 //! The initial snapshot (`snapshot.mode=initial`) is [`crate::snapshot`]'s.
 //!
@@ -57,6 +60,10 @@ const LSN: &str = "lsn";
 
 /// How often the slot's retained WAL is measured.
 const SLOT_CHECK: Duration = Duration::from_secs(10);
+
+/// How often a slot whose captured tables are quiet is confirmed at the server's position
+/// when heartbeats are off (with them, at each heartbeat).
+const IDLE_CONFIRM: Duration = Duration::from_secs(1);
 
 /// How long a poll waits for more when nothing is ready.
 const POLL_WAIT: Duration = Duration::from_millis(200);
@@ -456,22 +463,35 @@ impl Running {
         }
     }
 
-    /// A heartbeat record (Debezium's, on `__debezium-heartbeat.<prefix>`) carrying the
-    /// idle position, when one is due: once Kafka commits it, the slot is confirmed there.
+    /// The idle position, when due: in a heartbeat record (Debezium's, on
+    /// `__debezium-heartbeat.<prefix>`) or, without heartbeats, as an offset alone. Once
+    /// Kafka commits it, the slot is confirmed there.
     fn beat(&mut self) {
-        let Some(interval) = self.heartbeat else {
-            return;
-        };
         let Some(idle) = self.idle_end else { return };
         let behind = self.returned.unwrap_or(self.resumed_at);
         if self.open.is_some()
             || !self.ready.is_empty()
             || idle <= behind
-            || self.last_heartbeat.elapsed() < interval
+            || self.last_heartbeat.elapsed() < self.heartbeat.unwrap_or(IDLE_CONFIRM)
         {
             return;
         }
         self.last_heartbeat = Instant::now();
+        let offset = SourceOffset(
+            [(LSN.to_owned(), serde_json::Value::from(idle.0))]
+                .into_iter()
+                .collect(),
+        );
+        self.returned = Some(idle);
+        if self.heartbeat.is_none() {
+            // No heartbeat topic asked for: the position alone, committed without a record
+            // (Debezium's slot would hold WAL here until the next captured change).
+            self.ready
+                .push(SourceRecord::offset_only(self.partition.clone(), offset));
+            metrics::counter!("sluice_postgres_idle_confirms_total", "connector" => self.connector.clone(), "task" => self.task.clone())
+                .increment(1);
+            return;
+        }
         let key_schema = std::sync::Arc::new(
             Schema::structure()
                 .named("io.debezium.connector.common.ServerNameKey")
@@ -485,11 +505,7 @@ impl Running {
         let now = now_micros().div_euclid(1000);
         self.ready.push(SourceRecord {
             source_partition: self.partition.clone(),
-            source_offset: SourceOffset(
-                [(LSN.to_owned(), serde_json::Value::from(idle.0))]
-                    .into_iter()
-                    .collect(),
-            ),
+            source_offset: offset,
             topic: format!(
                 "{}.{}",
                 self.config.heartbeat_prefix, self.config.topic_prefix
@@ -505,7 +521,6 @@ impl Running {
             timestamp: Some(now),
             headers: Vec::new(),
         });
-        self.returned = Some(idle);
         metrics::counter!("sluice_postgres_heartbeats_total", "connector" => self.connector.clone(), "task" => self.task.clone())
             .increment(1);
     }
