@@ -29,8 +29,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, ensure, Context as _, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
-use sluice_bench::percentile;
-use sluice_bench::workers::{Tool, Watched, Workers};
+use sluice_bench::workers::{Tool, Watched, Workers, STRING_CONVERTERS};
+use sluice_bench::{percentile, write_results};
 use sluice_testkit::{repo_root, stack, unique_name, Stack};
 
 /// One measured run.
@@ -604,6 +604,7 @@ fn main() -> Result<()> {
             kc_log4j: std::env::var("KC_LOG4J").context("KC_LOG4J")?,
             sluice: std::env::var("SLUICE_BIN")
                 .map_or_else(|_| repo_root().join("target/release/sluice"), PathBuf::from),
+            converters: STRING_CONVERTERS.to_owned(),
         },
         records,
     };
@@ -670,7 +671,7 @@ fn main() -> Result<()> {
     let text = report(&env, &results, &latency, begun.elapsed())?;
     let out = std::env::var("SLUICE_BENCH_OUT")
         .map_or_else(|_| repo_root().join("bench/RESULTS.md"), PathBuf::from);
-    std::fs::write(&out, &text)?;
+    write_results(&out, &text)?;
     println!("{text}");
     println!("compare: written to {}", out.display());
     let _ = std::fs::remove_dir_all(&dir);

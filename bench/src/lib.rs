@@ -128,6 +128,57 @@ pub fn peak_rss_mib(pid: &str) -> Result<f64> {
     Ok(kib / 1024.0)
 }
 
+/// The marked sections of a results file (`<!-- begin NAME -->` to `<!-- end NAME -->`),
+/// each with its markers.
+fn sections(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("<!-- begin ") {
+        let after = &rest[start + "<!-- begin ".len()..];
+        let Some(name_end) = after.find(" -->") else {
+            break;
+        };
+        let name = after[..name_end].to_owned();
+        let end_marker = format!("<!-- end {name} -->");
+        let Some(end) = rest[start..].find(&end_marker) else {
+            break;
+        };
+        let stop = start + end + end_marker.len();
+        out.push((name, rest[start..stop].to_owned()));
+        rest = &rest[stop..];
+    }
+    out
+}
+
+/// Writes `text` as section `name` of the results file at `path`, keeping the file's other
+/// content (a section written by another benchmark, or the main table).
+pub fn write_section(path: &Path, name: &str, text: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let block = format!(
+        "<!-- begin {name} -->\n{}\n<!-- end {name} -->",
+        text.trim_end()
+    );
+    let new = match sections(&old).into_iter().find(|(n, _)| n == name) {
+        Some((_, existing)) => old.replacen(&existing, &block, 1),
+        None => format!("{}\n\n{block}\n", old.trim_end()),
+    };
+    std::fs::write(path, new)?;
+    Ok(())
+}
+
+/// Writes `text` as the results file's main part, keeping its marked sections after it.
+pub fn write_results(path: &Path, text: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let mut new = text.trim_end().to_owned();
+    for (_, block) in sections(&old) {
+        new.push_str("\n\n");
+        new.push_str(&block);
+    }
+    new.push('\n');
+    std::fs::write(path, new)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +196,26 @@ mod tests {
     fn this_process_has_cpu_time_and_memory() {
         assert!(cpu_seconds("self").unwrap() >= 0.0);
         assert!(peak_rss_mib("self").unwrap() > 0.0);
+    }
+
+    #[test]
+    fn sections_survive_each_other() -> Result<()> {
+        let dir = std::env::temp_dir().join(unique_name("bench-results"));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("RESULTS.md");
+        write_results(&path, "# main 1\n")?;
+        write_section(&path, "cdc", "## cdc 1\n")?;
+        write_results(&path, "# main 2\n")?;
+        assert_eq!(
+            std::fs::read_to_string(&path)?,
+            "# main 2\n\n<!-- begin cdc -->\n## cdc 1\n<!-- end cdc -->\n"
+        );
+        write_section(&path, "cdc", "## cdc 2")?;
+        assert_eq!(
+            std::fs::read_to_string(&path)?,
+            "# main 2\n\n<!-- begin cdc -->\n## cdc 2\n<!-- end cdc -->\n"
+        );
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }

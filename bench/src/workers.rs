@@ -111,7 +111,14 @@ pub struct Workers {
     pub kc_plugin_path: String,
     pub kc_log4j: String,
     pub sluice: PathBuf,
+    /// The worker's converter keys (`key.converter=...` lines).
+    pub converters: String,
 }
+
+/// Kafka Connect's String converters for key and value.
+pub const STRING_CONVERTERS: &str =
+    "key.converter=org.apache.kafka.connect.storage.StringConverter\n\
+     value.converter=org.apache.kafka.connect.storage.StringConverter\n";
 
 impl Workers {
     pub fn java(&self, main: &str, args: &[String], log: &Path) -> Result<Watched> {
@@ -137,15 +144,14 @@ impl Workers {
     pub fn worker_config(&self, port: u16, exactly_once: bool) -> Result<PathBuf> {
         let id = unique_name("cmp");
         let text = format!(
-            "bootstrap.servers={}\ngroup.id={id}\n\
-             key.converter=org.apache.kafka.connect.storage.StringConverter\n\
-             value.converter=org.apache.kafka.connect.storage.StringConverter\n\
+            "bootstrap.servers={}\ngroup.id={id}\n{}\
              offset.storage.topic={id}-offsets\noffset.storage.replication.factor=1\noffset.storage.partitions=1\n\
              config.storage.topic={id}-configs\nconfig.storage.replication.factor=1\n\
              status.storage.topic={id}-status\nstatus.storage.replication.factor=1\nstatus.storage.partitions=1\n\
              listeners=http://127.0.0.1:{port}\nplugin.path={}\noffset.flush.interval.ms=1000\n\
              exactly.once.source.support={}\n",
             self.stack.kafka_bootstrap,
+            self.converters,
             self.kc_plugin_path,
             if exactly_once { "enabled" } else { "disabled" }
         );
