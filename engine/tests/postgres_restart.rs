@@ -8,29 +8,11 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
-use common::postgres::{events, PgCase};
-use sluice_testkit::{stack, stack_script};
-
-/// `deploy/local/stack down postgres` then `up postgres`.
-fn restart_postgres() -> Result<()> {
-    for action in ["down", "up"] {
-        let out = Command::new("bash")
-            .arg(stack_script())
-            .args([action, "postgres"])
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "stack {action} postgres: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
+use common::postgres::{events, restart_postgres, PgCase};
+use sluice_testkit::stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_arrive_once_across_a_postgres_restart() -> Result<()> {

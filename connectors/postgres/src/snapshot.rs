@@ -17,11 +17,13 @@
 //! Chunks are still handed out in plan order, and each chunk's records carry the snapshot's
 //! progress as their offset (`snapshot_table`, and `snapshot_key`, the last key of the
 //! chunk, or `snapshot_block`, the first block not read; neither once the table is done),
-//! committed with them. A task that stops in the middle resumes there; the exported
-//! snapshot is gone by then, so the rest is read as it is now, and streaming from the
-//! consistent point replays every change since: the topic ends in the database's state,
-//! and no row of a keyed table is read twice. (In a keyless table, a row an UPDATE moved
-//! from a read page to an unread one meanwhile is read again, in its newer state.)
+//! committed with them, with the snapshot's transaction ids (`snapshot_txids`). A task
+//! that stops in the middle resumes there; the exported snapshot is gone by then, so the
+//! rest is read as it is now, but only the rows whose current version that snapshot saw
+//! (their inserting transaction had committed): a row inserted, updated or deleted since
+//! is left to streaming, which replays every change from the consistent point. So no row
+//! is read twice, nor read and streamed both, and the topic ends in the database's state.
+//! (A row updated since the consistent point then arrives as its update only.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -234,9 +236,56 @@ pub struct Emitter {
     pub partition: SourcePartition,
     /// The consistent point (streaming starts there; the `lsn` of every snapshot offset).
     pub point: Lsn,
+    /// The snapshot the rows are read in (`pg_current_snapshot()` as text), kept in every
+    /// chunk's offset so that a resumed snapshot reads only the rows that snapshot saw.
+    pub txids: Option<String>,
+    /// When resuming: the filter that keeps only rows whose version the original snapshot
+    /// saw ([`visible_in`]).
+    pub visible: Option<String>,
     /// The metrics' labels.
     pub connector: String,
     pub task: String,
+}
+
+/// The offset key of the snapshot's transaction ids.
+pub const SNAPSHOT_TXIDS: &str = "snapshot_txids";
+
+/// A filter keeping the rows whose current version the snapshot `txids` (text of a
+/// `pg_snapshot`, `xmin:xmax:xip,...`) saw: their inserting transaction (the row's `xmin`)
+/// had committed when it was taken. A row inserted or updated since is left out: its change
+/// is streamed from the consistent point anyway, so reading it too would emit it twice (a
+/// keyless table cannot tell the two apart). Compared as 32-bit transaction ids modulo
+/// 2^32 (the `xmin` column's type), as PostgreSQL compares them. `None` when `txids` does
+/// not parse.
+pub fn visible_in(txids: &str) -> Option<String> {
+    let mut parts = txids.split(':');
+    let xmin: u64 = parts.next()?.trim().parse().ok()?;
+    let xmax: u64 = parts.next()?.trim().parse().ok()?;
+    let xip: Vec<u64> = parts
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|x| !x.trim().is_empty())
+        .map(|x| x.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    let low = |v: u64| v & 0xFFFF_FFFF;
+    let precedes = |bound: u64| {
+        format!(
+            "((xmin::text::int8 - {} + 4294967296) % 4294967296) >= 2147483648",
+            low(bound)
+        )
+    };
+    let running = if xip.is_empty() {
+        String::new()
+    } else {
+        let list: Vec<String> = xip.iter().map(|x| low(*x).to_string()).collect();
+        format!(" AND xmin::text::int8 NOT IN ({})", list.join(", "))
+    };
+    Some(format!(
+        "({} OR ({}{running}))",
+        precedes(xmin),
+        precedes(xmax)
+    ))
 }
 
 /// One chunk read: its range and its records.
@@ -401,7 +450,7 @@ fn after_clause(key: &[String], after: Option<&[String]>) -> String {
 }
 
 /// The query of one chunk: every column as text (the simple query protocol's format).
-fn chunk_query(table: &Table, bound: &Bound) -> String {
+fn chunk_query(table: &Table, bound: &Bound, visible: Option<&str>) -> String {
     let rel = &table.relation;
     let columns: Vec<String> = rel.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let columns = if columns.is_empty() {
@@ -427,6 +476,11 @@ fn chunk_query(table: &Table, bound: &Bound) -> String {
             format!("WHERE ctid >= '({from},0)'::tid{upper}")
         }
     };
+    let filter = match (visible, filter.is_empty()) {
+        (None, _) => filter,
+        (Some(v), true) => format!("WHERE {v}"),
+        (Some(v), false) => format!("{filter} AND {v}"),
+    };
     format!("SELECT {columns} FROM {} {filter}", qualified(rel))
 }
 
@@ -441,7 +495,11 @@ async fn read(
         return Err(ConnectorError::internal("a snapshot chunk of no table"));
     };
     let messages = reader
-        .simple_query(&chunk_query(table, &range.bound))
+        .simple_query(&chunk_query(
+            table,
+            &range.bound,
+            emitter.visible.as_deref(),
+        ))
         .await
         .map_err(|e| crate::retriable(&format!("reading {}", table.name), e))?;
     tokio::task::spawn_blocking(move || records(&emitter, range, messages))
@@ -460,6 +518,12 @@ fn progress(emitter: &Emitter, table: &Table, bound: &Bound) -> SourceOffset {
         SNAPSHOT_TABLE.into(),
         serde_json::Value::from(table.name.clone()),
     );
+    if let Some(txids) = &emitter.txids {
+        offset.insert(
+            SNAPSHOT_TXIDS.into(),
+            serde_json::Value::from(txids.clone()),
+        );
+    }
     match bound {
         Bound::Keys {
             upto: Some(upto), ..
@@ -632,6 +696,7 @@ mod tests {
                 after: Some(vec!["1".into(), "x'y".into()]),
                 upto: Some(vec!["2".into(), "z".into()]),
             },
+            None,
         );
         assert!(
             q.ends_with(r#"WHERE ("a", "b") > ('1', 'x''y') AND ("a", "b") <= ('2', 'z')"#),
@@ -643,10 +708,36 @@ mod tests {
                 after: None,
                 upto: None,
             },
+            None,
         );
         assert!(q.ends_with(r#""t" "#), "{q}");
-        let q = chunk_query(&t, &Bound::Blocks { from: 3, to: None });
+        let q = chunk_query(&t, &Bound::Blocks { from: 3, to: None }, None);
         assert!(q.ends_with("WHERE ctid >= '(3,0)'::tid"), "{q}");
+        let q = chunk_query(&t, &Bound::Blocks { from: 3, to: None }, Some("(v)"));
+        assert!(q.ends_with("WHERE ctid >= '(3,0)'::tid AND (v)"), "{q}");
+        let q = chunk_query(
+            &t,
+            &Bound::Keys {
+                after: None,
+                upto: None,
+            },
+            Some("(v)"),
+        );
+        assert!(q.ends_with(r#""t" WHERE (v)"#), "{q}");
+    }
+
+    #[test]
+    fn a_resumed_snapshot_sees_what_the_first_one_saw() {
+        // Epoch 1 (ids above 2^32), two transactions running when it was taken.
+        let v = visible_in("4294967396:4294967400:4294967397,4294967398").unwrap();
+        assert_eq!(
+            v,
+            "(((xmin::text::int8 - 100 + 4294967296) % 4294967296) >= 2147483648 OR \
+             (((xmin::text::int8 - 104 + 4294967296) % 4294967296) >= 2147483648 \
+             AND xmin::text::int8 NOT IN (101, 102)))"
+        );
+        assert!(visible_in("7:9:").is_some_and(|v| !v.contains("NOT IN")));
+        assert_eq!(visible_in("garbage"), None);
     }
 
     #[test]

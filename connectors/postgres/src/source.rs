@@ -734,7 +734,11 @@ impl SourceTask for PostgresSourceTask {
                         .get(SNAPSHOT_BLOCK)
                         .and_then(serde_json::Value::as_u64)
                         .and_then(|b| u32::try_from(b).ok());
-                    (table, key, block)
+                    let txids = o
+                        .get(crate::snapshot::SNAPSHOT_TXIDS)
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned);
+                    (table, key, block, txids)
                 });
             let wants_snapshot =
                 matches!(config.snapshot_mode.as_str(), "initial" | "initial_only");
@@ -776,11 +780,11 @@ impl SourceTask for PostgresSourceTask {
                 from = point;
                 pending = Some(stream);
                 Some((Some(name), None))
-            } else if let Some((table, key, block)) = resume.filter(|_| wants_snapshot) {
+            } else if let Some((table, key, block, txids)) = resume.filter(|_| wants_snapshot) {
                 // The exported snapshot is gone: the rest is read as it is now; streaming
                 // from the consistent point replays what changed since.
                 tracing::info!(task = %label, table = %table, key = ?key, block = ?block, "resuming the snapshot after its last committed chunk");
-                Some((None, Some((table, key, block))))
+                Some((None, Some((table, key, block, txids))))
             } else if wants_snapshot && stored.is_none() {
                 // The slot exists but nothing was committed: every table, as it is now.
                 Some((None, None))
@@ -802,7 +806,29 @@ impl SourceTask for PostgresSourceTask {
                         return Err(ConnectorError::internal("no snapshot reader"));
                     };
                     let tables = crate::snapshot::plan(first, &config).await?;
-                    let start = resume.map_or(Start::Table(0), |(table, key, block)| {
+                    // The snapshot's transactions: from the exported snapshot itself, or,
+                    // resuming, from the offset (to read only what it saw).
+                    let (txids, visible) = match (&exported, &resume) {
+                        (Some(_), _) => {
+                            let txids = first
+                                .query_one("SELECT pg_current_snapshot()::text", &[])
+                                .await
+                                .map_err(|e| {
+                                    crate::retriable("reading the snapshot's transactions", e)
+                                })?
+                                .get::<_, String>(0);
+                            (Some(txids), None)
+                        }
+                        (None, Some((_, _, _, Some(txids)))) => {
+                            let visible = crate::snapshot::visible_in(txids);
+                            if visible.is_none() {
+                                tracing::warn!(task = %label, txids = %txids, "the snapshot's transactions in the offset do not parse: the rest is read without them (rows changed since may be read and streamed both)");
+                            }
+                            (Some(txids.clone()), visible)
+                        }
+                        _ => (None, None),
+                    };
+                    let start = resume.map_or(Start::Table(0), |(table, key, block, _)| {
                         crate::snapshot::resume_at(&tables, &table, key, block)
                     });
                     // One more session, outside the snapshot, cuts keyed tables into chunks.
@@ -827,6 +853,8 @@ impl SourceTask for PostgresSourceTask {
                         config: config.clone(),
                         partition: partition.clone(),
                         point: from,
+                        txids,
+                        visible,
                         connector: context.connector.clone(),
                         task: context.task.to_string(),
                     };

@@ -212,3 +212,70 @@ impl PgCase {
         Ok(())
     }
 }
+
+/// A test that fails before dropping its slot must not leave it behind: a slot holds WAL
+/// on the shared stack, and PostgreSQL has a fixed number of them. Best effort, once the
+/// slot's session (the worker, dropped before the case) has ended.
+impl Drop for PgCase {
+    fn drop(&mut self) {
+        let (url, slot) = (
+            format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                self.postgres_port
+            ),
+            self.slot.clone(),
+        );
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let Ok((client, connection)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                else {
+                    return;
+                };
+                tokio::spawn(connection);
+                for _ in 0..50 {
+                    let left = client
+                        .query_opt(
+                            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                            &[&slot],
+                        )
+                        .await;
+                    match left {
+                        Ok(Some(row)) if !row.get::<_, bool>(0) => {
+                            let _ = client
+                                .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                                .await;
+                        }
+                        Ok(Some(_)) => {}
+                        _ => return,
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// `deploy/local/stack down postgres` then `up postgres`.
+pub fn restart_postgres() -> Result<()> {
+    for action in ["down", "up"] {
+        let out = std::process::Command::new("bash")
+            .arg(sluice_testkit::stack_script())
+            .args([action, "postgres"])
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "stack {action} postgres: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
