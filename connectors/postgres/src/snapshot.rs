@@ -356,16 +356,7 @@ impl Snapshot {
         let Some(t) = self.emitter.tables.get(table) else {
             return Err(ConnectorError::internal("a snapshot chunk of no table"));
         };
-        let key: Vec<String> = t.key.iter().map(|k| quote_ident(k)).collect();
-        let texts: Vec<String> = key.iter().map(|k| format!("{k}::text")).collect();
-        let query = format!(
-            "SELECT {} FROM {} {} ORDER BY {} OFFSET {} LIMIT 1",
-            texts.join(", "),
-            qualified(&t.relation),
-            after_clause(&key, after.as_deref()),
-            key.join(", "),
-            self.emitter.config.snapshot_fetch_size.saturating_sub(1)
-        );
+        let query = bound_query(t, after.as_deref(), self.emitter.config.snapshot_fetch_size);
         let messages = self
             .planner
             .simple_query(&query)
@@ -373,7 +364,7 @@ impl Snapshot {
             .map_err(|e| crate::retriable(&format!("cutting {} into chunks", t.name), e))?;
         let upto = messages.iter().find_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                (0..key.len())
+                (0..t.key.len())
                     .map(|i| row.get(i).unwrap_or_default().to_owned())
                     .collect::<Vec<String>>(),
             ),
@@ -429,6 +420,30 @@ impl Snapshot {
             }
         }
     }
+}
+
+/// The query finding the last key of the chunk of `rows` rows after `after`: keys only,
+/// in key order. The keys come out as text under names of their own: ordering by a name
+/// that is also an output column's would order by that text (`'10' < '9'`), not the key.
+fn bound_query(table: &Table, after: Option<&[String]>, rows: usize) -> String {
+    let key: Vec<String> = table.key.iter().map(|k| quote_ident(k)).collect();
+    let texts: Vec<String> = key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{k}::text AS sluice_key_{i}"))
+        .collect();
+    let order: Vec<String> = key
+        .iter()
+        .map(|k| format!("{}.{k}", quote_ident(&table.relation.name)))
+        .collect();
+    format!(
+        "SELECT {} FROM {} {} ORDER BY {} OFFSET {} LIMIT 1",
+        texts.join(", "),
+        qualified(&table.relation),
+        after_clause(&key, after),
+        order.join(", "),
+        rows.saturating_sub(1)
+    )
 }
 
 /// `"schema"."table"`.
@@ -724,6 +739,15 @@ mod tests {
             Some("(v)"),
         );
         assert!(q.ends_with(r#""t" WHERE (v)"#), "{q}");
+    }
+
+    #[test]
+    fn chunk_bounds_are_found_in_key_order_not_text_order() {
+        let t = table("t", &["id"], 1, 1.0);
+        assert_eq!(
+            bound_query(&t, Some(&["7".to_owned()]), 100),
+            r#"SELECT "id"::text AS sluice_key_0 FROM "public"."t" WHERE ("id") > ('7') ORDER BY "t"."id" OFFSET 99 LIMIT 1"#
+        );
     }
 
     #[test]
