@@ -537,6 +537,24 @@ fn rebuild(stack: &sluice_testkit::Stack, topic: &str) -> Result<Rebuilt> {
     Ok(out)
 }
 
+/// Rebuilds `orders` from `topic` until it equals `expected` or `seconds` have passed; the
+/// last rebuild.
+async fn settled(
+    stack: &sluice_testkit::Stack,
+    topic: &str,
+    expected: &std::collections::BTreeMap<i64, Value>,
+    seconds: u64,
+) -> Result<Rebuilt> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let got = rebuild(stack, topic)?;
+        if got.state == *expected || Instant::now() > deadline {
+            return Ok(got);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// `snapshot.mode=initial`: the rows already there are read as `r` events (each once, in
 /// chunks of `snapshot.fetch.size`) inside the slot's exported snapshot, then streaming
 /// goes on from its consistent point; writes made meanwhile are not lost. Rebuilt from
@@ -589,18 +607,11 @@ async fn an_initial_snapshot_then_streaming_rebuilds_the_table() -> Result<()> {
         })
         .collect();
     let topic = case.topic();
-    let deadline = Instant::now() + Duration::from_secs(90);
     let Rebuilt {
         state,
         reads,
         first_updated,
-    } = loop {
-        let got = rebuild(stack, &topic)?;
-        if got.state == expected || Instant::now() > deadline {
-            break got;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    } = settled(stack, &topic, &expected, 90).await?;
     w.terminate(Duration::from_secs(30))?;
     case.drop_slot().await?;
     ensure!(
@@ -645,6 +656,98 @@ async fn an_initial_snapshot_then_streaming_rebuilds_the_table() -> Result<()> {
         "{reads} rows read by the snapshot once each; rebuilt table equal ({} rows); keyless table read once in block ranges",
         state.len()
     );
+    Ok(())
+}
+
+/// The slot dropped while the connector was stopped (a cleanup, a failover that lost it):
+/// the changes after the committed offset are gone. With `snapshot.mode=initial` the task
+/// fails and says so, naming `slot.name` and the way out; with `when_needed` it takes a new
+/// slot and snapshot by itself, and the topic is back to the database's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_slot_fails_the_task_or_with_when_needed_takes_a_new_snapshot() -> Result<()> {
+    let stack = stack()?;
+    let case = PgCase::new(
+        stack,
+        "pglost",
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text);
+         INSERT INTO orders SELECT g, 1, 'a' FROM generate_series(1, 100) g;",
+    )
+    .await?;
+    let db = &case.db;
+    let topic = case.topic();
+    let table = || async {
+        let rows = db.query("SELECT id, qty, note FROM orders", &[]).await?;
+        anyhow::Ok(
+            rows.iter()
+                .map(|r| {
+                    let (id, qty, note): (i32, i32, String) = (r.get(0), r.get(1), r.get(2));
+                    (i64::from(id), json!({"id": id, "qty": qty, "note": note}))
+                })
+                .collect::<std::collections::BTreeMap<i64, Value>>(),
+        )
+    };
+    let when_needed = case.connector_file(&[("snapshot.mode", "when_needed")])?;
+    let mut w = case.worker_with(&when_needed, "w1")?;
+    running(&w, "pg")?;
+    slot_created(db, &case.slot).await?;
+    streaming(db, &case.slot).await?;
+    db.batch_execute("UPDATE orders SET qty = 2 WHERE id <= 10")
+        .await?;
+    let got = settled(stack, &topic, &table().await?, 90).await?;
+    ensure!(got.state == table().await?, "{}", w.log_text());
+    w.terminate(Duration::from_secs(30))?;
+    // Lost: the slot goes, and the database changes meanwhile.
+    case.drop_slot().await?;
+    db.batch_execute(
+        "UPDATE orders SET qty = 3 WHERE id > 90;
+         INSERT INTO orders SELECT g, 4, 'b' FROM generate_series(101, 110) g;",
+    )
+    .await?;
+    let initial = case.connector_file(&[("snapshot.mode", "initial")])?;
+    let mut w = case.worker_with(&initial, "w2")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let trace = loop {
+        if let Ok((200, s)) = w.get_json("/connectors/pg/status") {
+            if s["tasks"][0]["state"] == "FAILED" {
+                break s["tasks"][0]["trace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the task did not fail:\n{}",
+            w.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    ensure!(
+        trace.contains("slot.name") && trace.contains("lost") && trace.contains("when_needed"),
+        "{trace}"
+    );
+    w.terminate(Duration::from_secs(30))?;
+    let when_needed = case.connector_file(&[("snapshot.mode", "when_needed")])?;
+    let mut w = case.worker_with(&when_needed, "w3")?;
+    running(&w, "pg")?;
+    let expected = table().await?;
+    let got = settled(stack, &topic, &expected, 90).await?;
+    let (_, metrics) = sluice_testkit::http_get(case.port, "/metrics")?;
+    w.terminate(Duration::from_secs(30))?;
+    case.drop_slot().await?;
+    ensure!(
+        got.state == expected,
+        "after the new snapshot: {} rows, the table has {}",
+        got.state.len(),
+        expected.len()
+    );
+    // The first snapshot's 100 rows, then the new one's 110.
+    ensure!(got.reads == 210, "{} snapshot reads", got.reads);
+    ensure!(
+        metrics.contains("sluice_postgres_resnapshots_total"),
+        "no new snapshot counted"
+    );
+    println!("a lost slot: initial fails the task ({trace}); when_needed took a new snapshot, table equal");
     Ok(())
 }
 
@@ -704,18 +807,11 @@ async fn a_snapshot_killed_midway_resumes_after_its_last_committed_key() -> Resu
             (i64::from(id), json!({"id": id, "qty": qty, "note": note}))
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
     let Rebuilt {
         state,
         reads,
         first_updated,
-    } = loop {
-        let got = rebuild(stack, &topic)?;
-        if got.state == expected || Instant::now() > deadline {
-            break got;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    } = settled(stack, &topic, &expected, 120).await?;
     w.terminate(Duration::from_secs(30))?;
     case.drop_slot().await?;
     ensure!(

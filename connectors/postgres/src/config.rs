@@ -154,7 +154,7 @@ pub fn source_def() -> ConfigDef {
                 .default_value("initial")
                 .importance(Importance::Medium)
                 .validator(Validator::Custom(snapshot_mode))
-                .doc("When to read the tables' existing rows: initial (when nothing was committed yet, then stream), initial_only (then stop), no_data (stream only). always, when_needed and the custom modes are not built yet."),
+                .doc("When to read the tables' existing rows: initial (when nothing was committed yet, then stream), initial_only (then stop), no_data (stream only), when_needed (as initial, and again whenever the changes after the committed offset are gone: the slot missing or confirmed past it). always and the custom modes are not built yet."),
         )
         .define(
             ConfigKey::new(TOMBSTONES_ON_DELETE, ConfigType::Boolean)
@@ -335,10 +335,10 @@ fn interval_mode(value: &ConfigValue) -> Result<(), String> {
 
 fn snapshot_mode(value: &ConfigValue) -> Result<(), String> {
     match string(value).to_ascii_lowercase().as_str() {
-        "no_data" | "initial" | "initial_only" => Ok(()),
+        "no_data" | "initial" | "initial_only" | "when_needed" => Ok(()),
         "never" => Err("never was removed in Debezium 3.3; use no_data".into()),
         m if SNAPSHOT_MODES.contains(&m) => Err(format!(
-            "{m} is {NOT_YET} (initial, initial_only and no_data are)"
+            "{m} is {NOT_YET} (initial, initial_only, when_needed and no_data are)"
         )),
         m => Err(format!("{m} is not one of {}", SNAPSHOT_MODES.join(", "))),
     }

@@ -9,7 +9,8 @@
 //! starts before it; the slot is confirmed only up to what Kafka has committed, so it
 //! never lets go of WAL a restart still needs. A slot that is missing while offsets exist,
 //! or that confirmed past the stored offset, means changes were lost: the task fails and
-//! says so instead of carrying on.
+//! says so instead of carrying on (with `snapshot.mode=when_needed` it takes a new slot and
+//! snapshot instead).
 //!
 //! A quiet slot (its tables idle, or only other tables or databases written) is advanced
 //! all the same: every second (or every `heartbeat.interval.ms`, with a heartbeat record on
@@ -21,7 +22,7 @@
 //!
 //! The initial snapshot (`snapshot.mode=initial`) is [`crate::snapshot`]'s.
 //!
-//! Not built yet (refused by validate): the other snapshot modes, parallel and incremental
+//! Not built yet (refused by validate): `snapshot.mode` always and custom, incremental
 //! snapshots, `heartbeat.action.query`, transaction metadata,
 //! logical decoding messages, TLS to PostgreSQL.
 
@@ -634,6 +635,29 @@ impl Running {
     }
 }
 
+/// Why changes after the committed offset `stored` can no longer be read from the slot, if
+/// they cannot: the slot is gone, or it confirmed past the offset.
+async fn lost_changes(
+    sql: &tokio_postgres::Client,
+    config: &PostgresConfig,
+    stored: Option<Lsn>,
+) -> Result<Option<String>, ConnectorError> {
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    Ok(match replication::slot_state(sql, &config.slot).await? {
+        None => Some(format!(
+            "slot {} does not exist (offsets committed up to {stored})",
+            config.slot
+        )),
+        Some((Some(confirmed), _)) if confirmed > stored => Some(format!(
+            "slot {} confirmed {confirmed}, past the committed offset {stored}",
+            config.slot
+        )),
+        _ => None,
+    })
+}
+
 /// `count` sessions for the snapshot, each inside the exported
 /// snapshot's transaction when there is one: all import it before the exporting session
 /// starts streaming, which ends the export.
@@ -740,9 +764,28 @@ impl SourceTask for PostgresSourceTask {
                         .map(str::to_owned);
                     (table, key, block, txids)
                 });
-            let wants_snapshot =
-                matches!(config.snapshot_mode.as_str(), "initial" | "initial_only");
-            let slot_exists = replication::slot_state(&sql, &config.slot).await?.is_some();
+            let wants_snapshot = matches!(
+                config.snapshot_mode.as_str(),
+                "initial" | "initial_only" | "when_needed"
+            );
+            let mut stored = stored;
+            let mut resume = resume;
+            let mut slot_exists = replication::slot_state(&sql, &config.slot).await?.is_some();
+            if config.snapshot_mode == "when_needed" {
+                if let Some(lost) = lost_changes(&sql, &config, stored).await? {
+                    // The changes after the offset are gone: a new slot and a snapshot of
+                    // the tables as they are bring the topics back to the database's state
+                    // (rows deleted in the gap keep their last event).
+                    tracing::warn!(task = %label, slot = %config.slot, lost = %lost, "snapshot.mode=when_needed: changes after the committed offset are lost; taking a new snapshot");
+                    metrics::counter!("sluice_postgres_resnapshots_total", "connector" => context.connector.clone(), "task" => context.task.to_string())
+                        .increment(1);
+                    if slot_exists {
+                        free_slot(&sql, &config.slot, &label).await?;
+                        replication::drop_slot(&sql, &config.slot).await?;
+                    }
+                    (stored, resume, slot_exists) = (None, None, false);
+                }
+            }
             let mut exported = None;
             let created = if wants_snapshot && stored.is_none() && !slot_exists {
                 // A first start: the slot and a snapshot of the tables at its consistent point.
@@ -755,7 +798,7 @@ impl SourceTask for PostgresSourceTask {
             };
             if let (Some(at), Some(stored)) = (created, stored) {
                 return Err(ConnectorError::config(format!(
-                    "slot.name: slot {} did not exist (created now at {at}) although offsets were committed up to {stored}: the changes in between are lost; delete this connector's offsets to start from the slot's position",
+                    "slot.name: slot {} did not exist (created now at {at}) although offsets were committed up to {stored}: the changes in between are lost; set snapshot.mode=when_needed to take a new snapshot, or delete this connector's offsets to start from the slot's position",
                     config.slot
                 )));
             }
@@ -767,7 +810,7 @@ impl SourceTask for PostgresSourceTask {
             {
                 if confirmed > stored {
                     return Err(ConnectorError::config(format!(
-                        "slot.name: slot {} confirmed {confirmed}, past the committed offset {stored}: the changes in between are lost (another reader of the slot?)",
+                        "slot.name: slot {} confirmed {confirmed}, past the committed offset {stored}: the changes in between are lost (another reader of the slot?); set snapshot.mode=when_needed to take a new snapshot",
                         config.slot
                     )));
                 }
