@@ -189,14 +189,22 @@ impl Mapping {
                             let mut d = s(SchemaType::Bytes).named(names::DECIMAL);
                             d.version = Some(1);
                             d.parameters.insert("scale".into(), scale.to_string());
-                            d.parameters
-                                .insert("connect.decimal.precision".into(), precision.to_string());
+                            // Debezium gives NUMERIC(p,s) its precision; MONEY its scale only.
+                            if column.type_oid != MONEY {
+                                d.parameters.insert(
+                                    "connect.decimal.precision".into(),
+                                    precision.to_string(),
+                                );
+                            }
                             d
                         }
-                        None => Schema::structure()
-                            .named(names::VARIABLE_SCALE_DECIMAL)
-                            .field("scale", s(SchemaType::Int32))
-                            .field("value", s(SchemaType::Bytes)),
+                        None => Schema {
+                            doc: Some("Variable scaled decimal".into()),
+                            ..Schema::structure()
+                                .named(names::VARIABLE_SCALE_DECIMAL)
+                                .field("scale", s(SchemaType::Int32))
+                                .field("value", s(SchemaType::Bytes))
+                        },
                     }
                 }
             },
@@ -326,7 +334,12 @@ impl Mapping {
                 }
             }
             TIMESTAMPTZ => Value::String(
-                zoned_timestamp(t).ok_or_else(|| fail("not a timestamp with time zone"))?,
+                // The fraction as wide as the column's precision (6 unless declared).
+                zoned_timestamp(
+                    t,
+                    usize::try_from(column.type_modifier).map_or(6, |p| p.min(6)),
+                )
+                .ok_or_else(|| fail("not a timestamp with time zone"))?,
             ),
             INTERVAL => Value::Int64(parse_interval(t).ok_or_else(|| fail("not an interval"))?),
             _ => return Err(fail("type not covered")),
@@ -625,9 +638,10 @@ fn parse_timestamp(t: &str) -> Option<i64> {
 }
 
 /// TIMESTAMPTZ's output in the session's zone (`2024-03-05 13:45:06.5+05:30`) as
-/// Debezium's `ZonedTimestamp`: ISO-8601 in UTC (`2024-03-05T08:15:06.5Z`), the
-/// fraction kept as written, trailing zeros dropped.
-fn zoned_timestamp(t: &str) -> Option<String> {
+/// Debezium's `ZonedTimestamp`: ISO-8601 in UTC with `width` fraction digits, as Debezium
+/// pads them to the column's precision (`2024-03-05T08:15:06.500000Z` for a plain
+/// TIMESTAMPTZ; none for TIMESTAMPTZ(0)).
+fn zoned_timestamp(t: &str, width: usize) -> Option<String> {
     let split = t.rfind(['+', '-']).filter(|i| *i > 10)?;
     let (local, zone) = t.split_at(split);
     let sign = if zone.starts_with('-') { -1 } else { 1 };
@@ -642,10 +656,11 @@ fn zoned_timestamp(t: &str) -> Option<String> {
     let (y, mo, d) = civil_from_days(days);
     let secs = in_day / 1_000_000;
     let micros = in_day % 1_000_000;
-    let fraction = if micros == 0 {
+    let fraction = if width == 0 {
         String::new()
     } else {
-        format!(".{micros:06}").trim_end_matches('0').to_owned()
+        let digits = format!("{micros:06}");
+        format!(".{}", digits.get(..width).unwrap_or(&digits))
     };
     Some(format!(
         "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}{fraction}Z",
@@ -752,11 +767,15 @@ mod tests {
         );
         assert_eq!(
             ADAPTIVE.value(&column(TIMESTAMPTZ, -1), b"2024-03-05 13:45:06.5+05:30")?,
-            Value::String("2024-03-05T08:15:06.5Z".into())
+            Value::String("2024-03-05T08:15:06.500000Z".into())
         );
         assert_eq!(
-            ADAPTIVE.value(&column(TIMESTAMPTZ, -1), b"2024-01-01 00:30:00-01")?,
+            ADAPTIVE.value(&column(TIMESTAMPTZ, 0), b"2024-01-01 00:30:00-01")?,
             Value::String("2024-01-01T01:30:00Z".into())
+        );
+        assert_eq!(
+            ADAPTIVE.value(&column(TIMESTAMPTZ, 3), b"2024-01-01 00:30:00.25-01")?,
+            Value::String("2024-01-01T01:30:00.250Z".into())
         );
         let err = ADAPTIVE.value(&column(DATE, -1), b"infinity").err();
         assert!(err.is_some_and(|e| e.to_string().contains("column c (date)")));
