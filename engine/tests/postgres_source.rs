@@ -269,6 +269,157 @@ async fn an_idle_database_on_a_busy_cluster_keeps_the_slot_small() -> Result<()>
     Ok(())
 }
 
+/// `provide.transaction.metadata=true`: BEGIN and END records on `<prefix>.transaction`
+/// around each transaction (also one whose changes are all of tables not captured), and
+/// each event's `transaction` block, as Debezium writes them: ids `<xid>:<lsn>` with the
+/// record's own LSN, orders counted from 1 in the transaction and in the table, END's
+/// counts per table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_metadata_brackets_each_transaction() -> Result<()> {
+    let stack = stack()?;
+    let case = PgCase::new(
+        stack,
+        "pgtxmeta",
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text);
+         CREATE TABLE other (id int PRIMARY KEY);",
+    )
+    .await?;
+    let file = case.connector_file(&[("provide.transaction.metadata", "true")])?;
+    let mut w = case.streaming_worker(&file, "w").await?;
+    case.db
+        .batch_execute(
+            "BEGIN; INSERT INTO orders VALUES (1, 1, 'a'); INSERT INTO other VALUES (1);
+             INSERT INTO orders VALUES (2, 1, 'b'); COMMIT;
+             INSERT INTO other VALUES (2);",
+        )
+        .await?;
+    let boundaries = format!("{}.transaction", case.prefix);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (marks, changes) = loop {
+        let read = |topic: &str| -> Vec<Value> {
+            stack
+                .read_topic(topic, Isolation::ReadCommitted, Duration::from_secs(5))
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|r| serde_json::from_slice(r.value.as_deref()?).ok())
+                .collect()
+        };
+        let (marks, changes) = (read(&boundaries), read(&case.topic()));
+        if (marks.len() >= 4 && changes.len() >= 2) || Instant::now() > deadline {
+            break (marks, changes);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    w.terminate(Duration::from_secs(30))?;
+    case.drop_slot().await?;
+    let status: Vec<&str> = marks.iter().filter_map(|m| m["status"].as_str()).collect();
+    ensure!(status == ["BEGIN", "END", "BEGIN", "END"], "{marks:?}");
+    let xid = changes
+        .first()
+        .and_then(|c| c["source"]["txId"].as_i64())
+        .unwrap_or_default();
+    let xid_of = |id: &Value| {
+        id.as_str()
+            .and_then(|i| i.split(':').next()?.parse::<i64>().ok())
+    };
+    ensure!(
+        xid_of(&marks[0]["id"]) == Some(xid) && xid_of(&marks[1]["id"]) == Some(xid),
+        "{marks:?} for xid {xid}"
+    );
+    ensure!(
+        marks[0]["event_count"].is_null() && marks[0]["data_collections"].is_null(),
+        "{:?}",
+        marks[0]
+    );
+    ensure!(
+        marks[1]["event_count"] == 2
+            && marks[1]["data_collections"]
+                == json!([{"data_collection": "public.orders", "event_count": 2}]),
+        "{:?}",
+        marks[1]
+    );
+    // The second transaction changed a table not captured: bracketed all the same, empty.
+    ensure!(
+        marks[3]["event_count"] == 0 && marks[3]["data_collections"] == json!([]),
+        "{:?}",
+        marks[3]
+    );
+    for (i, c) in changes.iter().enumerate() {
+        let t = &c["transaction"];
+        let order = i64::try_from(i)? + 1;
+        ensure!(
+            t["id"] == format!("{xid}:{}", c["source"]["lsn"])
+                && t["total_order"] == order
+                && t["data_collection_order"] == order,
+            "event {i}: {c}"
+        );
+    }
+    // BEGIN carries the first change's LSN, END the commit's end.
+    ensure!(
+        marks[0]["id"] == format!("{xid}:{}", changes[0]["source"]["lsn"]),
+        "{:?}",
+        marks[0]
+    );
+    println!(
+        "transaction metadata: {} boundary records, events numbered in order",
+        marks.len()
+    );
+    Ok(())
+}
+
+/// `message.key.columns`: the events of a table it names are keyed by its columns, in the
+/// snapshot and in streaming, instead of the primary key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_key_columns_key_the_events() -> Result<()> {
+    let stack = stack()?;
+    let case = PgCase::new(
+        stack,
+        "pgmsgkey",
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text);
+         INSERT INTO orders VALUES (1, 5, 'first');",
+    )
+    .await?;
+    let file = case.connector_file(&[
+        ("snapshot.mode", "initial"),
+        ("message.key.columns", "public\\.ord.*:note,qty"),
+    ])?;
+    let mut w = case.worker_with(&file, "w")?;
+    running(&w, "pg")?;
+    slot_created(&case.db, &case.slot).await?;
+    streaming(&case.db, &case.slot).await?;
+    case.db
+        .batch_execute("INSERT INTO orders VALUES (2, 6, 'second')")
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let keys = loop {
+        let keys: Vec<Value> = stack
+            .read_topic(
+                &case.topic(),
+                Isolation::ReadCommitted,
+                Duration::from_secs(5),
+            )
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| serde_json::from_slice(r.key.as_deref()?).ok())
+            .collect();
+        if keys.len() >= 2 || Instant::now() > deadline {
+            break keys;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    w.terminate(Duration::from_secs(30))?;
+    case.drop_slot().await?;
+    ensure!(
+        keys == [
+            json!({"qty": 5, "note": "first"}),
+            json!({"qty": 6, "note": "second"})
+        ],
+        "{keys:?}"
+    );
+    println!("keys from message.key.columns: {keys:?}");
+    Ok(())
+}
+
 /// Debezium's ExtractNewRecordState on the source: the topic holds rows, not envelopes;
 /// a delete leaves its tombstone only (the SMT's default).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

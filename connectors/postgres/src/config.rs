@@ -36,13 +36,14 @@ pub const UNAVAILABLE_PLACEHOLDER: &str = "unavailable.value.placeholder";
 pub const MAX_BATCH_SIZE: &str = "max.batch.size";
 pub const HEARTBEAT_INTERVAL: &str = "heartbeat.interval.ms";
 pub const HEARTBEAT_PREFIX: &str = "topic.heartbeat.prefix";
+pub const TRANSACTION_METADATA: &str = "provide.transaction.metadata";
+pub const MESSAGE_KEY_COLUMNS: &str = "message.key.columns";
+pub const TRANSACTION_TOPIC: &str = "topic.transaction";
 
 /// Debezium keys whose behaviour Sluice has not built yet: refused when set, with
 /// [`NOT_YET`]'s reason, rather than silently doing something else.
 pub const UNSUPPORTED: &[&str] = &[
     "heartbeat.action.query",
-    "provide.transaction.metadata",
-    "message.key.columns",
     "signal.data.collection",
     "database.sslmode",
     "database.sslcert",
@@ -222,6 +223,25 @@ pub fn source_def() -> ConfigDef {
                 .importance(Importance::Medium)
                 .validator(Validator::at_least(0.0))
                 .doc("How often, while nothing captured is written, a heartbeat record carries the slot's position to Kafka so the slot can be confirmed and PostgreSQL can recycle WAL; 0 sends none."),
+        )
+        .define(
+            s(MESSAGE_KEY_COLUMNS)
+                .default_value("")
+                .importance(Importance::Low)
+                .doc("Custom message keys: <schema>.<table>:<column>,<column>;... (the table a regular expression), instead of the primary key."),
+        )
+        .define(
+            ConfigKey::new(TRANSACTION_METADATA, ConfigType::Boolean)
+                .default_value("false")
+                .importance(Importance::Low)
+                .doc("BEGIN and END records of each PostgreSQL transaction on <topic.prefix>.<topic.transaction>, and a transaction block (id, total_order, data_collection_order) in each change event, as Debezium's."),
+        )
+        .define(
+            s(TRANSACTION_TOPIC)
+                .default_value("transaction")
+                .importance(Importance::Low)
+                .validator(Validator::NonEmptyString)
+                .doc("The name after <topic.prefix>. of the transaction metadata topic."),
         )
         .define(
             s(HEARTBEAT_PREFIX)
@@ -460,6 +480,40 @@ pub struct PostgresConfig {
     /// `heartbeat.interval.ms`; `None` when 0.
     pub heartbeat_interval: Option<std::time::Duration>,
     pub heartbeat_prefix: String,
+    /// `provide.transaction.metadata`: the topic of BEGIN/END records, if on.
+    pub transaction_topic: Option<String>,
+    /// `message.key.columns`: tables (`schema.table` patterns) and their key columns.
+    pub message_keys: Vec<(Regex, Vec<String>)>,
+}
+
+/// `message.key.columns`: `<table pattern>:<column>,<column>;...`.
+fn message_keys(text: &str) -> Result<Vec<(Regex, Vec<String>)>, ConfigErrors> {
+    text.split(';')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let Some((table, columns)) = entry.rsplit_once(':') else {
+                return Err(invalid(
+                    MESSAGE_KEY_COLUMNS,
+                    format!("{entry:?} is not <schema>.<table>:<column>[,<column>...]"),
+                ));
+            };
+            let columns: Vec<String> = columns
+                .split(',')
+                .map(|c| c.trim().to_owned())
+                .filter(|c| !c.is_empty())
+                .collect();
+            if columns.is_empty() {
+                return Err(invalid(
+                    MESSAGE_KEY_COLUMNS,
+                    format!("{entry:?} names no column"),
+                ));
+            }
+            let pattern = Regex::new(&format!("^(?:{})$", table.trim()))
+                .map_err(|e| invalid(MESSAGE_KEY_COLUMNS, format!("{table:?}: {e}")))?;
+            Ok((pattern, columns))
+        })
+        .collect()
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigErrors {
@@ -533,6 +587,16 @@ impl PostgresConfig {
                 .filter(|n| *n > 0)
                 .map(std::time::Duration::from_millis),
             heartbeat_prefix: text(HEARTBEAT_PREFIX)?,
+            message_keys: message_keys(&text(MESSAGE_KEY_COLUMNS)?)?,
+            transaction_topic: if parsed.boolean(TRANSACTION_METADATA).unwrap_or(false) {
+                Some(format!(
+                    "{}.{}",
+                    text(TOPIC_PREFIX)?,
+                    text(TRANSACTION_TOPIC)?
+                ))
+            } else {
+                None
+            },
             snapshot_mode: text(SNAPSHOT_MODE)?.to_ascii_lowercase(),
             snapshot_fetch_size: parsed
                 .long("snapshot.fetch.size")
@@ -545,6 +609,15 @@ impl PostgresConfig {
         })
     }
 
+    /// The message key columns `message.key.columns` gives `schema.table`, if it names it.
+    pub fn message_key(&self, schema: &str, table: &str) -> Option<&[String]> {
+        let name = format!("{schema}.{table}");
+        self.message_keys
+            .iter()
+            .find(|(pattern, _)| pattern.is_match(&name))
+            .map(|(_, columns)| columns.as_slice())
+    }
+
     /// Whether changes of `schema.table` are captured.
     pub fn captures(&self, schema: &str, table: &str) -> bool {
         self.schemas.allows(schema) && self.tables.allows(&format!("{schema}.{table}"))
@@ -554,6 +627,20 @@ impl PostgresConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_key_columns_parse_as_debezium_writes_them() {
+        let keys = message_keys("inventory.customers:pk1,pk2;(.*).purchaseorders:pk3").unwrap();
+        assert_eq!(keys.len(), 2);
+        assert!(keys[0].0.is_match("inventory.customers"));
+        assert_eq!(keys[0].1, ["pk1", "pk2"]);
+        assert!(keys[1].0.is_match("sales.purchaseorders"));
+        assert!(!keys[1].0.is_match("sales.purchaseorders2"));
+        let e = message_keys("inventory.customers").unwrap_err();
+        assert!(e.to_string().contains(MESSAGE_KEY_COLUMNS), "{e}");
+        assert!(message_keys("t:").is_err());
+        assert!(message_keys("").unwrap().is_empty());
+    }
 
     fn props(pairs: &[(&str, &str)]) -> Props {
         let mut p: Props = [

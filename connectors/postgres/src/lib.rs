@@ -3,7 +3,8 @@
 //! the replication session ([`replication`]: slot, stream from a stored position,
 //! confirmation of durable positions only) and Debezium's mapping of column types to Kafka
 //! Connect schemas and values ([`types`]), Debezium's change event ([`envelope`]), the
-//! initial snapshot ([`snapshot`]) and the source task ([`source`]).
+//! initial snapshot ([`snapshot`]), Debezium's transaction metadata ([`txmeta`]) and the
+//! source task ([`source`]).
 
 pub mod config;
 pub mod envelope;
@@ -12,6 +13,7 @@ pub mod preflight;
 pub mod replication;
 pub mod snapshot;
 pub mod source;
+pub mod txmeta;
 pub mod types;
 
 pub use source::{PostgresSource, PostgresSourceTask, ALIASES};

@@ -100,6 +100,9 @@ pub async fn plan(
             .iter()
             .map(|r| r.get(0))
             .collect();
+        // The events' key: `message.key.columns`' for the table, else the primary key
+        // (which also cuts the table into chunks).
+        let message_key = config.message_key(&schema, &name);
         let columns = sql
             .query(
                 "SELECT attname::text, atttypid, atttypmod FROM pg_attribute \
@@ -112,7 +115,7 @@ pub async fn plan(
             .map(|r| {
                 let name: String = r.get(0);
                 Column {
-                    key: key.contains(&name),
+                    key: message_key.map_or_else(|| key.contains(&name), |k| k.contains(&name)),
                     name,
                     type_oid: r.get(1),
                     type_modifier: r.get(2),

@@ -23,7 +23,7 @@
 //! The initial snapshot (`snapshot.mode=initial`) is [`crate::snapshot`]'s.
 //!
 //! Not built yet (refused by validate): `snapshot.mode` always and custom, incremental
-//! snapshots, `heartbeat.action.query`, transaction metadata,
+//! snapshots, `heartbeat.action.query`,
 //! logical decoding messages, TLS to PostgreSQL.
 
 use std::collections::HashMap;
@@ -45,6 +45,7 @@ use crate::replication::{self, Event, ReplicationError, Session, Stream};
 use crate::snapshot::{
     Emitter, Snapshot, Start, IN_PROGRESS, SNAPSHOT, SNAPSHOT_BLOCK, SNAPSHOT_KEY, SNAPSHOT_TABLE,
 };
+use crate::txmeta;
 
 /// The class names this source answers to: Debezium's first (a Debezium config works as
 /// it is), then Sluice's own.
@@ -102,6 +103,10 @@ struct Open {
     final_lsn: Lsn,
     commit_micros: i64,
     records: Vec<SourceRecord>,
+    /// The first change's position (captured or not): BEGIN's, for transaction metadata.
+    first_lsn: Option<Lsn>,
+    /// The events counted for transaction metadata.
+    counts: txmeta::Counts,
 }
 
 struct Running {
@@ -281,6 +286,9 @@ impl Running {
                 return Ok(());
             }
         };
+        if let (Some(lsn), Some(open)) = (change_lsn, self.open.as_mut()) {
+            open.first_lsn.get_or_insert(lsn);
+        }
         match message {
             Message::Begin {
                 final_lsn,
@@ -292,14 +300,21 @@ impl Running {
                     final_lsn,
                     commit_micros: commit_time.saturating_add(PG_EPOCH_MICROS),
                     records: Vec::new(),
+                    first_lsn: None,
+                    counts: txmeta::Counts::default(),
                 });
             }
             Message::Relation(mut relation) => {
                 // The key is the primary key, as Debezium's (the Relation message flags the
                 // replica identity's columns: all of them under REPLICA IDENTITY FULL).
                 let primary = primary_key(&self.sql, relation.oid).await?;
+                let custom = self.config.message_key(&relation.schema, &relation.name);
                 for column in &mut relation.columns {
-                    column.key = primary.contains(&column.name);
+                    // `message.key.columns` names the key instead, where it names the table.
+                    column.key = match custom {
+                        Some(columns) => columns.contains(&column.name),
+                        None => primary.contains(&column.name),
+                    };
                 }
                 // A type created after the start (user types have OIDs from 16384 on).
                 if relation
@@ -377,9 +392,21 @@ impl Running {
                     .into_iter()
                     .collect(),
                 );
-                let count = open.records.len();
                 let commit_micros = open.commit_micros;
-                for mut r in open.records {
+                let mut records = open.records;
+                if let Some(topic) = &self.config.transaction_topic {
+                    // Debezium's BEGIN and END, around the events (even none of them).
+                    let boundary = txmeta::Boundary {
+                        topic,
+                        partition: &self.partition,
+                        xid: open.xid,
+                        commit_millis: commit_micros.div_euclid(1000),
+                    };
+                    records.insert(0, boundary.begin(open.first_lsn.unwrap_or(end_lsn)));
+                    records.push(boundary.end(end_lsn, open.counts));
+                }
+                let count = records.len();
+                for mut r in records {
                     r.source_offset = offset.clone();
                     self.ready.push(r);
                 }
@@ -569,7 +596,19 @@ impl Running {
                 return;
             }
             let tombstone = op == 'd' && config.tombstones_on_delete;
-            let value = table.envelope(op, before, after, &source, now);
+            let mut value = table.envelope(op, before, after, &source, now);
+            if config.transaction_topic.is_some() {
+                let block = open.counts.event(
+                    source.xid,
+                    source.lsn,
+                    &format!("{}.{}", table.schema, table.table),
+                );
+                if let Value::Struct(fields) = &mut value {
+                    if let Some(field) = fields.iter_mut().find(|(n, _)| n == "transaction") {
+                        field.1 = block;
+                    }
+                }
+            }
             let record = |value: Value, schema: bool| SourceRecord {
                 source_partition: self.partition.clone(),
                 source_offset: SourceOffset(serde_json::Map::new()),
