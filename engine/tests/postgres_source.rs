@@ -115,7 +115,15 @@ async fn heartbeats_advance_a_slot_whose_tables_are_quiet() -> Result<()> {
     )
     .await?;
     let (db, slot, prefix, port) = (&case.db, case.slot.clone(), case.prefix.clone(), case.port);
-    let connector = case.connector_file(&[("heartbeat.interval.ms", "300")])?;
+    db.batch_execute("CREATE TABLE beats (id serial PRIMARY KEY, at timestamptz)")
+        .await?;
+    let connector = case.connector_file(&[
+        ("heartbeat.interval.ms", "300"),
+        (
+            "heartbeat.action.query",
+            "INSERT INTO beats (at) VALUES (now())",
+        ),
+    ])?;
     let mut w = case.streaming_worker(&connector, "w1").await?;
     let mut sql = String::new();
     for id in 0..200 {
@@ -149,9 +157,15 @@ async fn heartbeats_advance_a_slot_whose_tables_are_quiet() -> Result<()> {
         Duration::from_secs(30),
     )?;
     ensure!(!beats.is_empty(), "no heartbeat record");
+    let actions: i64 = db
+        .query_one("SELECT count(*) FROM beats", &[])
+        .await?
+        .get(0);
+    ensure!(actions > 0, "heartbeat.action.query never ran");
     let (_, metrics) = sluice_testkit::http_get(port, "/metrics")?;
     for series in [
         "sluice_postgres_heartbeats_total",
+        "sluice_postgres_heartbeat_actions_total",
         "sluice_postgres_slot_retained_wal_bytes",
         "sluice_postgres_slot_wal_status",
         "sluice_postgres_confirmed_lsn",

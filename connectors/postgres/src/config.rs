@@ -36,6 +36,7 @@ pub const UNAVAILABLE_PLACEHOLDER: &str = "unavailable.value.placeholder";
 pub const MAX_BATCH_SIZE: &str = "max.batch.size";
 pub const HEARTBEAT_INTERVAL: &str = "heartbeat.interval.ms";
 pub const HEARTBEAT_PREFIX: &str = "topic.heartbeat.prefix";
+pub const HEARTBEAT_ACTION_QUERY: &str = "heartbeat.action.query";
 pub const TRANSACTION_METADATA: &str = "provide.transaction.metadata";
 pub const MESSAGE_KEY_COLUMNS: &str = "message.key.columns";
 pub const TRANSACTION_TOPIC: &str = "topic.transaction";
@@ -43,7 +44,6 @@ pub const TRANSACTION_TOPIC: &str = "topic.transaction";
 /// Debezium keys whose behaviour Sluice has not built yet: refused when set, with
 /// [`NOT_YET`]'s reason, rather than silently doing something else.
 pub const UNSUPPORTED: &[&str] = &[
-    "heartbeat.action.query",
     "signal.data.collection",
     "database.sslmode",
     "database.sslcert",
@@ -223,6 +223,12 @@ pub fn source_def() -> ConfigDef {
                 .importance(Importance::Medium)
                 .validator(Validator::at_least(0.0))
                 .doc("How often, while nothing captured is written, a heartbeat record carries the slot's position to Kafka so the slot can be confirmed and PostgreSQL can recycle WAL; 0 sends none."),
+        )
+        .define(
+            s(HEARTBEAT_ACTION_QUERY)
+                .default_value("")
+                .importance(Importance::Low)
+                .doc("SQL run on the database every heartbeat.interval.ms (with heartbeats on), e.g. to write to a heartbeat table; a failure fails the task naming this key."),
         )
         .define(
             s(MESSAGE_KEY_COLUMNS)
@@ -482,6 +488,8 @@ pub struct PostgresConfig {
     pub heartbeat_prefix: String,
     /// `provide.transaction.metadata`: the topic of BEGIN/END records, if on.
     pub transaction_topic: Option<String>,
+    /// `heartbeat.action.query`, if set (run only with heartbeats on).
+    pub heartbeat_action_query: Option<String>,
     /// `message.key.columns`: tables (`schema.table` patterns) and their key columns.
     pub message_keys: Vec<(Regex, Vec<String>)>,
 }
@@ -588,6 +596,8 @@ impl PostgresConfig {
                 .map(std::time::Duration::from_millis),
             heartbeat_prefix: text(HEARTBEAT_PREFIX)?,
             message_keys: message_keys(&text(MESSAGE_KEY_COLUMNS)?)?,
+            heartbeat_action_query: Some(text(HEARTBEAT_ACTION_QUERY)?)
+                .filter(|q| !q.trim().is_empty()),
             transaction_topic: if parsed.boolean(TRANSACTION_METADATA).unwrap_or(false) {
                 Some(format!(
                     "{}.{}",
@@ -694,8 +704,8 @@ mod tests {
         refused(&[("snapshot.mode", "always")], SNAPSHOT_MODE, "no_data");
         refused(&[("snapshot.mode", "never")], SNAPSHOT_MODE, "3.3");
         refused(
-            &[("heartbeat.action.query", "x")],
-            "heartbeat.action.query",
+            &[("database.sslmode", "require")],
+            "database.sslmode",
             NOT_YET,
         );
         refused(

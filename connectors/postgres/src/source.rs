@@ -23,7 +23,7 @@
 //! The initial snapshot (`snapshot.mode=initial`) is [`crate::snapshot`]'s.
 //!
 //! Not built yet (refused by validate): `snapshot.mode` always and custom, incremental
-//! snapshots, `heartbeat.action.query`,
+//! snapshots,
 //! logical decoding messages, TLS to PostgreSQL.
 
 use std::collections::HashMap;
@@ -147,6 +147,8 @@ struct Running {
     /// `heartbeat.interval.ms`, if heartbeats are on, and when the last one went out.
     heartbeat: Option<Duration>,
     last_heartbeat: Instant,
+    /// When `heartbeat.action.query` last ran.
+    last_action: Option<Instant>,
     last_commit: Option<Lsn>,
 }
 
@@ -489,6 +491,27 @@ impl Running {
                 tracing::warn!(task = %self.label, error = %e, "measuring the replication slot");
             }
         }
+    }
+
+    /// `heartbeat.action.query`, every `heartbeat.interval.ms` (Debezium runs it with each
+    /// heartbeat; the slot advances without it here, so it is for what users do with it:
+    /// a heartbeat table, a liveness mark).
+    async fn heartbeat_action(&mut self) -> Result<(), ConnectorError> {
+        let (Some(interval), Some(query)) = (self.heartbeat, &self.config.heartbeat_action_query)
+        else {
+            return Ok(());
+        };
+        if self.last_action.is_some_and(|t| t.elapsed() < interval) {
+            return Ok(());
+        }
+        self.last_action = Some(Instant::now());
+        self.sql
+            .batch_execute(query)
+            .await
+            .map_err(|e| crate::retriable(config::HEARTBEAT_ACTION_QUERY, e))?;
+        metrics::counter!("sluice_postgres_heartbeat_actions_total", "connector" => self.connector.clone(), "task" => self.task.clone())
+            .increment(1);
+        Ok(())
     }
 
     /// The idle position, when due: in a heartbeat record (Debezium's, on
@@ -979,6 +1002,7 @@ impl SourceTask for PostgresSourceTask {
                 slot_checked: None,
                 idle_end: None,
                 last_heartbeat: Instant::now(),
+                last_action: None,
                 last_commit: None,
             });
             Ok(())
@@ -1013,6 +1037,7 @@ impl SourceTask for PostgresSourceTask {
                 run.apply(event).await?;
             }
             run.beat();
+            run.heartbeat_action().await?;
             if run.slot_checked.is_none_or(|t| t.elapsed() >= SLOT_CHECK) {
                 run.slot_checked = Some(Instant::now());
                 run.measure_slot().await;

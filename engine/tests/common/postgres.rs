@@ -200,7 +200,9 @@ impl PgCase {
     ) -> Result<WorkerProcess> {
         let w = self.worker_with(file, log)?;
         running(&w, "pg")?;
-        streaming(&self.db, &self.slot).await?;
+        if let Err(e) = streaming(&self.db, &self.slot).await {
+            anyhow::bail!("{e}:\n{}", w.log_text());
+        }
         Ok(w)
     }
 
