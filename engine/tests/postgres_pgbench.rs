@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context as _, Result};
-use common::postgres::{restart_postgres, running, PgCase};
+use common::postgres::{kill_mid_snapshot, restart_postgres, running, PgCase};
 use common::WorkerProcess;
 use serde_json::Value;
 use sluice_testkit::{stack, Isolation, Stack};
@@ -205,23 +205,7 @@ async fn pgbench_tables_rebuild_exactly_across_kills_and_a_postgres_restart() ->
     let mut bench = writer(stack, &case.database)?;
     let mut w = start(&case, &file, 0)?;
     // The first kill in the middle of the snapshot.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n = stack
-            .read_topic(&accounts, Isolation::ReadCommitted, Duration::from_secs(5))
-            .map_or(0, |r| r.len());
-        if n >= 10_000 {
-            ensure!(n < 100_000, "the snapshot ended before the first kill");
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no snapshot progress:\n{}",
-            w.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    w.kill()?;
+    kill_mid_snapshot(stack, &mut w, &accounts, 10_000, 100_000).await?;
     for n in 1..KILLS {
         w = start(&case, &file, n)?;
         let wait = 1000 + random.below(4000);

@@ -10,7 +10,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
-use common::postgres::{confirmed, connector, events, lsn_value, running, streaming, PgCase};
+use common::postgres::{
+    confirmed, connector, events, kill_mid_snapshot, lsn_value, running, streaming, PgCase,
+};
 use common::WorkerProcess;
 use serde_json::{json, Value};
 use sluice_testkit::{stack, unique_name, Isolation};
@@ -938,23 +940,7 @@ async fn a_snapshot_killed_midway_resumes_after_its_last_committed_key() -> Resu
         case.connector_file(&[("snapshot.mode", "initial"), ("snapshot.fetch.size", "500")])?;
     let topic = case.topic();
     let mut w = case.worker_with(&file, "w1")?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n = stack
-            .read_topic(&topic, Isolation::ReadCommitted, Duration::from_secs(5))
-            .map_or(0, |r| r.len());
-        if n >= 3000 {
-            ensure!(n < ROWS, "the snapshot finished before the kill");
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no snapshot progress:\n{}",
-            w.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    w.kill()?;
+    kill_mid_snapshot(stack, &mut w, &topic, 3000, ROWS).await?;
     db.batch_execute(
         "UPDATE orders SET qty = 100 WHERE id % 1000 = 0; DELETE FROM orders WHERE id = 7;",
     )

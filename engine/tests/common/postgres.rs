@@ -215,6 +215,33 @@ impl PgCase {
     }
 }
 
+/// Waits until `topic` holds at least `from` of the snapshot's `rows` records (committed),
+/// then kills the worker (SIGKILL): in the middle of the snapshot.
+pub async fn kill_mid_snapshot(
+    stack: &sluice_testkit::Stack,
+    w: &mut WorkerProcess,
+    topic: &str,
+    from: usize,
+    rows: usize,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let n = stack
+            .read_topic(topic, Isolation::ReadCommitted, Duration::from_secs(5))
+            .map_or(0, |r| r.len());
+        if n >= from {
+            ensure!(n < rows, "the snapshot finished before the kill");
+            return w.kill();
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no snapshot progress:\n{}",
+            w.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A test that fails before dropping its slot must not leave it behind: a slot holds WAL
 /// on the shared stack, and PostgreSQL has a fixed number of them. Best effort, once the
 /// slot's session (the worker, dropped before the case) has ended.
