@@ -20,8 +20,15 @@ pub use source::{PostgresSource, PostgresSourceTask, ALIASES};
 
 /// A failure of PostgreSQL that a retry may get past (the task restarts with backoff),
 /// naming what was being done.
-pub(crate) fn retriable(what: &str, e: impl std::fmt::Display) -> sluice_proto::ConnectorError {
-    sluice_proto::ConnectorError::retriable(format!("{what}: {e}"))
+pub(crate) fn retriable(what: &str, e: impl std::error::Error) -> sluice_proto::ConnectorError {
+    // tokio-postgres says only "db error" until its source (the server's message) is added.
+    let mut text = format!("{what}: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    sluice_proto::ConnectorError::retriable(text)
 }
 
 /// Microseconds since 1970.

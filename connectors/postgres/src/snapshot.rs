@@ -75,7 +75,7 @@ pub async fn plan(
               WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
                 AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
                 AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' \
-              ORDER BY 2, 3",
+              ORDER BY n.nspname::text COLLATE \"C\", c.relname::text COLLATE \"C\"",
             &[],
         )
         .await
@@ -257,12 +257,14 @@ pub const SNAPSHOT_TXIDS: &str = "snapshot_txids";
 /// `pg_snapshot`, `xmin:xmax:xip,...`) saw: their inserting transaction (the row's `xmin`)
 /// had committed when it was taken. A row inserted or updated since is left out: its change
 /// is streamed from the consistent point anyway, so reading it too would emit it twice (a
-/// keyless table cannot tell the two apart). Compared as 32-bit transaction ids modulo
-/// 2^32 (the `xmin` column's type), as PostgreSQL compares them. `None` when `txids` does
-/// not parse.
+/// keyless table cannot tell the two apart). "Since" is the window of transaction ids from
+/// the snapshot's `xmax` to the next one now, plus those running when it was taken (its
+/// `xip`); anything else is older, including frozen rows whose raw `xmin` is far in the past
+/// (compared modulo 2^32, the `xmin` column's type, a plain comparison would take an old
+/// enough one for a future one). `None` when `txids` does not parse.
 pub fn visible_in(txids: &str) -> Option<String> {
     let mut parts = txids.split(':');
-    let xmin: u64 = parts.next()?.trim().parse().ok()?;
+    let _xmin: u64 = parts.next()?.trim().parse().ok()?;
     let xmax: u64 = parts.next()?.trim().parse().ok()?;
     let xip: Vec<u64> = parts
         .next()
@@ -272,22 +274,17 @@ pub fn visible_in(txids: &str) -> Option<String> {
         .map(|x| x.trim().parse().ok())
         .collect::<Option<_>>()?;
     let low = |v: u64| v & 0xFFFF_FFFF;
-    let precedes = |bound: u64| {
-        format!(
-            "((xmin::text::int8 - {} + 4294967296) % 4294967296) >= 2147483648",
-            low(bound)
-        )
-    };
+    let x = low(xmax);
     let running = if xip.is_empty() {
         String::new()
     } else {
-        let list: Vec<String> = xip.iter().map(|x| low(*x).to_string()).collect();
-        format!(" AND xmin::text::int8 NOT IN ({})", list.join(", "))
+        let list: Vec<String> = xip.iter().map(|v| low(*v).to_string()).collect();
+        format!("xmin::text::int8 NOT IN ({}) AND ", list.join(", "))
     };
     Some(format!(
-        "({} OR ({}{running}))",
-        precedes(xmin),
-        precedes(xmax)
+        "(xmin::text::int8 < 3 OR ({running}\
+         (xmin::text::int8 - {x} + 4294967296) % 4294967296 >= \
+         (pg_snapshot_xmax(pg_current_snapshot())::text::int8 % 4294967296 - {x} + 4294967296) % 4294967296))"
     ))
 }
 
@@ -312,6 +309,10 @@ pub struct Snapshot {
     running: VecDeque<Job>,
     /// The reader the next chunk goes to.
     next_reader: usize,
+    /// Why a chunk failed: the snapshot goes no further (a retried poll must not carry on
+    /// past the chunk, and a reader's snapshot transaction is aborted by its error); the
+    /// task restarts from the committed offsets.
+    failed: Option<String>,
 }
 
 impl Drop for Snapshot {
@@ -339,6 +340,7 @@ impl Snapshot {
             todo,
             running: VecDeque::new(),
             next_reader: 0,
+            failed: None,
         }
     }
 
@@ -387,6 +389,19 @@ impl Snapshot {
 
     /// The next chunk with rows, in plan order, or `None` once every table is read.
     pub async fn next(&mut self) -> Result<Option<Chunk>, ConnectorError> {
+        if let Some(reason) = &self.failed {
+            return Err(ConnectorError::retriable(format!(
+                "the snapshot stopped at a failed chunk: {reason}"
+            )));
+        }
+        let next = self.next_inner().await;
+        if let Err(e) = &next {
+            self.failed = Some(e.to_string());
+        }
+        next
+    }
+
+    async fn next_inner(&mut self) -> Result<Option<Chunk>, ConnectorError> {
         loop {
             while self.running.len() < self.readers.len() {
                 let Some(range) = self.next_range().await? else {
@@ -626,10 +641,20 @@ pub fn resume_at(
     key: Option<Vec<String>>,
     block: Option<u32>,
 ) -> Start {
+    // The table by its name; if it is gone, the first one after it in plan order (by
+    // schema, then name, bytewise: the plan's order).
     let index = tables
         .iter()
-        .position(|t| t.name.as_str() >= table)
-        .unwrap_or(tables.len());
+        .position(|t| t.name == table)
+        .unwrap_or_else(|| {
+            let (schema, name) = table.split_once('.').unwrap_or(("", table));
+            tables
+                .iter()
+                .position(|t| {
+                    (t.relation.schema.as_str(), t.relation.name.as_str()) > (schema, name)
+                })
+                .unwrap_or(tables.len())
+        });
     let Some(t) = tables.get(index).filter(|t| t.name == table) else {
         return Start::Table(index);
     };
@@ -649,7 +674,7 @@ mod tests {
 
     fn table(name: &str, key: &[&str], pages: u32, rows_per_page: f64) -> Table {
         Table {
-            name: name.to_owned(),
+            name: format!("public.{name}"),
             relation: Relation {
                 oid: 1,
                 schema: "public".into(),
@@ -759,9 +784,9 @@ mod tests {
         let v = visible_in("4294967396:4294967400:4294967397,4294967398").unwrap();
         assert_eq!(
             v,
-            "(((xmin::text::int8 - 100 + 4294967296) % 4294967296) >= 2147483648 OR \
-             (((xmin::text::int8 - 104 + 4294967296) % 4294967296) >= 2147483648 \
-             AND xmin::text::int8 NOT IN (101, 102)))"
+            "(xmin::text::int8 < 3 OR (xmin::text::int8 NOT IN (101, 102) AND \
+             (xmin::text::int8 - 104 + 4294967296) % 4294967296 >= \
+             (pg_snapshot_xmax(pg_current_snapshot())::text::int8 % 4294967296 - 104 + 4294967296) % 4294967296))"
         );
         assert!(visible_in("7:9:").is_some_and(|v| !v.contains("NOT IN")));
         assert_eq!(visible_in("garbage"), None);
@@ -770,20 +795,38 @@ mod tests {
     #[test]
     fn resume_follows_the_committed_offset() {
         let tables = [table("a", &[], 10, 10.0), table("c", &["id"], 4, 100.0)];
-        assert_eq!(resume_at(&tables, "a", None, Some(6)), Start::AtBlock(0, 6));
-        assert_eq!(resume_at(&tables, "a", None, None), Start::Table(1));
         assert_eq!(
-            resume_at(&tables, "c", Some(vec!["9".into()]), None),
+            resume_at(&tables, "public.a", None, Some(6)),
+            Start::AtBlock(0, 6)
+        );
+        assert_eq!(resume_at(&tables, "public.a", None, None), Start::Table(1));
+        assert_eq!(
+            resume_at(&tables, "public.c", Some(vec!["9".into()]), None),
             Start::AfterKey(1, vec!["9".into()])
         );
         // A key where the table has none now (or the other way round): the table again.
         assert_eq!(
-            resume_at(&tables, "a", Some(vec!["9".into()]), None),
+            resume_at(&tables, "public.a", Some(vec!["9".into()]), None),
             Start::Table(0)
         );
-        assert_eq!(resume_at(&tables, "c", None, Some(2)), Start::Table(1));
-        // A table dropped since: the next one by name, from its start.
-        assert_eq!(resume_at(&tables, "b", None, Some(3)), Start::Table(1));
-        assert_eq!(resume_at(&tables, "z", None, None), Start::Table(2));
+        assert_eq!(
+            resume_at(&tables, "public.c", None, Some(2)),
+            Start::Table(1)
+        );
+        // A table dropped since: the next one in plan order, from its start.
+        assert_eq!(
+            resume_at(&tables, "public.b", None, Some(3)),
+            Start::Table(1)
+        );
+        assert_eq!(resume_at(&tables, "public.z", None, None), Start::Table(2));
+        // Found by name, whatever the order of names with '_' and letters.
+        let tables = [
+            table("account_users", &["id"], 1, 1.0),
+            table("accounts", &["id"], 1, 1.0),
+        ];
+        assert_eq!(
+            resume_at(&tables, "public.accounts", Some(vec!["1".into()]), None),
+            Start::AfterKey(1, vec!["1".into()])
+        );
     }
 }
