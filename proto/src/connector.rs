@@ -99,6 +99,14 @@ pub trait SourceTask: Send {
         Box::pin(async { Ok(()) })
     }
 
+    /// Whether `commit` lets the upstream forget data that a restart from the committed
+    /// offsets would need (a replication slot's confirmed position). Then the offsets are
+    /// made durable before `commit` in at-least-once mode too, at the cost of a flush;
+    /// otherwise (a network source acknowledging its sender, say) durable records suffice.
+    fn commit_needs_durable_offsets(&self) -> bool {
+        false
+    }
+
     /// Releases resources; called once, also after errors.
     fn stop(&mut self) -> BoxFuture<'_, ()>;
 }

@@ -106,6 +106,24 @@ pub async fn slot_state(
     Ok(Some((confirmed, row.get(1))))
 }
 
+/// Whether the slot exists and PostgreSQL has removed WAL it still needed (`wal_status`
+/// `lost`, past `max_slot_wal_keep_size`): its changes after the confirmed position are gone.
+pub async fn slot_lost(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<bool, ReplicationError> {
+    let row = client
+        .query_opt(
+            "SELECT wal_status = 'lost' FROM pg_replication_slots \
+             WHERE slot_name = $1 AND database = current_database()",
+            &[&slot],
+        )
+        .await?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<bool>>(0))
+        .unwrap_or(false))
+}
+
 /// Creates the slot (pgoutput) unless it exists; returns the position it starts at when
 /// created.
 pub async fn ensure_slot(

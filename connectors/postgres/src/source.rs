@@ -528,6 +528,8 @@ impl Running {
             return;
         }
         self.last_heartbeat = Instant::now();
+        // Caught up: the lag measured at this commit is the commit's own.
+        self.returned_commit_micros = Some(now_micros());
         let offset = SourceOffset(
             [(LSN.to_owned(), serde_json::Value::from(idle.0))]
                 .into_iter()
@@ -707,6 +709,12 @@ async fn lost_changes(
     let Some(stored) = stored else {
         return Ok(None);
     };
+    if replication::slot_lost(sql, &config.slot).await? {
+        return Ok(Some(format!(
+            "slot {} lost WAL it still needed (wal_status lost: max_slot_wal_keep_size); offsets committed up to {stored}",
+            config.slot
+        )));
+    }
     Ok(match replication::slot_state(sql, &config.slot).await? {
         None => Some(format!(
             "slot {} does not exist (offsets committed up to {stored})",
@@ -866,6 +874,14 @@ impl SourceTask for PostgresSourceTask {
             }
             if exported.is_none() {
                 free_slot(&sql, &config.slot, &label).await?;
+            }
+            if let Some(stored) = stored.filter(|_| exported.is_none()) {
+                if replication::slot_lost(&sql, &config.slot).await? {
+                    return Err(ConnectorError::config(format!(
+                        "slot.name: slot {} lost WAL it still needed (wal_status lost: max_slot_wal_keep_size was reached): the changes after the committed offset {stored} are gone; set snapshot.mode=when_needed to take a new snapshot",
+                        config.slot
+                    )));
+                }
             }
             if let (Some(stored), Some((Some(confirmed), _))) =
                 (stored, replication::slot_state(&sql, &config.slot).await?)
@@ -1044,6 +1060,11 @@ impl SourceTask for PostgresSourceTask {
             }
             Ok(std::mem::take(&mut run.ready))
         })
+    }
+
+    fn commit_needs_durable_offsets(&self) -> bool {
+        // The slot is confirmed in `commit`: past that, PostgreSQL may drop the WAL.
+        true
     }
 
     fn commit(&mut self) -> BoxFuture<'_, Result<(), ConnectorError>> {

@@ -439,7 +439,8 @@ async fn commit(
     } else {
         // At-least-once: records must be durable before their offsets are written. The
         // offsets need no flush of their own: the next batch's flush (or the one when the
-        // task stops) carries them, and a crash before it only means reading again.
+        // task stops) carries them, and a crash before it only means reading again;
+        // unless the task's commit lets the upstream forget what a restart would read.
         producer.commit().await?;
         let offset_records: Vec<_> = pending
             .offsets
@@ -447,6 +448,9 @@ async fn commit(
             .map(|(p, o)| spec.offsets.record(&spec.connector, p, Some(o)))
             .collect();
         producer.send(offset_records).await?;
+        if task.commit_needs_durable_offsets() {
+            producer.commit().await?;
+        }
     }
     commit_done(spec, task, pending, labels, started).await
 }
