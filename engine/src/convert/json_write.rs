@@ -1,7 +1,8 @@
 //! Writing Kafka Connect's JSON straight into bytes: a record's payload and its schema in
-//! Kafka Connect's own order (struct fields in schema order; a schema's keys `type`, then
+//! Kafka Connect's own order (a schema's keys `type`, then
 //! `fields` / `items` / `keys` + `values`, `optional`, `name`, `version`, `doc`,
-//! `parameters`, `default`, and a field's name last), without building a JSON tree first.
+//! `parameters`, `default`, and a field's name last; a struct's values in their own order,
+//! which is their schema's), without building a JSON tree first.
 //! This is the hot path of every JSON-converted record: the tree cost an allocation per
 //! node and a sorted map per struct.
 //!
@@ -116,7 +117,13 @@ pub(super) fn write_value(out: &mut Vec<u8>, value: &Value, schema: Option<&Sche
         Value::Map(entries) => {
             let key_schema = schema.and_then(|s| s.key_schema.as_deref());
             let value_schema = schema.and_then(|s| s.value_schema.as_deref());
-            if entries.iter().all(|(k, _)| matches!(k, Value::String(_))) {
+            // An object when the keys are strings (by the schema when there is one: an
+            // empty map of int keys is `[]`, as Kafka Connect writes it and reads it back).
+            let string_keys = match key_schema {
+                Some(k) => k.ty == SchemaType::String,
+                None => entries.iter().all(|(k, _)| matches!(k, Value::String(_))),
+            };
+            if string_keys {
                 out.push(b'{');
                 for (i, (k, v)) in entries.iter().enumerate() {
                     if i > 0 {
@@ -243,4 +250,46 @@ fn write_schema_named(out: &mut Vec<u8>, schema: &Schema, field: Option<&str>) {
 /// `schema` in Kafka Connect's JSON notation.
 pub(super) fn write_schema(out: &mut Vec<u8>, schema: &Schema) {
     write_schema_named(out, schema, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(value: &Value, schema: Option<&Schema>) -> String {
+        let mut out = Vec::new();
+        write_value(&mut out, value, schema);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn values_are_written_as_kafka_connect_writes_them() {
+        let ints = Schema::map(
+            Schema::of(SchemaType::Int32),
+            Schema::of(SchemaType::String),
+        );
+        assert_eq!(written(&Value::Map(vec![]), Some(&ints)), "[]");
+        let strings = Schema::map(
+            Schema::of(SchemaType::String),
+            Schema::of(SchemaType::Int32),
+        );
+        assert_eq!(written(&Value::Map(vec![]), Some(&strings)), "{}");
+        assert_eq!(
+            written(
+                &Value::Map(vec![(Value::String("a\"b".into()), Value::Int32(1))]),
+                Some(&strings)
+            ),
+            r#"{"a\"b":1}"#
+        );
+        assert_eq!(written(&Value::Float64(f64::NAN), None), "null");
+        assert_eq!(written(&Value::Float64(1.5), None), "1.5");
+        assert_eq!(written(&Value::Bytes(vec![0, 255, 16]), None), r#""AP8Q""#);
+        assert_eq!(
+            written(
+                &Value::Array(vec![Value::Boolean(true), Value::Null, Value::Int64(-7)]),
+                None
+            ),
+            "[true,null,-7]"
+        );
+    }
 }
