@@ -445,7 +445,8 @@ fn report(env: &Env, scale: u64, runs: &[(Tool, Run)], minutes: f64) -> String {
     );
     let _ = writeln!(
         t,
-        "- Snapshot: connector created to last row readable in Kafka. CPU-s: the worker process's over that time (start-up excluded), per million rows; machine cores: all processes (PostgreSQL, broker, worker) busy over that time, of 2. Streaming: `pgbench -N -c 4 -j 2` unthrottled (1 UPDATE + 1 INSERT per transaction), events from its start to the last readable (its run plus the catch-up: the maximum sustainable rate). Lag: commit in PostgreSQL (`source.ts_ms`) to readable in Kafka, at the maximum rate and at a fixed rate (`pgbench -R`). Peak RSS: the worker's, start-up included.\n"
+        "- Snapshot: connector created to last row readable in Kafka. CPU-s: the worker process's over that time (start-up excluded), per million rows; machine cores: all processes (PostgreSQL, broker, worker) busy over that time, of {}. Streaming: `pgbench -N -c 4 -j 2` unthrottled (1 UPDATE + 1 INSERT per transaction), events from its start to the last readable (its run plus the catch-up: the maximum sustainable rate). Lag: commit in PostgreSQL (`source.ts_ms`) to readable in Kafka, at the maximum rate and at a fixed rate (`pgbench -R`). Peak RSS: the worker's, start-up included.\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     let _ = writeln!(
         t,
@@ -578,8 +579,10 @@ fn main() -> Result<()> {
             if !only.split(',').any(|c| c.trim() == key) {
                 continue;
             }
-            // The previous contender's streaming grew pgbench_history: snapshot the same rows.
+            // The previous contender's streaming grew pgbench_history and left dead rows in
+            // pgbench_accounts: the same rows, vacuumed, for each.
             env.psql("TRUNCATE pgbench_history")?;
+            env.psql("VACUUM ANALYZE")?;
             match env.run(tool, rows, stream_s, rate) {
                 Ok(run) => runs.push((tool, run)),
                 Err(e) => {
