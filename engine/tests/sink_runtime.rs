@@ -432,8 +432,17 @@ async fn a_stopped_sinks_group_offsets_can_be_read_altered_and_reset_over_rest()
         "value.converter": "org.apache.kafka.connect.storage.StringConverter"}});
     let (status, body) = w.request("POST", "/connectors", Some(&create))?;
     assert_eq!(status, 201, "{body}");
-    let (_, info) = w.get_json("/connectors/offs")?;
-    assert_eq!(info["type"], "sink");
+    // A distributed worker answers 201 once the config is written; it knows the connector
+    // once it has read it back (a GET may come first).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        let (code, info) = w.get_json("/connectors/offs")?;
+        if code == 200 || Instant::now() > deadline {
+            break info;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(info["type"], "sink", "{info}");
 
     let ours = |v: &serde_json::Value| -> BTreeMap<i64, i64> {
         v["offsets"]
