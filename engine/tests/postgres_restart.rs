@@ -8,10 +8,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Result};
-use common::postgres::{events, restart_postgres, PgCase};
+use common::postgres::{events_at_least, restart_postgres, PgCase};
 use sluice_testkit::stack;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,14 +45,7 @@ async fn changes_arrive_once_across_a_postgres_restart() -> Result<()> {
     }
     db.batch_execute(&sql).await?;
     let topic = case.topic();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let got = loop {
-        let got = events(stack, &topic).unwrap_or_default();
-        if got.len() >= expected.len() || Instant::now() > deadline {
-            break got;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let got = events_at_least(stack, &topic, expected.len(), 120).await;
     if got != expected {
         let first = got.iter().zip(&expected).position(|(g, e)| g != e);
         bail!(

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
 use common::postgres::{
-    confirmed, connector, events, kill_mid_snapshot, lsn_value, running, streaming, PgCase,
+    confirmed, connector, events, events_at_least, kill_mid_snapshot, lsn_value, running,
+    streaming, PgCase,
 };
 use common::WorkerProcess;
 use serde_json::{json, Value};
@@ -61,15 +62,7 @@ async fn changes_arrive_once_in_commit_order_across_a_kill() -> Result<()> {
 
     let mut w = case.worker_with(&connector, "w2")?;
     running(&w, "pg")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let got = loop {
-        // The topic appears with the first change.
-        let got = events(stack, &topic).unwrap_or_default();
-        if got.len() >= expected.len() || Instant::now() > deadline {
-            break got;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let got = events_at_least(stack, &topic, expected.len(), 60).await;
     if got != expected {
         let first = got.iter().zip(&expected).position(|(g, e)| g != e);
         bail!(

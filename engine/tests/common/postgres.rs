@@ -120,6 +120,24 @@ pub fn lsn_value(text: &str) -> Result<u64> {
     Ok((u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?)
 }
 
+/// [`events`] of `topic` once there are at least `count` of them, or what there is after
+/// `seconds` (the topic appears with the first change).
+pub async fn events_at_least(
+    stack: &sluice_testkit::Stack,
+    topic: &str,
+    count: usize,
+    seconds: u64,
+) -> Vec<Option<(String, i64)>> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let got = events(stack, topic).unwrap_or_default();
+        if got.len() >= count || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// One PostgreSQL source test's world: a fresh database (with `ddl` run), unique names for
 /// the topic prefix and the slot, a directory and a worker config.
 pub struct PgCase {
