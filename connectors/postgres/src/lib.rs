@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod pgoutput;
 pub mod preflight;
 pub mod replication;
+pub mod setup;
 pub mod snapshot;
 pub mod source;
 pub mod txmeta;
