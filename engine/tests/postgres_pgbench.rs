@@ -11,15 +11,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{ensure, Context as _, Result};
+use anyhow::{ensure, Result};
 use common::postgres::{kill_mid_snapshot, restart_postgres, running, PgCase};
+use common::rebuild::{rebuild, table};
 use common::WorkerProcess;
-use serde_json::Value;
-use sluice_testkit::{stack, Isolation, Stack};
+use sluice_testkit::{stack, Stack};
 
 /// Worker kills over the run (the first one during the snapshot).
 const KILLS: usize = 5;
@@ -63,109 +62,6 @@ impl Random {
         self.0 ^= self.0 << 17;
         self.0 % n.max(1)
     }
-}
-
-/// The events of a topic, decoded (tombstones as `None`).
-fn decoded(stack: &Stack, topic: &str) -> Result<Vec<(Value, Option<Value>)>> {
-    stack
-        .read_topic(topic, Isolation::ReadCommitted, Duration::from_secs(30))?
-        .iter()
-        .map(|r| {
-            let key = match r.key.as_deref() {
-                Some(k) => serde_json::from_slice(k)?,
-                None => Value::Null,
-            };
-            let value = r.value.as_deref().map(serde_json::from_slice).transpose()?;
-            Ok((key, value))
-        })
-        .collect()
-}
-
-/// What a table's topic says: the rebuilt rows (by key, or for a keyless table by the row
-/// itself, counted), the number of `r` events, and the change events seen twice.
-struct Rebuilt {
-    rows: BTreeMap<String, (Value, usize)>,
-    reads: usize,
-    repeated: usize,
-    /// Keys read twice by the snapshot.
-    read_twice: usize,
-    /// Keys first seen as an update: rows updated after the snapshot's consistent point,
-    /// which a resumed snapshot leaves to streaming.
-    first_updated: usize,
-}
-
-fn rebuild(stack: &Stack, topic: &str, columns: &[&str]) -> Result<Rebuilt> {
-    let pick =
-        |row: &Value| -> Value { Value::Array(columns.iter().map(|c| row[*c].clone()).collect()) };
-    let mut out = Rebuilt {
-        rows: BTreeMap::new(),
-        reads: 0,
-        repeated: 0,
-        read_twice: 0,
-        first_updated: 0,
-    };
-    let mut seen = BTreeSet::new();
-    let (mut keys, mut read) = (BTreeSet::new(), BTreeSet::new());
-    for (key, value) in decoded(stack, topic)? {
-        let Some(v) = value else {
-            out.rows.remove(&key.to_string());
-            continue;
-        };
-        let op = v["op"].as_str().context("no op")?;
-        if !key.is_null() && keys.insert(key.to_string()) && op == "u" {
-            out.first_updated += 1;
-        }
-        if op == "r" {
-            out.reads += 1;
-            if !key.is_null() && !read.insert(key.to_string()) {
-                out.read_twice += 1;
-            }
-        } else {
-            // A change is identified by its commit's position and its place in it.
-            let id = (
-                v["source"]["lsn"].to_string(),
-                v["source"]["sequence"].to_string(),
-                key.to_string(),
-                op.to_owned(),
-            );
-            if !seen.insert(id) {
-                out.repeated += 1;
-            }
-        }
-        if key.is_null() {
-            // Keyless (insert only): a multiset of rows.
-            let row = pick(&v["after"]).to_string();
-            out.rows.entry(row).or_insert((Value::Null, 0)).1 += 1;
-        } else if op == "d" {
-            out.rows.remove(&key.to_string());
-        } else {
-            out.rows.insert(key.to_string(), (pick(&v["after"]), 1));
-        }
-    }
-    Ok(out)
-}
-
-/// The table as PostgreSQL has it, in the rebuilt form.
-async fn table(
-    db: &tokio_postgres::Client,
-    sql: &str,
-    keyed: bool,
-) -> Result<BTreeMap<String, (Value, usize)>> {
-    let mut out = BTreeMap::new();
-    for row in db.query(sql, &[]).await? {
-        let values: Vec<Value> = (0..row.len())
-            .map(|i| Value::from(row.get::<_, i64>(i)))
-            .collect();
-        if keyed {
-            let key = serde_json::json!({ row.columns()[0].name(): values[0] }).to_string();
-            out.insert(key, (Value::Array(values), 1));
-        } else {
-            out.entry(Value::Array(values).to_string())
-                .or_insert((Value::Null, 0))
-                .1 += 1;
-        }
-    }
-    Ok(out)
 }
 
 fn start(case: &PgCase, file: &std::path::Path, n: usize) -> Result<WorkerProcess> {

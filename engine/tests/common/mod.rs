@@ -11,6 +11,7 @@ use sluice_testkit::{free_port, http_get, unique_name, Stack};
 
 pub mod cluster;
 pub mod postgres;
+pub mod rebuild;
 
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
