@@ -8,20 +8,10 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use common::{assert_exactly_once_in_order, Numbers, WorkerProcess};
-use sluice_testkit::{free_port, http_get, stack, unique_name};
+use common::{assert_exactly_once_in_order, counter, Numbers, WorkerProcess};
+use sluice_testkit::{free_port, stack, unique_name};
 
 const LINES: usize = 20_000;
-
-/// The value of a counter summed over its label sets, from the worker's `/metrics`.
-fn counter(port: u16, name: &str) -> Result<f64> {
-    let (_, body) = http_get(port, "/metrics")?;
-    Ok(body
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn at_least_once_delivers_and_resumes_from_committed_offsets() -> Result<()> {

@@ -13,6 +13,16 @@ pub mod cluster;
 pub mod postgres;
 pub mod rebuild;
 
+/// The value of a counter summed over its label sets, from the worker's `/metrics`.
+pub fn counter(port: u16, name: &str) -> Result<f64> {
+    let (_, body) = http_get(port, "/metrics")?;
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
