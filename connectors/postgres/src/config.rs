@@ -40,11 +40,13 @@ pub const HEARTBEAT_ACTION_QUERY: &str = "heartbeat.action.query";
 pub const TRANSACTION_METADATA: &str = "provide.transaction.metadata";
 pub const MESSAGE_KEY_COLUMNS: &str = "message.key.columns";
 pub const TRANSACTION_TOPIC: &str = "topic.transaction";
+pub const SIGNAL_DATA_COLLECTION: &str = "signal.data.collection";
+pub const SIGNAL_CHANNELS: &str = "signal.enabled.channels";
+pub const INCREMENTAL_CHUNK_SIZE: &str = "incremental.snapshot.chunk.size";
 
 /// Debezium keys whose behaviour Sluice has not built yet: refused when set, with
 /// [`NOT_YET`]'s reason, rather than silently doing something else.
 pub const UNSUPPORTED: &[&str] = &[
-    "signal.data.collection",
     "database.sslmode",
     "database.sslcert",
     "database.sslkey",
@@ -52,7 +54,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "database.initial.statements",
     "snapshot.select.statement.overrides",
     "snapshot.include.collection.list",
-    "incremental.snapshot.chunk.size",
     "hstore.handling.mode",
     "binary.handling.mode",
     "include.unknown.datatypes",
@@ -257,6 +258,27 @@ pub fn source_def() -> ConfigDef {
                 .doc("Heartbeat records go to <this>.<topic.prefix>."),
         )
         .define(
+            s(SIGNAL_DATA_COLLECTION)
+                .default_value("")
+                .importance(Importance::Medium)
+                .validator(Validator::Custom(signal_table))
+                .doc("The signal table, <schema>.<table>, with columns id, type and data (text types, in that order): an execute-snapshot row starts an incremental snapshot, a stop-snapshot row stops it; the task writes its snapshot-window-open/close watermarks there (so the user needs INSERT on it, and the table must be in the publication)."),
+        )
+        .define(
+            ConfigKey::new(SIGNAL_CHANNELS, ConfigType::List)
+                .default_value("source")
+                .importance(Importance::Low)
+                .validator(Validator::Custom(signal_channels))
+                .doc("Where signals are read: source (the signal table). The kafka, jmx and file channels are not supported yet."),
+        )
+        .define(
+            ConfigKey::new(INCREMENTAL_CHUNK_SIZE, ConfigType::Int)
+                .default_value("1024")
+                .importance(Importance::Low)
+                .validator(Validator::at_least(1.0))
+                .doc("Rows per chunk of an incremental snapshot (each read between two watermarks, held in memory until the stream reaches the second)."),
+        )
+        .define(
             ConfigKey::new(MAX_BATCH_SIZE, ConfigType::Int)
                 .default_value("2048")
                 .importance(Importance::Low)
@@ -324,6 +346,32 @@ fn plugin(value: &ConfigValue) -> Result<(), String> {
             "{other} is not a logical decoding plugin Sluice reads (pgoutput)"
         )),
     }
+}
+
+fn signal_table(value: &ConfigValue) -> Result<(), String> {
+    let s = string(value);
+    match s.split_once('.') {
+        _ if s.is_empty() => Ok(()),
+        Some((schema, table))
+            if !schema.is_empty() && !table.is_empty() && !table.contains('.') =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("{s:?} is not <schema>.<table>")),
+    }
+}
+
+fn signal_channels(value: &ConfigValue) -> Result<(), String> {
+    if let ConfigValue::List(items) = value {
+        for item in items {
+            if item.trim() != "source" {
+                return Err(format!(
+                    "{item:?}: only the source channel (the signal table) is supported by Sluice yet"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn slot_name(value: &ConfigValue) -> Result<(), String> {
@@ -492,6 +540,10 @@ pub struct PostgresConfig {
     pub heartbeat_action_query: Option<String>,
     /// `message.key.columns`: tables (`schema.table` patterns) and their key columns.
     pub message_keys: Vec<(Regex, Vec<String>)>,
+    /// `signal.data.collection`: the signal table's schema and name, if set.
+    pub signal_table: Option<(String, String)>,
+    /// `incremental.snapshot.chunk.size`.
+    pub incremental_chunk_size: usize,
 }
 
 /// `message.key.columns`: `<table pattern>:<column>,<column>;...`.
@@ -616,6 +668,13 @@ impl PostgresConfig {
                 .long("snapshot.max.threads")
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or(1),
+            signal_table: text(SIGNAL_DATA_COLLECTION)?
+                .split_once('.')
+                .map(|(schema, table)| (schema.to_owned(), table.to_owned())),
+            incremental_chunk_size: parsed
+                .long(INCREMENTAL_CHUNK_SIZE)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(1024),
         })
     }
 
@@ -725,5 +784,15 @@ mod tests {
             "cannot both",
         );
         refused(&[("table.include.list", "(")], TABLE_INCLUDE, "\"(\"");
+        refused(
+            &[("signal.data.collection", "debezium_signal")],
+            SIGNAL_DATA_COLLECTION,
+            "<schema>.<table>",
+        );
+        refused(
+            &[("signal.enabled.channels", "source,kafka")],
+            SIGNAL_CHANNELS,
+            "kafka",
+        );
     }
 }

@@ -3,11 +3,13 @@
 //! the replication session ([`replication`]: slot, stream from a stored position,
 //! confirmation of durable positions only) and Debezium's mapping of column types to Kafka
 //! Connect schemas and values ([`types`]), Debezium's change event ([`envelope`]), the
-//! initial snapshot ([`snapshot`]), Debezium's transaction metadata ([`txmeta`]) and the
-//! source task ([`source`]).
+//! initial snapshot ([`snapshot`]), incremental snapshots ([`incremental`]), Debezium's
+//! transaction metadata ([`txmeta`]), the checks and look-ups before reading
+//! ([`preflight`], [`setup`]) and the source task ([`source`]).
 
 pub mod config;
 pub mod envelope;
+pub mod incremental;
 pub mod pgoutput;
 pub mod preflight;
 pub mod replication;

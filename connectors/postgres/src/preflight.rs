@@ -6,7 +6,7 @@
 
 use sluice_proto::ConnectorError;
 
-use crate::config::PostgresConfig;
+use crate::config::{PostgresConfig, SIGNAL_DATA_COLLECTION};
 
 /// SQLSTATEs that no retry will fix: wrong password or role, no such database, no right
 /// to connect.
@@ -98,4 +98,54 @@ pub async fn check_all_tables_publication(
         "publication.autocreate.mode: a publication FOR ALL TABLES would make PostgreSQL refuse UPDATE and DELETE on tables without a primary key: {}; give them one, or REPLICA IDENTITY FULL, or create the publication for the captured tables yourself and set publication.autocreate.mode=disabled",
         blocked.join(", ")
     )))
+}
+
+/// The signal table (`signal.data.collection`), if set, exists with at least the three
+/// columns id, type and data, and is in the publication (its rows reach the task only
+/// through the stream).
+pub async fn check_signal_table(
+    sql: &tokio_postgres::Client,
+    config: &PostgresConfig,
+) -> Result<(), ConnectorError> {
+    let Some((schema, table)) = &config.signal_table else {
+        return Ok(());
+    };
+    let name = format!("{schema}.{table}");
+    let columns: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+            &[schema, table],
+        )
+        .await
+        .map_err(|e| crate::retriable("reading the signal table's columns", e))?
+        .get(0);
+    if columns == 0 {
+        return Err(ConnectorError::config(format!(
+            "{}: table {name} does not exist (create it with id VARCHAR(42) PRIMARY KEY, type VARCHAR(32) NOT NULL, data VARCHAR(2048))",
+            SIGNAL_DATA_COLLECTION
+        )));
+    }
+    if columns < 3 {
+        return Err(ConnectorError::config(format!(
+            "{}: table {name} has {columns} column(s); a signal table has three: id, type, data",
+            SIGNAL_DATA_COLLECTION
+        )));
+    }
+    let published = sql
+        .query_opt(
+            "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+            &[&config.publication, schema, table],
+        )
+        .await
+        .map_err(|e| crate::retriable("reading pg_publication_tables", e))?
+        .is_some();
+    if !published {
+        return Err(ConnectorError::config(format!(
+            "{}: table {name} is not in publication {} (ALTER PUBLICATION {} ADD TABLE {name}): its signals would never reach the task",
+            SIGNAL_DATA_COLLECTION, config.publication, config.publication
+        )));
+    }
+    Ok(())
 }

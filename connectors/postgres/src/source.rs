@@ -20,11 +20,11 @@
 //! an idle captured database never makes the slot hold WAL (Debezium's slot does, unless
 //! heartbeats are set up).
 //!
-//! The initial snapshot (`snapshot.mode=initial`) is [`crate::snapshot`]'s.
+//! The initial snapshot (`snapshot.mode=initial`) is [`crate::snapshot`]'s; incremental
+//! snapshots while streaming (signal table rows) are [`crate::incremental`]'s.
 //!
-//! Not built yet (refused by validate): `snapshot.mode` always and custom, incremental
-//! snapshots,
-//! logical decoding messages, TLS to PostgreSQL.
+//! Not built yet (refused by validate): `snapshot.mode` always and custom, blocking
+//! snapshots, logical decoding messages, TLS to PostgreSQL.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -38,6 +38,7 @@ use sluice_proto::{
 
 use crate::config::{self, PostgresConfig};
 use crate::envelope::{SourceInfo, TableSchemas, PG_EPOCH_MICROS};
+use crate::incremental::{self, Incremental, Signal};
 use crate::now_micros;
 use crate::pgoutput::{Datum, Lsn, Message};
 use crate::preflight;
@@ -110,6 +111,8 @@ struct Open {
     first_lsn: Option<Lsn>,
     /// The events counted for transaction metadata.
     counts: txmeta::Counts,
+    /// Rows written to the signal table, acted on at the commit.
+    signals: Vec<Signal>,
 }
 
 struct Running {
@@ -153,6 +156,10 @@ struct Running {
     /// When `heartbeat.action.query` last ran.
     last_action: Option<Instant>,
     last_commit: Option<Lsn>,
+    /// The incremental snapshot, if one is running.
+    incremental: Incremental,
+    /// The signal table's relation OID, once its Relation message came.
+    signal_oid: Option<u32>,
 }
 
 /// The task.
@@ -208,6 +215,7 @@ impl Running {
                     records: Vec::new(),
                     first_lsn: None,
                     counts: txmeta::Counts::default(),
+                    signals: Vec::new(),
                 });
             }
             Message::Relation(mut relation) => {
@@ -230,6 +238,16 @@ impl Running {
                 {
                     self.enums = load_enums(&self.sql).await?;
                 }
+                if self
+                    .config
+                    .signal_table
+                    .as_ref()
+                    .is_some_and(|(schema, table)| {
+                        *schema == relation.schema && *table == relation.name
+                    })
+                {
+                    self.signal_oid = Some(relation.oid);
+                }
                 let captured = self.config.captures(&relation.schema, &relation.name);
                 let schemas = captured.then(|| {
                     let prefix = format!("{}.{}.", relation.schema, relation.name);
@@ -248,6 +266,13 @@ impl Running {
                 self.tables.insert(relation.oid, schemas);
             }
             Message::Insert { relation, new } => {
+                if Some(relation) == self.signal_oid {
+                    if let (Some(signal), Some(open)) =
+                        (Signal::from_tuple(&new), self.open.as_mut())
+                    {
+                        open.signals.push(signal);
+                    }
+                }
                 self.change(relation, 'c', None, Some(&new), false, change_lsn)?;
             }
             Message::Update {
@@ -282,22 +307,22 @@ impl Running {
                     // Already in Kafka (the server skips these; this is a second guard).
                     return Ok(());
                 }
-                let offset = SourceOffset(
-                    [
-                        (LSN.to_owned(), serde_json::Value::from(end_lsn.0)),
-                        (
-                            "lsn_commit".to_owned(),
-                            serde_json::Value::from(commit_lsn.0),
-                        ),
-                        ("txId".to_owned(), serde_json::Value::from(open.xid)),
-                        (
-                            "ts_usec".to_owned(),
-                            serde_json::Value::from(open.commit_micros),
-                        ),
-                    ]
-                    .into_iter()
-                    .collect(),
-                );
+                // The streamed changes go first: they supersede rows of an open window.
+                let superseded = self.incremental.supersede(&open.records);
+                if superseded > 0 {
+                    metrics::counter!("sluice_postgres_incremental_superseded_total", "connector" => self.connector.clone(), "task" => self.task.clone())
+                        .increment(superseded as u64);
+                }
+                let mut reads = Vec::new();
+                for signal in &open.signals {
+                    reads.extend(self.signal(signal).await?);
+                }
+                let offset = self.offset(vec![
+                    (LSN, serde_json::Value::from(end_lsn.0)),
+                    ("lsn_commit", serde_json::Value::from(commit_lsn.0)),
+                    ("txId", serde_json::Value::from(open.xid)),
+                    ("ts_usec", serde_json::Value::from(open.commit_micros)),
+                ]);
                 let commit_micros = open.commit_micros;
                 let mut records = open.records;
                 if let Some(topic) = &self.config.transaction_topic {
@@ -311,6 +336,7 @@ impl Running {
                     records.insert(0, boundary.begin(open.first_lsn.unwrap_or(end_lsn)));
                     records.push(boundary.end(end_lsn, open.counts));
                 }
+                records.append(&mut reads);
                 let count = records.len();
                 for mut r in records {
                     r.source_offset = offset.clone();
@@ -334,6 +360,87 @@ impl Running {
             | Message::Logical { .. } => {}
         }
         Ok(())
+    }
+
+    /// An offset of `pairs`, with the incremental snapshot's progress while one runs.
+    fn offset(&self, pairs: Vec<(&str, serde_json::Value)>) -> SourceOffset {
+        let mut map: serde_json::Map<String, serde_json::Value> =
+            pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        self.incremental.save(&mut map);
+        SourceOffset(map)
+    }
+
+    /// Acts on a committed row of the signal table; returns the rows of an incremental
+    /// snapshot chunk whose window it closes. A signal that cannot be acted on is logged
+    /// and counted, never a failure of the task.
+    async fn signal(&mut self, signal: &Signal) -> Result<Vec<SourceRecord>, ConnectorError> {
+        let kind = signal.kind.as_str();
+        if kind == incremental::WINDOW_OPEN || kind == incremental::WINDOW_CLOSE {
+            let Some(closed) = self.incremental.watermark(signal) else {
+                return Ok(Vec::new());
+            };
+            metrics::counter!("sluice_postgres_incremental_chunks_total", "connector" => self.connector.clone(), "task" => self.task.clone())
+                .increment(1);
+            metrics::counter!("sluice_postgres_incremental_rows_total", "connector" => self.connector.clone(), "task" => self.task.clone())
+                .increment(closed.rows.len() as u64);
+            if let Some(table) = closed.table_done {
+                tracing::info!(task = %self.label, table = %table, "incremental snapshot of a table done");
+                metrics::counter!("sluice_postgres_incremental_tables_total", "connector" => self.connector.clone(), "task" => self.task.clone())
+                    .increment(1);
+            }
+            return Ok(closed.rows);
+        }
+        let known = kind == incremental::EXECUTE_SNAPSHOT || kind == incremental::STOP_SNAPSHOT;
+        metrics::counter!("sluice_postgres_signals_total", "connector" => self.connector.clone(), "task" => self.task.clone(), "type" => if known { kind.to_owned() } else { "other".to_owned() })
+            .increment(1);
+        if !known {
+            tracing::warn!(task = %self.label, id = %signal.id, r#type = kind, "signal of a type Sluice's PostgreSQL source does not act on (execute-snapshot, stop-snapshot): ignored");
+            return Ok(Vec::new());
+        }
+        let request = match incremental::parse_request(kind, &signal.data) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::error!(task = %self.label, id = %signal.id, r#type = kind, data = %signal.data, error = %e, "signal refused");
+                metrics::counter!("sluice_postgres_signals_refused_total", "connector" => self.connector.clone(), "task" => self.task.clone())
+                    .increment(1);
+                return Ok(Vec::new());
+            }
+        };
+        if kind == incremental::STOP_SNAPSHOT {
+            tracing::info!(task = %self.label, id = %signal.id, collections = ?request.collections, "incremental snapshot stopped");
+            self.incremental.stop(&request.collections);
+            return Ok(Vec::new());
+        }
+        let planned: Vec<String> = crate::snapshot::plan(&self.sql, &self.config)
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        let (tables, unmatched) = incremental::matching(&planned, &request.collections);
+        if !unmatched.is_empty() {
+            tracing::warn!(task = %self.label, id = %signal.id, collections = ?unmatched, "execute-snapshot names tables that do not exist or are not captured (table.include.list): left out");
+        }
+        tracing::info!(task = %self.label, id = %signal.id, tables = ?tables, "incremental snapshot requested");
+        self.incremental.add(tables);
+        Ok(Vec::new())
+    }
+
+    /// Reads the incremental snapshot's next chunk, if one is due.
+    async fn incremental_chunk(&mut self) -> Result<(), ConnectorError> {
+        if !self.incremental.wants_chunk() {
+            return Ok(());
+        }
+        let reader = incremental::Reader {
+            sql: &self.sql,
+            config: &self.config,
+            enums: &self.enums,
+            partition: &self.partition,
+            lsn: self.last_commit.unwrap_or(self.resumed_at),
+            label: &self.label,
+            connector: &self.connector,
+            task: &self.task,
+        };
+        reader.next_chunk(&mut self.incremental).await
     }
 
     /// The next chunk of the snapshot as `r` events, or, once every table is read, the
@@ -434,11 +541,7 @@ impl Running {
         self.last_heartbeat = Instant::now();
         // Caught up: the lag measured at this commit is the commit's own.
         self.returned_commit_micros = Some(now_micros());
-        let offset = SourceOffset(
-            [(LSN.to_owned(), serde_json::Value::from(idle.0))]
-                .into_iter()
-                .collect(),
-        );
+        let offset = self.offset(vec![(LSN, serde_json::Value::from(idle.0))]);
         self.returned = Some(idle);
         if self.heartbeat.is_none() {
             // No heartbeat topic asked for: the position alone, committed without a record
@@ -634,6 +737,7 @@ impl SourceTask for PostgresSourceTask {
             });
             preflight::check_server(&sql, &config).await?;
             ensure_publication(&sql, &config).await?;
+            preflight::check_signal_table(&sql, &config).await?;
             let unpublishable =
                 preflight::tables_without_identity(&sql, |s, t| config.captures(s, t)).await?;
             if !unpublishable.is_empty() {
@@ -835,8 +939,22 @@ impl SourceTask for PostgresSourceTask {
                 tracing::info!(task = %label, slot = %config.slot, publication = %config.publication, from = %from, "streaming changes");
                 Some(stream)
             };
+            let mut incremental = offset
+                .as_ref()
+                .map(Incremental::restore)
+                .unwrap_or_default();
+            if !incremental.collections.is_empty() {
+                if config.signal_table.is_none() {
+                    tracing::warn!(task = %label, tables = ?incremental.collections, "an incremental snapshot was running but signal.data.collection is no longer set: it is dropped");
+                    incremental = Incremental::default();
+                } else {
+                    tracing::info!(task = %label, tables = ?incremental.collections, after = ?incremental.last_key, "resuming the incremental snapshot after its last committed chunk");
+                }
+            }
             let heartbeat = config.heartbeat_interval;
             self.running = Some(Running {
+                incremental,
+                signal_oid: None,
                 heartbeat,
                 config,
                 label,
@@ -879,6 +997,7 @@ impl SourceTask for PostgresSourceTask {
                 tokio::time::sleep(POLL_WAIT).await;
                 return Ok(Vec::new());
             }
+            run.incremental_chunk().await?;
             let deadline = tokio::time::Instant::now() + POLL_WAIT;
             while run.ready.len() < run.config.max_batch_size {
                 let Some(stream) = run.stream.as_mut() else {
@@ -892,6 +1011,10 @@ impl SourceTask for PostgresSourceTask {
                     return Err(ConnectorError::retriable("the replication stream ended"));
                 };
                 run.apply(event).await?;
+                if run.incremental.wants_chunk() {
+                    // A chunk was emitted: the next one is read at the next poll.
+                    break;
+                }
             }
             run.beat();
             run.heartbeat_action().await?;
