@@ -12,13 +12,14 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 use common::postgres::PgCase;
-use common::rebuild::{decoded, rebuild, table};
+use common::rebuild::{decoded, rebuild, table, Rebuilt};
 use common::{counter, WorkerProcess};
 use sluice_testkit::stack;
 
@@ -69,6 +70,24 @@ async fn counted(w: &WorkerProcess, name: &str, at_least: f64, seconds: u64) -> 
             w.log_text()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The topic rebuilt once it equals `expected`, or as it is after 60 s (the Kafka commit
+/// of the last chunk follows the task's count of it).
+async fn settled(
+    stack: &sluice_testkit::Stack,
+    topic: &str,
+    columns: &[&str],
+    expected: &BTreeMap<String, (serde_json::Value, usize)>,
+) -> Result<Rebuilt> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rebuilt = rebuild(stack, topic, columns)?;
+        if rebuilt.rows == *expected || Instant::now() > deadline {
+            return Ok(rebuilt);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -133,14 +152,7 @@ async fn a_table_added_while_streaming_is_read_incrementally_with_no_gap_and_no_
     // Once the stream has caught up, the topic holds the table as PostgreSQL has it.
     let topic = format!("{}.public.items", case.prefix);
     let expected = table(&case.db, "SELECT id::int8, v FROM items ORDER BY id", true).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let rebuilt = loop {
-        let rebuilt = rebuild(stack, &topic, &["id", "v"])?;
-        if rebuilt.rows == expected || Instant::now() > deadline {
-            break rebuilt;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    let rebuilt = settled(stack, &topic, &["id", "v"], &expected).await?;
     let differing: Vec<_> = expected
         .iter()
         .filter(|(k, v)| rebuilt.rows.get(*k) != Some(v))
@@ -219,5 +231,93 @@ async fn a_signal_table_outside_the_publication_fails_the_task_naming_the_key() 
         trace.contains("signal.data.collection") && trace.contains("not in publication"),
         "{trace}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_asked_over_rest_reads_the_table_and_bad_signals_change_nothing() -> Result<()> {
+    let stack = stack()?;
+    let case = PgCase::new(
+        stack,
+        "pgrest",
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text);
+         CREATE TABLE debezium_signal (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048));
+         INSERT INTO orders SELECT g, g % 7, 'n' || g FROM generate_series(1, 500) g;",
+    )
+    .await?;
+    let file = case.connector_file(&[
+        ("signal.data.collection", "public.debezium_signal"),
+        ("incremental.snapshot.chunk.size", "64"),
+    ])?;
+    let w = case.streaming_worker(&file, "w").await?;
+    let signal = |body: serde_json::Value| w.request("POST", "/connectors/pg/signals", Some(&body));
+
+    // Refused, naming the fault, with nothing written.
+    for (body, status, fragment) in [
+        (serde_json::json!({"data": {}}), 400, "type"),
+        (
+            serde_json::json!({"type": "pause-snapshot", "data": {}}),
+            400,
+            "pause-snapshot",
+        ),
+        (
+            serde_json::json!({"type": "execute-snapshot", "data": {"data-collections": ["public.orders"], "type": "blocking"}}),
+            400,
+            "blocking",
+        ),
+        (
+            serde_json::json!({"type": "execute-snapshot", "data": {"data-collections": ["public.orders"]}, "extra": 1}),
+            400,
+            "extra",
+        ),
+    ] {
+        let (code, text) = signal(body.clone())?;
+        ensure!(
+            code == status && text.contains(fragment),
+            "{body}: {code} {text}"
+        );
+    }
+    let (code, text) = w.request(
+        "POST",
+        "/connectors/nope/signals",
+        Some(&serde_json::json!({"type": "execute-snapshot", "data": {"data-collections": ["public.orders"]}})),
+    )?;
+    ensure!(code == 404, "{code} {text}");
+    let written: i64 = case
+        .db
+        .query_one("SELECT count(*) FROM debezium_signal", &[])
+        .await?
+        .get(0);
+    ensure!(
+        written == 0,
+        "{written} signals written by refused requests"
+    );
+
+    let (code, text) = signal(serde_json::json!({
+        "id": "rest-1",
+        "type": "execute-snapshot",
+        "data": {"data-collections": ["public.orders"], "type": "incremental"}
+    }))?;
+    ensure!(code == 202, "{code} {text}");
+    let (code, text) = signal(serde_json::json!({
+        "id": "rest-1",
+        "type": "execute-snapshot",
+        "data": {"data-collections": ["public.orders"]}
+    }))?;
+    ensure!(code == 400 && text.contains("rest-1"), "{code} {text}");
+    counted(&w, "sluice_postgres_incremental_tables_total", 1.0, 60).await?;
+    let expected = table(
+        &case.db,
+        "SELECT id::int8, qty::int8 FROM orders ORDER BY id",
+        true,
+    )
+    .await?;
+    let rebuilt = settled(stack, &case.topic(), &["id", "qty"], &expected).await?;
+    ensure!(
+        rebuilt.rows == expected,
+        "{} rows rebuilt",
+        rebuilt.rows.len()
+    );
+    ensure!(rebuilt.reads == 500, "{} reads", rebuilt.reads);
     Ok(())
 }

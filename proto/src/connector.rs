@@ -72,6 +72,33 @@ pub trait SourceConnector: Connector {
     fn exactly_once_support(&self, _config: &Props) -> ExactlyOnceSupport {
         ExactlyOnceSupport::Unsupported
     }
+
+    /// Hands `signal` to the connector's tasks through a channel of the connector's own
+    /// that outlives a restart and reaches a task wherever it runs (the PostgreSQL source:
+    /// a row of its signal table), so any worker can take the REST request; returns once
+    /// the signal is durable. A signal the connector cannot act on is a config error
+    /// naming the fault; connectors without signals refuse every one.
+    fn signal<'a>(
+        &'a self,
+        _config: &'a Props,
+        signal: &'a Signal,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            Err(ConnectorError::config(format!(
+                "type {:?}: this connector takes no signals",
+                signal.kind
+            )))
+        })
+    }
+}
+
+/// A signal for a source connector's tasks (`POST /connectors/{name}/signals`), as
+/// Debezium's: an id, a type (`execute-snapshot`, ...) and JSON data, as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    pub id: String,
+    pub kind: String,
+    pub data: String,
 }
 
 /// A sink connector: builds the tasks that write an outside system.

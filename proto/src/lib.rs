@@ -18,8 +18,8 @@ pub use config::{
     ConfigDef, ConfigKey, ConfigType, ConfigValue, Importance, ParsedConfig, Password, Validator,
 };
 pub use connector::{
-    BoxFuture, Connector, ExactlyOnceSupport, Props, SinkConnector, SinkTask, SourceConnector,
-    SourceTask, SourceTaskContext,
+    BoxFuture, Connector, ExactlyOnceSupport, Props, Signal, SinkConnector, SinkTask,
+    SourceConnector, SourceTask, SourceTaskContext,
 };
 pub use data::{Schema, SchemaType, Value};
 pub use error::{ConnectorError, ErrorKind};

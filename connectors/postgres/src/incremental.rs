@@ -41,29 +41,21 @@ pub const STOP_SNAPSHOT: &str = "stop-snapshot";
 pub const WINDOW_OPEN: &str = "snapshot-window-open";
 pub const WINDOW_CLOSE: &str = "snapshot-window-close";
 
-/// A row of the signal table: `id`, `type`, `data`, its first three columns (by position,
-/// as Debezium reads them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Signal {
-    pub id: String,
-    pub kind: String,
-    pub data: String,
-}
+pub use sluice_proto::Signal;
 
-impl Signal {
-    /// The signal in a signal table row, if the row has the three columns.
-    pub fn from_tuple(tuple: &[Datum]) -> Option<Signal> {
-        let text = |i: usize| match tuple.get(i) {
-            Some(Datum::Text(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
-            Some(Datum::Null) => Some(String::new()),
-            _ => None,
-        };
-        Some(Signal {
-            id: text(0)?,
-            kind: text(1)?,
-            data: text(2)?,
-        })
-    }
+/// The signal in a row of the signal table: `id`, `type`, `data`, its first three columns
+/// (by position, as Debezium reads them), if it has them.
+pub fn signal_in(tuple: &[Datum]) -> Option<Signal> {
+    let text = |i: usize| match tuple.get(i) {
+        Some(Datum::Text(bytes)) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        Some(Datum::Null) => Some(String::new()),
+        _ => None,
+    };
+    Some(Signal {
+        id: text(0)?,
+        kind: text(1)?,
+        data: text(2)?,
+    })
 }
 
 /// What an `execute-snapshot` or `stop-snapshot` signal asks for.
@@ -126,6 +118,62 @@ pub fn parse_request(kind: &str, data: &str) -> Result<Request, String> {
         return Err("data-collections is empty".into());
     }
     Ok(Request { collections })
+}
+
+/// Writes a signal sent over REST to the signal table, once it is one the task will act on
+/// (`execute-snapshot` or `stop-snapshot`, with data it can parse): the task reads it from
+/// the stream like a row a user inserted, wherever it runs, even if it is restarting.
+pub async fn send(config: &PostgresConfig, signal: &Signal) -> Result<(), ConnectorError> {
+    let Some((schema, table)) = &config.signal_table else {
+        return Err(ConnectorError::config(format!(
+            "{}: not set; signals reach the task through the signal table it names",
+            crate::config::SIGNAL_DATA_COLLECTION
+        )));
+    };
+    if signal.kind != EXECUTE_SNAPSHOT && signal.kind != STOP_SNAPSHOT {
+        return Err(ConnectorError::config(format!(
+            "type: {:?} is not a signal Sluice's PostgreSQL source acts on ({EXECUTE_SNAPSHOT}, {STOP_SNAPSHOT})",
+            signal.kind
+        )));
+    }
+    parse_request(&signal.kind, &signal.data)
+        .map_err(|e| ConnectorError::config(format!("data: {e}")))?;
+    let session = crate::replication::Session::of(config);
+    let (sql, connection) = tokio_postgres::connect(&session.conninfo(), tokio_postgres::NoTls)
+        .await
+        .map_err(|e| crate::preflight::connect_error(config, &e))?;
+    let connection = tokio::spawn(connection);
+    let written = sql
+        .execute(
+            &format!(
+                "INSERT INTO {}.{} VALUES ($1, $2, $3)",
+                quote_ident(schema),
+                quote_ident(table)
+            ),
+            &[&signal.id, &signal.kind, &signal.data],
+        )
+        .await;
+    drop(sql);
+    connection.abort();
+    if let Err(e) = &written {
+        if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            return Err(ConnectorError::config(format!(
+                "id: the signal table already holds a signal {:?}",
+                signal.id
+            )));
+        }
+    }
+    written.map_err(|e| {
+        crate::retriable(
+            &format!(
+                "{}: writing the signal",
+                crate::config::SIGNAL_DATA_COLLECTION
+            ),
+            e,
+        )
+    })?;
+    tracing::info!(topic_prefix = %config.topic_prefix, id = %signal.id, r#type = %signal.kind, "signal written to the signal table");
+    Ok(())
 }
 
 /// The tables of `planned` (`schema.table` names) that `patterns` name, in plan order,

@@ -38,6 +38,19 @@ pub struct Session {
 }
 
 impl Session {
+    /// The session a connector's config describes.
+    pub fn of(config: &crate::config::PostgresConfig) -> Session {
+        Session {
+            host: config.hostname.clone(),
+            port: config.port,
+            user: config.user.clone(),
+            password: config.password.clone(),
+            database: config.dbname.clone(),
+            slot: config.slot.clone(),
+            publication: config.publication.clone(),
+        }
+    }
+
     /// A libpq-style connection string for the SQL connection.
     pub fn conninfo(&self) -> String {
         let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));

@@ -98,6 +98,18 @@ impl SourceConnector for PostgresSource {
     fn exactly_once_support(&self, _config: &Props) -> ExactlyOnceSupport {
         ExactlyOnceSupport::Supported
     }
+
+    fn signal<'a>(
+        &'a self,
+        config: &'a Props,
+        signal: &'a sluice_proto::Signal,
+    ) -> BoxFuture<'a, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let config =
+                PostgresConfig::parse(config).map_err(|e| ConnectorError::config(e.to_string()))?;
+            incremental::send(&config, signal).await
+        })
+    }
 }
 
 /// A transaction read up to its commit.
@@ -268,7 +280,7 @@ impl Running {
             Message::Insert { relation, new } => {
                 if Some(relation) == self.signal_oid {
                     if let (Some(signal), Some(open)) =
-                        (Signal::from_tuple(&new), self.open.as_mut())
+                        (incremental::signal_in(&new), self.open.as_mut())
                     {
                         open.signals.push(signal);
                     }
@@ -716,15 +728,7 @@ impl SourceTask for PostgresSourceTask {
             let config =
                 PostgresConfig::parse(config).map_err(|e| ConnectorError::config(e.to_string()))?;
             let label = format!("{}-{}", context.connector, context.task);
-            let session = Session {
-                host: config.hostname.clone(),
-                port: config.port,
-                user: config.user.clone(),
-                password: config.password.clone(),
-                database: config.dbname.clone(),
-                slot: config.slot.clone(),
-                publication: config.publication.clone(),
-            };
+            let session = Session::of(&config);
             let (sql, connection) =
                 tokio_postgres::connect(&session.conninfo(), tokio_postgres::NoTls)
                     .await

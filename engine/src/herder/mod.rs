@@ -55,6 +55,10 @@ pub enum HerderError {
     /// Kafka (the config topic) did not take the change; nothing changed, try again.
     #[error("{0} (Kafka is unavailable; nothing was changed, the request can be retried)")]
     Unavailable(String),
+    /// The connector's outside system failed the request (a signal could not be written):
+    /// the message names what and why; try again once it is back.
+    #[error("{0}")]
+    External(String),
     /// The cluster cannot take the request right now (a rebalance, no leader known, the
     /// leader changed while it was forwarded); nothing changed, try again.
     #[error(
@@ -153,6 +157,35 @@ pub trait Herder: Send + Sync {
 
     /// One connector's status and its tasks'.
     async fn connector_status(&self, name: &str) -> Result<ConnectorStatus, HerderError>;
+
+    /// The connector's config as its tasks get it, secrets included: for calls into the
+    /// connector itself, never shown.
+    async fn connector_config(&self, name: &str) -> Result<BTreeMap<String, String>, HerderError>;
+
+    /// Hands a signal to a source connector's tasks, through the connector's own durable
+    /// channel ([`sluice_proto::SourceConnector::signal`]), from whichever worker takes it.
+    async fn signal(&self, name: &str, signal: sluice_proto::Signal) -> Result<(), HerderError> {
+        let config = self.connector_config(name).await?;
+        let class = config.get("connector.class").cloned().unwrap_or_default();
+        let plugin = crate::registry::lookup(&class).ok_or(HerderError::UnknownPlugin(class))?;
+        let crate::registry::Kind::Source(source) = plugin.kind else {
+            return Err(HerderError::BadConfig(format!(
+                "connector {name} is a sink connector: signals are for source connectors"
+            )));
+        };
+        source()
+            .signal(&config, &signal)
+            .await
+            .map_err(|e| match e.kind {
+                sluice_proto::ErrorKind::Config | sluice_proto::ErrorKind::Data => {
+                    HerderError::BadConfig(e.message)
+                }
+                sluice_proto::ErrorKind::External => HerderError::External(e.message),
+                sluice_proto::ErrorKind::Internal => HerderError::Internal(e.message),
+            })?;
+        tracing::info!(connector = %name, id = %signal.id, r#type = %signal.kind, "signal handed to the connector");
+        Ok(())
+    }
 
     /// Creates a connector from its config (which names it), in state `target`.
     async fn create_connector(

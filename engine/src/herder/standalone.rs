@@ -84,6 +84,10 @@ impl Herder for Standalone {
         self.entry_info(name)
     }
 
+    async fn connector_config(&self, name: &str) -> Result<BTreeMap<String, String>, HerderError> {
+        Ok(self.worker()?.connector(name)?.config)
+    }
+
     async fn connector_status(&self, name: &str) -> Result<ConnectorStatus, HerderError> {
         let worker = self.worker()?;
         let entry = worker.connector(name)?;

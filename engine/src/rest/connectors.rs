@@ -28,6 +28,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/connectors/{connector}/pause"),
     ("PUT", "/connectors/{connector}/resume"),
     ("PUT", "/connectors/{connector}/stop"),
+    ("POST", "/connectors/{connector}/signals"),
     ("GET", "/connectors/{connector}/tasks"),
     ("GET", "/connectors/{connector}/tasks/{task}/status"),
     ("POST", "/connectors/{connector}/tasks/{task}/restart"),
@@ -46,6 +47,7 @@ pub(crate) fn herder_error(e: HerderError) -> RestError {
         | HerderError::TaskNotFound(..)
         | HerderError::UnknownPlugin(_) => StatusCode::NOT_FOUND,
         HerderError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        HerderError::External(_) => StatusCode::BAD_GATEWAY,
         HerderError::Unavailable(_) | HerderError::Starting => StatusCode::SERVICE_UNAVAILABLE,
     };
     RestError::new(status, e.to_string())
@@ -554,6 +556,64 @@ async fn delete_offsets(
         .json(json!({"message": "The offsets for this connector have been reset successfully"})))
 }
 
+/// `POST /connectors/{name}/signals` (Sluice's; Debezium's signal, `{"type": ..., "data":
+/// {...}, "id": ...}`, the id made up when absent): handed to the connector's own durable
+/// channel, so it reaches the task wherever and whenever it runs. 202 once durable.
+async fn signal(
+    state: web::Data<RestState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, RestError> {
+    let name = path.into_inner();
+    let Value::Object(mut request) = parse_json(&body)? else {
+        return Err(bad_request("Request body must be a JSON object"));
+    };
+    let kind = match request.remove("type") {
+        Some(Value::String(t)) if !t.is_empty() => t,
+        _ => {
+            return Err(bad_request(
+                "type: the signal's type (e.g. execute-snapshot) is required",
+            ))
+        }
+    };
+    let data = match request.remove("data") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(text)) => text,
+        Some(Value::Object(o)) => Value::Object(o).to_string(),
+        Some(other) => {
+            return Err(bad_request(format!(
+                "data: must be a JSON object (or its text), not {other}"
+            )))
+        }
+    };
+    let id = match request.remove("id") {
+        None | Some(Value::Null) => format!(
+            "rest-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros())
+        ),
+        Some(Value::String(id)) if !id.is_empty() && id.len() <= 42 => id,
+        Some(_) => return Err(bad_request("id: must be a string of 1 to 42 characters")),
+    };
+    if let Some(unexpected) = request.keys().next() {
+        return Err(bad_request(format!(
+            "{unexpected}: unknown field (expected type, data, id)"
+        )));
+    }
+    let signal = sluice_proto::Signal {
+        id: id.clone(),
+        kind: kind.clone(),
+        data,
+    };
+    state
+        .herder()
+        .signal(&name, signal)
+        .await
+        .map_err(herder_error)?;
+    Ok(HttpResponse::Accepted().json(json!({"id": id, "type": kind})))
+}
+
 /// Mounts the routes.
 pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     let resource = |path: &str| web::resource(path).default_service(web::to(method_not_allowed));
@@ -578,6 +638,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/connectors/{connector}/pause").route(web::put().to(pause)))
     .service(resource("/connectors/{connector}/resume").route(web::put().to(resume)))
     .service(resource("/connectors/{connector}/stop").route(web::put().to(stop)))
+    .service(resource("/connectors/{connector}/signals").route(web::post().to(signal)))
     .service(resource("/connectors/{connector}/tasks").route(web::get().to(tasks)))
     .service(
         resource("/connectors/{connector}/tasks/{task}/status").route(web::get().to(task_status)),

@@ -43,6 +43,7 @@ pub const BODY_ROUTES: &[(&str, &str)] = &[
     ("PUT", "/connectors/{connector}/config"),
     ("PATCH", "/connectors/{connector}/config"),
     ("PATCH", "/connectors/{connector}/offsets"),
+    ("POST", "/connectors/{connector}/signals"),
     ("PUT", "/connector-plugins/{plugin}/config/validate"),
     ("PUT", "/admin/loggers/{logger}"),
 ];

@@ -279,6 +279,11 @@ impl Herder for Distributed {
         })
     }
 
+    async fn connector_config(&self, name: &str) -> Result<BTreeMap<String, String>, HerderError> {
+        let stored = self.stored(name)?;
+        Ok(self.plan(&stored.config).await?.config)
+    }
+
     async fn connector_status(&self, name: &str) -> Result<ConnectorStatus, HerderError> {
         let cluster = self.cluster()?;
         let stored = self.stored(name)?;
