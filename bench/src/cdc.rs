@@ -21,7 +21,8 @@
 //!
 //! Knobs: `SLUICE_CDC_SCALE` (50), `SLUICE_CDC_THREADS` (`snapshot.max.threads` of both,
 //! 2), `SLUICE_CDC_STREAM_S` (30), `SLUICE_CDC_RATE` (transactions/s of the lag run, 500),
-//! `SLUICE_CDC_ROUNDS` (1; the contenders' order alternates), `SLUICE_CDC_CONTENDERS`
+//! `SLUICE_CDC_ROUNDS` (1; the contenders' order alternates), `SLUICE_CDC_SLUICE_EXTRA`
+//! (`k=v,...` added to Sluice's connector config only, for tuning), `SLUICE_CDC_CONTENDERS`
 //! (`sluice,debezium`; one of them alone to profile it), `SLUICE_BENCH_OUT`.
 //! Environment set by `bench/cdc`: `KC_CLASSPATH`, `KC_PLUGIN_PATH`, `KC_LOG4J`,
 //! optionally `SLUICE_BIN`, `JAVA`, `SLUICE_PG_BIN`.
@@ -333,7 +334,17 @@ impl Env {
             // Snapshot.
             let (cpu0, machine0) = (w.usage().0, machine_jiffies()?);
             let begun = Instant::now();
-            self.workers.create(port, &self.connector(&name, &prefix))?;
+            let mut connector = self.connector(&name, &prefix);
+            if tool == Tool::Sluice {
+                // SLUICE_CDC_SLUICE_EXTRA: k=v,... added to Sluice's connector config only
+                // (tuning experiments; the recorded runs leave it empty).
+                for pair in env_or("SLUICE_CDC_SLUICE_EXTRA", "").split(',') {
+                    if let Some((k, v)) = pair.split_once('=') {
+                        connector["config"][k.trim()] = serde_json::Value::from(v.trim());
+                    }
+                }
+            }
+            self.workers.create(port, &connector)?;
             let (n, last) = Self::drain(&consumer, &mut w, rows, Duration::from_secs(3600), None)?;
             run.snapshot_rows = n;
             run.snapshot_s = last.duration_since(begun).as_secs_f64();
