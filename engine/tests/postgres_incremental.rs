@@ -321,3 +321,82 @@ async fn a_snapshot_asked_over_rest_reads_the_table_and_bad_signals_change_nothi
     ensure!(rebuilt.reads == 500, "{} reads", rebuilt.reads);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_mode_always_reads_every_table_again_at_each_start() -> Result<()> {
+    let stack = stack()?;
+    let case = PgCase::new(
+        stack,
+        "pgalways",
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text);
+         CREATE TABLE debezium_signal (id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048));
+         INSERT INTO orders SELECT g, 1, 'n' || g FROM generate_series(1, 200) g;",
+    )
+    .await?;
+    let file = case.connector_file(&[
+        ("snapshot.mode", "always"),
+        ("signal.data.collection", "public.debezium_signal"),
+        ("incremental.snapshot.chunk.size", "50"),
+    ])?;
+    let topic = case.topic();
+    // The first start: the initial snapshot, then streaming.
+    let mut w = case.streaming_worker(&file, "w1").await?;
+    case.db
+        .batch_execute(
+            "UPDATE orders SET qty = 2 WHERE id <= 10;
+             DELETE FROM orders WHERE id > 195;
+             INSERT INTO orders SELECT g, 3, 'n' || g FROM generate_series(201, 220) g;",
+        )
+        .await?;
+    let expected = table(
+        &case.db,
+        "SELECT id::int8, qty::int8 FROM orders ORDER BY id",
+        true,
+    )
+    .await?;
+    let first = settled(stack, &topic, &["id", "qty"], &expected).await?;
+    ensure!(
+        first.rows == expected,
+        "{} rows after the first start",
+        first.rows.len()
+    );
+    ensure!(
+        first.reads == 200,
+        "{} reads by the initial snapshot",
+        first.reads
+    );
+    w.terminate(Duration::from_secs(30))?;
+
+    // Changed while the worker is down; the next start streams them and reads it all again.
+    case.db
+        .batch_execute("UPDATE orders SET qty = 4 WHERE id BETWEEN 11 AND 20")
+        .await?;
+    let w = case.streaming_worker(&file, "w2").await?;
+    counted(&w, "sluice_postgres_incremental_tables_total", 1.0, 60).await?;
+    let expected = table(
+        &case.db,
+        "SELECT id::int8, qty::int8 FROM orders ORDER BY id",
+        true,
+    )
+    .await?;
+    let again = settled(stack, &topic, &["id", "qty"], &expected).await?;
+    ensure!(
+        again.rows == expected,
+        "{} rows after the second start",
+        again.rows.len()
+    );
+    let incremental = decoded(stack, &topic)?
+        .iter()
+        .filter(|(_, v)| {
+            v.as_ref()
+                .is_some_and(|v| v["op"] == "r" && v["source"]["snapshot"] == "incremental")
+        })
+        .count();
+    ensure!(
+        incremental == expected.len(),
+        "{incremental} incremental reads of {} rows",
+        expected.len()
+    );
+    ensure!(again.repeated == 0, "{} changes twice", again.repeated);
+    Ok(())
+}

@@ -156,7 +156,7 @@ pub fn source_def() -> ConfigDef {
                 .default_value("initial")
                 .importance(Importance::Medium)
                 .validator(Validator::Custom(snapshot_mode))
-                .doc("When to read the tables' existing rows: initial (when nothing was committed yet, then stream), initial_only (then stop), no_data (stream only), when_needed (as initial, and again whenever the changes after the committed offset are gone: the slot missing or confirmed past it). always and the custom modes are not built yet."),
+                .doc("When to read the tables' existing rows: initial (when nothing was committed yet, then stream), initial_only (then stop), no_data (stream only), when_needed (as initial, and again whenever the changes after the committed offset are gone: the slot missing or confirmed past it), always (as initial, and at every later start all tables again as an incremental snapshot while streaming goes on, which needs signal.data.collection). The custom modes are not built yet."),
         )
         .define(
             ConfigKey::new(TOMBSTONES_ON_DELETE, ConfigType::Boolean)
@@ -409,10 +409,10 @@ fn interval_mode(value: &ConfigValue) -> Result<(), String> {
 
 fn snapshot_mode(value: &ConfigValue) -> Result<(), String> {
     match string(value).to_ascii_lowercase().as_str() {
-        "no_data" | "initial" | "initial_only" | "when_needed" => Ok(()),
+        "no_data" | "initial" | "initial_only" | "when_needed" | "always" => Ok(()),
         "never" => Err("never was removed in Debezium 3.3; use no_data".into()),
         m if SNAPSHOT_MODES.contains(&m) => Err(format!(
-            "{m} is {NOT_YET} (initial, initial_only, when_needed and no_data are)"
+            "{m} is {NOT_YET} (initial, initial_only, when_needed, always and no_data are)"
         )),
         m => Err(format!("{m} is not one of {}", SNAPSHOT_MODES.join(", "))),
     }
@@ -616,6 +616,15 @@ impl PostgresConfig {
                 .filter_map(|op| op.trim().chars().next())
                 .collect()
         };
+        let signal_table = text(SIGNAL_DATA_COLLECTION)?
+            .split_once('.')
+            .map(|(schema, table)| (schema.to_owned(), table.to_owned()));
+        if text(SNAPSHOT_MODE)?.eq_ignore_ascii_case("always") && signal_table.is_none() {
+            return Err(invalid(
+                SNAPSHOT_MODE,
+                "always reads every table again at each start as an incremental snapshot (streaming goes on meanwhile, so nothing is stale or lost), which needs the signal table: set signal.data.collection",
+            ));
+        }
         Ok(PostgresConfig {
             hostname: text(HOSTNAME)?,
             port,
@@ -668,9 +677,7 @@ impl PostgresConfig {
                 .long("snapshot.max.threads")
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or(1),
-            signal_table: text(SIGNAL_DATA_COLLECTION)?
-                .split_once('.')
-                .map(|(schema, table)| (schema.to_owned(), table.to_owned())),
+            signal_table,
             incremental_chunk_size: parsed
                 .long(INCREMENTAL_CHUNK_SIZE)
                 .and_then(|n| usize::try_from(n).ok())
@@ -760,7 +767,12 @@ mod tests {
     #[test]
     fn what_is_not_built_is_refused_by_name() {
         refused(&[("plugin.name", "decoderbufs")], PLUGIN_NAME, "pgoutput");
-        refused(&[("snapshot.mode", "always")], SNAPSHOT_MODE, "no_data");
+        refused(&[("snapshot.mode", "custom")], SNAPSHOT_MODE, "no_data");
+        refused(
+            &[("snapshot.mode", "always")],
+            SNAPSHOT_MODE,
+            "signal.data.collection",
+        );
         refused(&[("snapshot.mode", "never")], SNAPSHOT_MODE, "3.3");
         refused(
             &[("database.sslmode", "require")],

@@ -23,8 +23,12 @@
 //! The initial snapshot (`snapshot.mode=initial`) is [`crate::snapshot`]'s; incremental
 //! snapshots while streaming (signal table rows) are [`crate::incremental`]'s.
 //!
-//! Not built yet (refused by validate): `snapshot.mode` always and custom, blocking
-//! snapshots, logical decoding messages, TLS to PostgreSQL.
+//! `snapshot.mode=always` reads every table at the first start as `initial` does, and at
+//! every later start as an incremental snapshot while streaming resumes from the committed
+//! offset.
+//!
+//! Not built yet (refused by validate): `snapshot.mode=custom`, blocking snapshots, logical
+//! decoding messages, TLS to PostgreSQL.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -785,7 +789,7 @@ impl SourceTask for PostgresSourceTask {
                 });
             let wants_snapshot = matches!(
                 config.snapshot_mode.as_str(),
-                "initial" | "initial_only" | "when_needed"
+                "initial" | "initial_only" | "when_needed" | "always"
             );
             let mut stored = stored;
             let mut resume = resume;
@@ -947,6 +951,26 @@ impl SourceTask for PostgresSourceTask {
                 .as_ref()
                 .map(Incremental::restore)
                 .unwrap_or_default();
+            if config.snapshot_mode == "always"
+                && snapshot.is_none()
+                && incremental.collections.is_empty()
+            {
+                // Every start after the first: all tables again, read while streaming goes
+                // on from the committed offset (an initial snapshot here would race the
+                // replay of the changes since).
+                let signals = config
+                    .signal_table
+                    .as_ref()
+                    .map(|(schema, table)| format!("{schema}.{table}"));
+                let tables: Vec<String> = crate::snapshot::plan(&sql, &config)
+                    .await?
+                    .into_iter()
+                    .map(|t| t.name)
+                    .filter(|name| Some(name) != signals.as_ref())
+                    .collect();
+                tracing::info!(task = %label, tables = ?tables, "snapshot.mode=always: reading every table again as an incremental snapshot");
+                incremental.add(tables);
+            }
             if !incremental.collections.is_empty() {
                 if config.signal_table.is_none() {
                     tracing::warn!(task = %label, tables = ?incremental.collections, "an incremental snapshot was running but signal.data.collection is no longer set: it is dropped");
