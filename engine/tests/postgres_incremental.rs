@@ -250,6 +250,21 @@ async fn a_snapshot_asked_over_rest_reads_the_table_and_bad_signals_change_nothi
         ("incremental.snapshot.chunk.size", "64"),
     ])?;
     let w = case.streaming_worker(&file, "w").await?;
+    // A setup that works validates clean, its checks against the server included.
+    let whole: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?)?;
+    let mut config = whole["config"].clone();
+    config["name"] = serde_json::json!("pg");
+    let (code, text) = w.request(
+        "PUT",
+        "/connector-plugins/PostgresConnector/config/validate",
+        Some(&config),
+    )?;
+    let infos: serde_json::Value = serde_json::from_str(&text)?;
+    ensure!(
+        code == 200 && infos["error_count"] == 0,
+        "validate {code}: {} errors",
+        infos["error_count"]
+    );
     let signal = |body: serde_json::Value| w.request("POST", "/connectors/pg/signals", Some(&body));
 
     // Refused, naming the fault, with nothing written.

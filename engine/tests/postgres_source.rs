@@ -503,21 +503,30 @@ async fn setups_that_cannot_work_fail_the_task_with_the_setting_at_fault() -> Re
         .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
         .await?;
     let slot = case.slot.clone();
+    // (connector, its keys, what the task's failure says, the key validate puts it under)
     let cases = [
         (
             "nodb",
             vec![("database.dbname", "no_such_database")],
             "does not exist",
+            "database.dbname",
         ),
         (
             "norepl",
             vec![("database.user", role.as_str())],
             "REPLICATION",
+            "database.user",
         ),
-        ("keyless", vec![], "public.keyless"),
+        (
+            "keyless",
+            vec![],
+            "public.keyless",
+            "publication.autocreate.mode",
+        ),
     ];
     let mut files = Vec::new();
-    for (name, extra, _) in &cases {
+    let mut configs = Vec::new();
+    for (name, extra, _, _) in &cases {
         let mut c = connector(
             stack.postgres_port,
             &case.database,
@@ -527,12 +536,38 @@ async fn setups_that_cannot_work_fail_the_task_with_the_setting_at_fault() -> Re
         );
         c["name"] = json!(name);
         files.push(case.dir.write(&format!("{name}.json"), &c.to_string())?);
+        let mut config = c["config"].clone();
+        config["name"] = json!(name);
+        configs.push(config);
     }
     let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
     let mut w =
         WorkerProcess::standalone(&case.worker, &paths, case.port, case.dir.0.join("w.log"))?;
     w.wait_ready(Duration::from_secs(60))?;
-    for (name, _, expected) in &cases {
+    // Validate says so first, under the key at fault (it checks against the server).
+    for ((name, _, expected, key), config) in cases.iter().zip(&configs) {
+        let (code, text) = w.request(
+            "PUT",
+            "/connector-plugins/PostgresConnector/config/validate",
+            Some(config),
+        )?;
+        ensure!(code == 200, "{name}: validate {code} {text}");
+        let infos: Value = serde_json::from_str(&text)?;
+        let errors: Vec<String> = infos["configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["value"]["name"] == *key)
+            .flat_map(|c| c["value"]["errors"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e.as_str().map(str::to_owned))
+            .collect();
+        ensure!(
+            infos["error_count"].as_u64() >= Some(1) && errors.iter().any(|e| e.contains(expected)),
+            "{name}: validate did not name {key} with {expected:?}: {errors:?}, {} errors in all",
+            infos["error_count"]
+        );
+    }
+    for (name, _, expected, _) in &cases {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (_, s) = w.get_json(&format!("/connectors/{name}/status"))?;

@@ -61,6 +61,15 @@ pub trait Connector: Send {
 
     /// Plans up to `max_tasks` task configs from the connector's validated config.
     fn task_configs(&self, config: &Props, max_tasks: u32) -> Result<Vec<Props>, ConnectorError>;
+
+    /// Checks against the outside system that a config whose keys are each valid can work
+    /// (the server reachable, the rights and settings it needs), as Kafka Connect's
+    /// `Connector.validate` does: each problem as (the key at fault, what is wrong). Called
+    /// by `PUT /connector-plugins/{plugin}/config/validate` once every key passed its own
+    /// checks; a task's start makes the same checks and fails naming the key.
+    fn validate_live<'a>(&'a self, _config: &'a Props) -> BoxFuture<'a, Vec<(String, String)>> {
+        Box::pin(async { Vec::new() })
+    }
 }
 
 /// A source connector: builds the tasks that read an outside system.

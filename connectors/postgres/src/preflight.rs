@@ -149,3 +149,94 @@ pub async fn check_signal_table(
     }
     Ok(())
 }
+
+/// A check's error as (the key it names, the message): every message here starts with its
+/// key (`database.user: ...`); one that does not is put under `database.hostname`.
+fn keyed(e: &ConnectorError) -> (String, String) {
+    match e.message.split_once(": ") {
+        Some((key, _)) if !key.contains(' ') => (key.to_owned(), e.message.clone()),
+        _ => ("database.hostname".to_owned(), e.message.clone()),
+    }
+}
+
+/// Everything a task's start would refuse, checked against the server at validate: the
+/// connection (under the key its failure names), `wal_level`, the user's rights, captured
+/// tables PostgreSQL would refuse UPDATE and DELETE on once published, the publication and
+/// the signal table. Each problem as (key, message).
+pub async fn problems(config: &PostgresConfig) -> Vec<(String, String)> {
+    let session = crate::replication::Session::of(config);
+    let (sql, connection) =
+        match tokio_postgres::connect(&session.conninfo(), tokio_postgres::NoTls).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                let key = match e.as_db_error().map(|d| d.code().code()) {
+                    Some("28P01") => "database.password",
+                    Some("28000") => "database.user",
+                    Some("3D000") => "database.dbname",
+                    _ => "database.hostname",
+                };
+                return vec![(key.to_owned(), connect_error(config, &e).message)];
+            }
+        };
+    let connection = tokio::spawn(connection);
+    let mut out = Vec::new();
+    if let Err(e) = check_server(&sql, config).await {
+        out.push(keyed(&e));
+    }
+    match tables_without_identity(&sql, |s, t| config.captures(s, t)).await {
+        Ok(tables) if !tables.is_empty() => out.push((
+            "table.include.list".to_owned(),
+            format!(
+                "table.include.list: captured tables without a primary key and with REPLICA IDENTITY DEFAULT: {}; PostgreSQL refuses their UPDATE and DELETE once they are published: give them a primary key or REPLICA IDENTITY FULL, or leave them out",
+                tables.join(", ")
+            ),
+        )),
+        Ok(_) => {}
+        Err(e) => out.push(keyed(&e)),
+    }
+    let publication = sql
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&config.publication],
+        )
+        .await;
+    match publication {
+        Ok(Some(_)) => {
+            if let Err(e) = check_signal_table(&sql, config).await {
+                out.push(keyed(&e));
+            }
+        }
+        Ok(None) => match config.publication_autocreate.as_str() {
+            "all_tables" => {
+                if let Err(e) = check_all_tables_publication(&sql).await {
+                    out.push(keyed(&e));
+                }
+            }
+            "no_tables" => {}
+            _ => out.push((
+                "publication.name".to_owned(),
+                format!(
+                    "publication.name: publication {} does not exist and publication.autocreate.mode={} does not create it",
+                    config.publication, config.publication_autocreate
+                ),
+            )),
+        },
+        Err(e) => out.push(keyed(&crate::retriable("reading pg_publication", e))),
+    }
+    drop(sql);
+    connection.abort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_error_goes_under_the_key_it_names() {
+        let e = ConnectorError::config("database.user: bob has neither ...");
+        assert_eq!(keyed(&e).0, "database.user");
+        let e = ConnectorError::retriable("reading wal_level: db error: boom");
+        assert_eq!(keyed(&e).0, "database.hostname");
+    }
+}

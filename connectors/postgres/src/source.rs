@@ -92,6 +92,16 @@ impl Connector for PostgresSource {
         // A slot has one reader: one task, whatever tasks.max says (as Debezium).
         Ok(vec![config.clone()])
     }
+
+    fn validate_live<'a>(&'a self, config: &'a Props) -> BoxFuture<'a, Vec<(String, String)>> {
+        Box::pin(async move {
+            match PostgresConfig::parse(config) {
+                Ok(config) => preflight::problems(&config).await,
+                // Each key's own check reports these.
+                Err(_) => Vec::new(),
+            }
+        })
+    }
 }
 
 impl SourceConnector for PostgresSource {

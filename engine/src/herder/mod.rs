@@ -268,7 +268,8 @@ pub trait Herder: Send + Sync {
         plugin: &str,
         config: BTreeMap<String, String>,
     ) -> Result<ConfigInfos, HerderError> {
-        plugins::validate(plugin, &config)
+        let infos = plugins::validate(plugin, &config)?;
+        plugins::validate_live(plugin, &config, infos).await
     }
 
     /// This process's log levels.

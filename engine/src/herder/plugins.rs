@@ -71,6 +71,55 @@ pub struct ConfigInfos {
     pub configs: Vec<ConfigInfo>,
 }
 
+/// How long a connector's checks against its outside system may take at validate.
+const LIVE_CHECKS: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Adds the connector's checks against its outside system
+/// ([`sluice_proto::Connector::validate_live`]) to `infos`, once every key passed its own:
+/// each problem under the key it names (or `connector.class` for a key not listed).
+pub async fn validate_live(
+    name: &str,
+    config: &BTreeMap<String, String>,
+    mut infos: ConfigInfos,
+) -> Result<ConfigInfos, HerderError> {
+    if infos.error_count > 0 {
+        return Ok(infos);
+    }
+    let connector: Box<dyn sluice_proto::Connector> = match plugin(name)?.kind {
+        registry::Kind::Source(source) => source(),
+        registry::Kind::Sink(sink) => sink(),
+        registry::Kind::KafkaSink => return Ok(infos),
+    };
+    let problems = tokio::time::timeout(LIVE_CHECKS, connector.validate_live(config))
+        .await
+        .unwrap_or_else(|_| {
+            vec![(
+                "connector.class".to_owned(),
+                format!(
+                    "the connector's checks against its outside system did not finish in {} s",
+                    LIVE_CHECKS.as_secs()
+                ),
+            )]
+        });
+    for (key, message) in problems {
+        let at = infos
+            .configs
+            .iter()
+            .position(|c| c.value.name == key)
+            .or_else(|| {
+                infos
+                    .configs
+                    .iter()
+                    .position(|c| c.value.name == "connector.class")
+            });
+        if let Some(at) = at {
+            infos.configs[at].value.errors.push(message);
+            infos.error_count += 1;
+        }
+    }
+    Ok(infos)
+}
+
 fn plugin(name: &str) -> Result<registry::Plugin, HerderError> {
     registry::lookup(name).ok_or_else(|| HerderError::UnknownPlugin(name.to_owned()))
 }
