@@ -41,6 +41,7 @@ pub const TRANSACTION_METADATA: &str = "provide.transaction.metadata";
 pub const MESSAGE_KEY_COLUMNS: &str = "message.key.columns";
 pub const TRANSACTION_TOPIC: &str = "topic.transaction";
 pub const SIGNAL_DATA_COLLECTION: &str = "signal.data.collection";
+pub const INCLUDE_UNKNOWN: &str = "include.unknown.datatypes";
 pub const SIGNAL_CHANNELS: &str = "signal.enabled.channels";
 pub const INCREMENTAL_CHUNK_SIZE: &str = "incremental.snapshot.chunk.size";
 
@@ -56,7 +57,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "snapshot.include.collection.list",
     "hstore.handling.mode",
     "binary.handling.mode",
-    "include.unknown.datatypes",
     "column.mask.hash",
     "column.truncate.to",
     "column.propagate.source.type",
@@ -256,6 +256,12 @@ pub fn source_def() -> ConfigDef {
                 .importance(Importance::Low)
                 .validator(Validator::NonEmptyString)
                 .doc("Heartbeat records go to <this>.<topic.prefix>."),
+        )
+        .define(
+            ConfigKey::new(INCLUDE_UNKNOWN, ConfigType::Boolean)
+                .default_value("false")
+                .importance(Importance::Low)
+                .doc("A column of a type Sluice does not map (hstore, ltree, citext and other extension types; box, circle, line, lseg, path, polygon; composite types) as BYTES holding its text output, instead of leaving it out of the events with a WARN."),
         )
         .define(
             s(SIGNAL_DATA_COLLECTION)
@@ -642,7 +648,11 @@ impl PostgresConfig {
             tables: Filter::new(&parsed, TABLE_INCLUDE, TABLE_EXCLUDE)?,
             columns: Filter::new(&parsed, COLUMN_INCLUDE, COLUMN_EXCLUDE)?,
             tombstones_on_delete: parsed.boolean(TOMBSTONES_ON_DELETE).unwrap_or(true),
-            mapping: Mapping { decimal, time },
+            mapping: Mapping {
+                decimal,
+                time,
+                unknown: parsed.boolean(INCLUDE_UNKNOWN).unwrap_or(false),
+            },
             skipped,
             slot_drop_on_stop: parsed.boolean(SLOT_DROP_ON_STOP).unwrap_or(false),
             unavailable_placeholder: text(UNAVAILABLE_PLACEHOLDER)?,

@@ -302,7 +302,7 @@ mod tests {
                 column("id", true, 23),
                 column("note", false, 25),
                 column("secret", false, 25),
-                column("shape", false, 600),
+                column("shape", false, 603),
             ],
         }
     }
@@ -310,6 +310,7 @@ mod tests {
     const MAPPING: Mapping = Mapping {
         decimal: DecimalMode::Precise,
         time: TimeMode::Adaptive,
+        unknown: false,
     };
 
     #[test]

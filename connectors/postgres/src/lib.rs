@@ -16,6 +16,7 @@ pub mod replication;
 pub mod setup;
 pub mod snapshot;
 pub mod source;
+pub mod textforms;
 pub mod txmeta;
 pub mod types;
 

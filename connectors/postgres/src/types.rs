@@ -4,11 +4,15 @@
 //!
 //! Covered so far: booleans, integers, floats, NUMERIC (precise `Decimal`, or
 //! `VariableScaleDecimal` when unconstrained; double; string), MONEY, the character types,
-//! BYTEA, UUID, JSON/JSONB, XML, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL
-//! (`MicroDuration`), the network and OID types, and one-dimensional arrays of these
-//! (enums are mapped where the table's schemas are built: their labels come from the
-//! database's catalogue). A type not covered yet maps to `None`: the column is left out of the
-//! record, as Debezium does with `include.unknown.datatypes=false` (the caller logs it).
+//! BYTEA, UUID, JSON/JSONB, XML, DATE, TIME, TIMESTAMP, TIMESTAMPTZ, TIMETZ (`ZonedTime`),
+//! INTERVAL (`MicroDuration`), BIT and BIT VARYING (`Bits`, or BOOLEAN for `bit(1)`), POINT
+//! (`geometry.Point`), TSVECTOR, the built-in range types (their text), the network and OID
+//! types, and one-dimensional arrays of the scalar ones (enums are mapped where the table's
+//! schemas are built: their labels come from the database's catalogue; the text forms of
+//! bits, points and zoned times are read by [`crate::textforms`]). A type not covered yet
+//! maps to `None`: the column is left out of the record, as Debezium does with
+//! `include.unknown.datatypes=false` (the caller logs it); with it true, to BYTES holding
+//! its text output, as Debezium's pgoutput connector does.
 //! Every conversion error names the column and the text at fault.
 
 use sluice_proto::data::{Schema, SchemaType, Value};
@@ -39,6 +43,19 @@ pub enum TimeMode {
 pub struct Mapping {
     pub decimal: DecimalMode,
     pub time: TimeMode,
+    /// `include.unknown.datatypes`: a type not covered as BYTES of its text output, instead
+    /// of leaving the column out.
+    pub unknown: bool,
+}
+
+/// A BIT or BIT VARYING column's length (`bit` alone is `bit(1)`; an unbounded `varbit`
+/// is Debezium's `Integer.MAX_VALUE`).
+fn bit_length(column: &Column) -> i32 {
+    match (column.type_oid, column.type_modifier) {
+        (_, m) if m >= 0 => m,
+        (BIT, _) => 1,
+        _ => i32::MAX,
+    }
 }
 
 /// A value that does not convert.
@@ -80,6 +97,13 @@ const INTERVAL: u32 = 1186;
 const NUMERIC: u32 = 1700;
 const UUID: u32 = 2950;
 const JSONB: u32 = 3802;
+const POINT: u32 = 600;
+const BIT: u32 = 1560;
+const VARBIT: u32 = 1562;
+const TIMETZ: u32 = 1266;
+const TSVECTOR: u32 = 3614;
+/// The built-in range types: int4range, numrange, tsrange, tstzrange, daterange, int8range.
+const RANGES: [u32; 6] = [3904, 3906, 3908, 3910, 3912, 3926];
 
 /// Debezium's and Kafka Connect's logical type names.
 pub mod names {
@@ -98,6 +122,10 @@ pub mod names {
     pub const CONNECT_DATE: &str = "org.apache.kafka.connect.data.Date";
     pub const CONNECT_TIME: &str = "org.apache.kafka.connect.data.Time";
     pub const CONNECT_TIMESTAMP: &str = "org.apache.kafka.connect.data.Timestamp";
+    pub const BITS: &str = "io.debezium.data.Bits";
+    pub const ZONED_TIME: &str = "io.debezium.time.ZonedTime";
+    pub const POINT: &str = "io.debezium.data.geometry.Point";
+    pub const TSVECTOR: &str = "io.debezium.data.Tsvector";
 }
 
 /// The element type of the one-dimensional built-in array types covered.
@@ -228,6 +256,26 @@ impl Mapping {
             },
             TIMESTAMPTZ => s(SchemaType::String).named(names::ZONED_TIMESTAMP),
             INTERVAL => s(SchemaType::Int64).named(names::MICRO_DURATION),
+            BIT if bit_length(column) == 1 => s(SchemaType::Boolean),
+            BIT | VARBIT => {
+                let mut b = s(SchemaType::Bytes).named(names::BITS);
+                b.parameters
+                    .insert("length".into(), bit_length(column).to_string());
+                b
+            }
+            TIMETZ => s(SchemaType::String).named(names::ZONED_TIME),
+            TSVECTOR => s(SchemaType::String).named(names::TSVECTOR),
+            POINT => Schema {
+                doc: Some("Geometry (POINT)".into()),
+                ..Schema::structure()
+                    .named(names::POINT)
+                    .field("x", s(SchemaType::Float64))
+                    .field("y", s(SchemaType::Float64))
+                    .field("wkb", s(SchemaType::Bytes).optional())
+                    .field("srid", s(SchemaType::Int32).optional())
+            },
+            oid if RANGES.contains(&oid) => s(SchemaType::String),
+            _ if self.unknown => s(SchemaType::Bytes),
             _ => return None,
         };
         let mut schema = schema;
@@ -342,6 +390,29 @@ impl Mapping {
                 .ok_or_else(|| fail("not a timestamp with time zone"))?,
             ),
             INTERVAL => Value::Int64(parse_interval(t).ok_or_else(|| fail("not an interval"))?),
+            BIT if bit_length(column) == 1 => match t {
+                "1" => Value::Boolean(true),
+                "0" => Value::Boolean(false),
+                _ => return Err(fail("not a bit")),
+            },
+            BIT | VARBIT => {
+                Value::Bytes(crate::textforms::bits(t).ok_or_else(|| fail("not a bit string"))?)
+            }
+            TIMETZ => Value::String(
+                crate::textforms::zoned_time(t).ok_or_else(|| fail("not a time with time zone"))?,
+            ),
+            TSVECTOR => Value::String(t.to_owned()),
+            POINT => {
+                let (x, y, wkb) = crate::textforms::point(t).ok_or_else(|| fail("not a point"))?;
+                Value::Struct(vec![
+                    ("x".into(), Value::Float64(x)),
+                    ("y".into(), Value::Float64(y)),
+                    ("wkb".into(), Value::Bytes(wkb)),
+                    ("srid".into(), Value::Null),
+                ])
+            }
+            oid if RANGES.contains(&oid) => Value::String(t.to_owned()),
+            _ if self.unknown => Value::Bytes(text.to_vec()),
             _ => return Err(fail("type not covered")),
         })
     }
@@ -364,6 +435,10 @@ fn type_name(oid: u32) -> &'static str {
         TIMESTAMP => "timestamp",
         TIMESTAMPTZ => "timestamptz",
         INTERVAL => "interval",
+        BIT => "bit",
+        VARBIT => "bit varying",
+        TIMETZ => "timetz",
+        POINT => "point",
         _ if element_of(oid).is_some() => "array",
         _ => "text-like",
     }
@@ -686,6 +761,7 @@ mod tests {
     const ADAPTIVE: Mapping = Mapping {
         decimal: DecimalMode::Precise,
         time: TimeMode::Adaptive,
+        unknown: false,
     };
 
     /// NUMERIC(p, s)'s type modifier.
@@ -727,6 +803,7 @@ mod tests {
         let text = Mapping {
             decimal: DecimalMode::String,
             time: TimeMode::Adaptive,
+            unknown: false,
         };
         assert_eq!(text.value(&c, b"1234.50")?, Value::String("1234.50".into()));
         assert_eq!(
@@ -849,8 +926,21 @@ mod tests {
             ADAPTIVE.schema(&column(JSONB, -1)).and_then(|s| s.name),
             Some(names::JSON.into())
         );
-        // A type not covered (here: point) has no schema: the column is left out.
-        assert!(ADAPTIVE.schema(&column(600, -1)).is_none());
+        // A type not covered (here: box) has no schema: the column is left out, unless
+        // include.unknown.datatypes keeps it as the bytes of its text.
+        assert!(ADAPTIVE.schema(&column(603, -1)).is_none());
+        let unknown = Mapping {
+            unknown: true,
+            ..ADAPTIVE
+        };
+        assert_eq!(
+            unknown.schema(&column(603, -1)).map(|s| (s.ty, s.optional)),
+            Some((SchemaType::Bytes, true))
+        );
+        assert_eq!(
+            unknown.value(&column(603, -1), b"(1,1),(0,0)")?,
+            Value::Bytes(b"(1,1),(0,0)".to_vec())
+        );
         assert!(ADAPTIVE.value(&column(INT4, -1), b"x").is_err());
         Ok(())
     }

@@ -195,6 +195,7 @@ async fn a_real_row_of_each_covered_type_maps_to_debeziums_values() -> Result<()
     let mapping = Mapping {
         decimal: DecimalMode::Precise,
         time: TimeMode::Adaptive,
+        unknown: false,
     };
     let mut values = Vec::new();
     for (column, datum) in relation.columns.iter().zip(&row) {
