@@ -1020,3 +1020,77 @@ async fn a_snapshot_killed_midway_resumes_after_its_last_committed_key() -> Resu
     );
     Ok(())
 }
+
+/// The tables of `publication`, as `schema.table`, sorted.
+async fn published(db: &tokio_postgres::Client, publication: &str) -> Result<Vec<String>> {
+    let rows = db
+        .query(
+            "SELECT schemaname || '.' || tablename FROM pg_publication_tables \
+              WHERE pubname = $1 ORDER BY 1",
+            &[&publication],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
+/// `publication.autocreate.mode=filtered`: the publication holds the captured tables only
+/// (a keyless table left out keeps taking UPDATE and DELETE), and follows
+/// `table.include.list` when the connector starts again with a longer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_publication_holds_the_captured_tables_only() -> Result<()> {
+    let stack = stack()?;
+    let case = PgCase::new(
+        stack,
+        "pgfilt",
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int, note text);
+         CREATE TABLE other (id int PRIMARY KEY, qty int, note text);
+         CREATE TABLE keyless (v int);
+         INSERT INTO keyless VALUES (1);",
+    )
+    .await?;
+    let publication = format!("{}_pub", case.slot);
+    let file = case.connector_file(&[("publication.autocreate.mode", "filtered")])?;
+    let mut w = case.streaming_worker(&file, "w1").await?;
+    ensure!(
+        published(&case.db, &publication).await? == ["public.orders"],
+        "published: {:?}",
+        published(&case.db, &publication).await?
+    );
+    // Not published: PostgreSQL still takes its UPDATE and DELETE.
+    case.db
+        .batch_execute("UPDATE keyless SET v = 2; DELETE FROM keyless")
+        .await?;
+    case.db
+        .batch_execute("INSERT INTO orders VALUES (1, 1, 'a')")
+        .await?;
+    let got = events_at_least(stack, &case.topic(), 1, 30).await;
+    ensure!(got == [Some(("c".to_owned(), 1))], "{got:?}");
+    w.terminate(Duration::from_secs(30))?;
+
+    let file = case.connector_file(&[
+        ("publication.autocreate.mode", "filtered"),
+        ("table.include.list", "public.orders,public.other"),
+    ])?;
+    let _w = case.streaming_worker(&file, "w2").await?;
+    ensure!(
+        published(&case.db, &publication).await? == ["public.orders", "public.other"],
+        "published after the include list grew: {:?}",
+        published(&case.db, &publication).await?
+    );
+    case.db
+        .batch_execute("INSERT INTO other VALUES (7, 1, 'b')")
+        .await?;
+    let other = format!("{}.public.other", case.prefix);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = stack
+            .read_topic(&other, Isolation::ReadCommitted, Duration::from_secs(5))
+            .map_or(0, |r| r.len());
+        if n >= 1 {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "no event of the table added");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Ok(())
+}

@@ -395,10 +395,7 @@ fn slot_name(value: &ConfigValue) -> Result<(), String> {
 
 fn autocreate(value: &ConfigValue) -> Result<(), String> {
     match string(value).to_ascii_lowercase().as_str() {
-        "all_tables" | "disabled" | "no_tables" => Ok(()),
-        "filtered" => Err(format!(
-            "filtered is {NOT_YET}; use all_tables, or disabled with a publication of your own"
-        )),
+        "all_tables" | "disabled" | "no_tables" | "filtered" => Ok(()),
         m => Err(format!(
             "{m} is not one of all_tables, disabled, filtered, no_tables"
         )),

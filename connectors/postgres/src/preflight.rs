@@ -212,7 +212,7 @@ pub async fn problems(config: &PostgresConfig) -> Vec<(String, String)> {
                     out.push(keyed(&e));
                 }
             }
-            "no_tables" => {}
+            "no_tables" | "filtered" => {}
             _ => out.push((
                 "publication.name".to_owned(),
                 format!(

@@ -47,7 +47,11 @@ pub(crate) async fn load_enums(
         .collect())
 }
 
-/// Makes sure the publication exists as `publication.autocreate.mode` says.
+/// Makes sure the publication exists as `publication.autocreate.mode` says: `all_tables`
+/// and `no_tables` create it if missing; `filtered` creates it for the captured tables (and
+/// the signal table), or sets an existing one's tables to those, at every start, so only
+/// the captured tables are published (a table left out never has its UPDATE and DELETE
+/// refused for want of a replica identity).
 pub(crate) async fn ensure_publication(
     sql: &tokio_postgres::Client,
     config: &PostgresConfig,
@@ -60,16 +64,33 @@ pub(crate) async fn ensure_publication(
         .await
         .map_err(|e| crate::retriable("reading pg_publication", e))?
         .is_some();
-    if exists {
+    let name = replication::quote_ident(&config.publication);
+    let mode = config.publication_autocreate.as_str();
+    if exists && mode != "filtered" {
         return Ok(());
     }
-    let name = replication::quote_ident(&config.publication);
-    let create = match config.publication_autocreate.as_str() {
+    let statement = match mode {
         "all_tables" => {
             preflight::check_all_tables_publication(sql).await?;
             format!("CREATE PUBLICATION {name} FOR ALL TABLES")
         }
         "no_tables" => format!("CREATE PUBLICATION {name}"),
+        "filtered" => {
+            let tables = filtered_tables(sql, config).await?;
+            match (exists, tables.is_empty()) {
+                (false, true) => format!("CREATE PUBLICATION {name}"),
+                (false, false) => {
+                    format!("CREATE PUBLICATION {name} FOR TABLE {}", tables.join(", "))
+                }
+                (true, false) => {
+                    format!("ALTER PUBLICATION {name} SET TABLE {}", tables.join(", "))
+                }
+                (true, true) => {
+                    tracing::warn!(publication = %config.publication, "publication.autocreate.mode=filtered: no table is captured; the publication's tables are left as they are");
+                    return Ok(());
+                }
+            }
+        }
         _ => {
             return Err(ConnectorError::config(format!(
                 "publication.name: publication {} does not exist and publication.autocreate.mode={} does not create it",
@@ -77,9 +98,51 @@ pub(crate) async fn ensure_publication(
             )))
         }
     };
-    sql.batch_execute(&create)
-        .await
-        .map_err(|e| crate::retriable(&format!("creating publication {}", config.publication), e))
+    sql.batch_execute(&statement).await.map_err(|e| {
+        let what = format!(
+            "publication.autocreate.mode={mode}: {statement} (publication {})",
+            config.publication
+        );
+        match e.as_db_error() {
+            // Not the owner, or a publication FOR ALL TABLES that cannot list tables.
+            Some(db) if db.code().code().starts_with("42") || db.code().code() == "55000" => {
+                ConnectorError::config(format!("{what}: {}", db.message()))
+            }
+            _ => crate::retriable(&what, e),
+        }
+    })?;
+    tracing::info!(publication = %config.publication, statement = %statement, "publication set up");
+    Ok(())
+}
+
+/// The tables a `filtered` publication holds: the captured ones and the signal table, as
+/// quoted `"schema"."table"` names.
+async fn filtered_tables(
+    sql: &tokio_postgres::Client,
+    config: &PostgresConfig,
+) -> Result<Vec<String>, ConnectorError> {
+    let mut tables: Vec<String> = crate::snapshot::plan(sql, config)
+        .await?
+        .iter()
+        .map(|t| {
+            format!(
+                "{}.{}",
+                replication::quote_ident(&t.relation.schema),
+                replication::quote_ident(&t.relation.name)
+            )
+        })
+        .collect();
+    if let Some((schema, table)) = &config.signal_table {
+        let signal = format!(
+            "{}.{}",
+            replication::quote_ident(schema),
+            replication::quote_ident(table)
+        );
+        if !tables.contains(&signal) {
+            tables.push(signal);
+        }
+    }
+    Ok(tables)
 }
 
 /// Ends a session that still holds the slot (a previous life of this task, already
