@@ -73,6 +73,18 @@ async fn counted(w: &WorkerProcess, name: &str, at_least: f64, seconds: u64) -> 
     }
 }
 
+/// `orders` as PostgreSQL has it (id, qty), in the rebuilt form.
+async fn orders(
+    db: &tokio_postgres::Client,
+) -> Result<BTreeMap<String, (serde_json::Value, usize)>> {
+    table(
+        db,
+        "SELECT id::int8, qty::int8 FROM orders ORDER BY id",
+        true,
+    )
+    .await
+}
+
 /// The topic rebuilt once it equals `expected`, or as it is after 60 s (the Kafka commit
 /// of the last chunk follows the task's count of it).
 async fn settled(
@@ -321,12 +333,7 @@ async fn a_snapshot_asked_over_rest_reads_the_table_and_bad_signals_change_nothi
     }))?;
     ensure!(code == 400 && text.contains("rest-1"), "{code} {text}");
     counted(&w, "sluice_postgres_incremental_tables_total", 1.0, 60).await?;
-    let expected = table(
-        &case.db,
-        "SELECT id::int8, qty::int8 FROM orders ORDER BY id",
-        true,
-    )
-    .await?;
+    let expected = orders(&case.db).await?;
     let rebuilt = settled(stack, &case.topic(), &["id", "qty"], &expected).await?;
     ensure!(
         rebuilt.rows == expected,
@@ -363,12 +370,7 @@ async fn snapshot_mode_always_reads_every_table_again_at_each_start() -> Result<
              INSERT INTO orders SELECT g, 3, 'n' || g FROM generate_series(201, 220) g;",
         )
         .await?;
-    let expected = table(
-        &case.db,
-        "SELECT id::int8, qty::int8 FROM orders ORDER BY id",
-        true,
-    )
-    .await?;
+    let expected = orders(&case.db).await?;
     let first = settled(stack, &topic, &["id", "qty"], &expected).await?;
     ensure!(
         first.rows == expected,
@@ -388,12 +390,7 @@ async fn snapshot_mode_always_reads_every_table_again_at_each_start() -> Result<
         .await?;
     let w = case.streaming_worker(&file, "w2").await?;
     counted(&w, "sluice_postgres_incremental_tables_total", 1.0, 60).await?;
-    let expected = table(
-        &case.db,
-        "SELECT id::int8, qty::int8 FROM orders ORDER BY id",
-        true,
-    )
-    .await?;
+    let expected = orders(&case.db).await?;
     let again = settled(stack, &topic, &["id", "qty"], &expected).await?;
     ensure!(
         again.rows == expected,

@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use sluice_proto::{ConnectorError, SourceRecord, Value};
+use sluice_proto::{ConnectorError, SourceRecord};
 
 use crate::config::PostgresConfig;
 use crate::envelope::{SourceInfo, TableSchemas};
@@ -615,40 +615,26 @@ pub fn chunk_records(
         last_commit: None,
         commit_micros: now,
     };
-    let data = |e: crate::types::TypeError| ConnectorError::data(format!("{}: {e}", schemas.topic));
     let mut out = Vec::with_capacity(messages.len());
     let mut last = None;
     for m in messages {
         let tokio_postgres::SimpleQueryMessage::Row(row) = m else {
             continue;
         };
-        let tuple: Vec<Datum> = (0..width)
-            .map(|i| {
-                row.get(i)
-                    .map_or(Datum::Null, |t| Datum::Text(t.as_bytes().to_vec()))
-            })
-            .collect();
+        let tuple = crate::snapshot::tuple_of(&row, width);
         last = Some(
             (0..current.key.len())
                 .map(|i| row.get(width + i).unwrap_or_default().to_owned())
                 .collect(),
         );
-        let key = schemas.key(&config.mapping, &tuple).map_err(data)?;
-        let after = schemas
-            .row(&config.mapping, &config.unavailable_placeholder, &tuple)
-            .map_err(data)?;
-        out.push(SourceRecord {
-            source_partition: partition.clone(),
-            source_offset: sluice_proto::SourceOffset(serde_json::Map::new()),
-            topic: schemas.topic.clone(),
-            partition: None,
-            key_schema: schemas.key.clone(),
-            key,
-            value_schema: Some(schemas.envelope.clone()),
-            value: schemas.envelope('r', Value::Null, after, &source, now),
-            timestamp: Some(now.div_euclid(1000)),
-            headers: Vec::new(),
-        });
+        out.push(crate::snapshot::read_event(
+            schemas,
+            config,
+            partition,
+            sluice_proto::SourceOffset(serde_json::Map::new()),
+            &source,
+            &tuple,
+        )?);
     }
     Ok((out, last))
 }
@@ -656,6 +642,7 @@ pub fn chunk_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_proto::Value;
 
     fn record(topic: &str, id: i32) -> SourceRecord {
         SourceRecord {

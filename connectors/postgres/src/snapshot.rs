@@ -596,38 +596,63 @@ fn records(
         last_commit: None,
         commit_micros: now,
     };
-    let data = |e: crate::types::TypeError| ConnectorError::data(format!("{}: {e}", schemas.topic));
     let mut out = Vec::with_capacity(messages.len());
     for m in messages {
         let tokio_postgres::SimpleQueryMessage::Row(row) = m else {
             continue;
         };
-        let tuple: Vec<Datum> = (0..table.relation.columns.len())
-            .map(|i| {
-                row.get(i)
-                    .map_or(Datum::Null, |t| Datum::Text(t.as_bytes().to_vec()))
-            })
-            .collect();
-        let key = schemas.key(&config.mapping, &tuple).map_err(data)?;
-        let after = schemas
-            .row(&config.mapping, &config.unavailable_placeholder, &tuple)
-            .map_err(data)?;
-        out.push(SourceRecord {
-            source_partition: emitter.partition.clone(),
-            source_offset: offset.clone(),
-            topic: schemas.topic.clone(),
-            partition: None,
-            key_schema: schemas.key.clone(),
-            key,
-            value_schema: Some(schemas.envelope.clone()),
-            value: schemas.envelope('r', Value::Null, after, &source, now),
-            timestamp: Some(now.div_euclid(1000)),
-            headers: Vec::new(),
-        });
+        let tuple = tuple_of(&row, table.relation.columns.len());
+        out.push(read_event(
+            schemas,
+            config,
+            &emitter.partition,
+            offset.clone(),
+            &source,
+            &tuple,
+        )?);
     }
     Ok(Chunk {
         range,
         records: out,
+    })
+}
+
+/// The first `width` columns of a row read as text, as a tuple.
+pub fn tuple_of(row: &tokio_postgres::SimpleQueryRow, width: usize) -> Vec<Datum> {
+    (0..width)
+        .map(|i| {
+            row.get(i)
+                .map_or(Datum::Null, |t| Datum::Text(t.as_bytes().to_vec()))
+        })
+        .collect()
+}
+
+/// A row read by a snapshot (initial or incremental) as its `r` event.
+pub fn read_event(
+    schemas: &TableSchemas,
+    config: &PostgresConfig,
+    partition: &SourcePartition,
+    offset: SourceOffset,
+    source: &SourceInfo<'_>,
+    tuple: &[Datum],
+) -> Result<SourceRecord, ConnectorError> {
+    let data = |e: crate::types::TypeError| ConnectorError::data(format!("{}: {e}", schemas.topic));
+    let key = schemas.key(&config.mapping, tuple).map_err(data)?;
+    let after = schemas
+        .row(&config.mapping, &config.unavailable_placeholder, tuple)
+        .map_err(data)?;
+    let now = source.commit_micros;
+    Ok(SourceRecord {
+        source_partition: partition.clone(),
+        source_offset: offset,
+        topic: schemas.topic.clone(),
+        partition: None,
+        key_schema: schemas.key.clone(),
+        key,
+        value_schema: Some(schemas.envelope.clone()),
+        value: schemas.envelope('r', Value::Null, after, source, now),
+        timestamp: Some(now.div_euclid(1000)),
+        headers: Vec::new(),
     })
 }
 
