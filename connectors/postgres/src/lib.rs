@@ -10,6 +10,7 @@
 pub mod config;
 pub mod envelope;
 pub mod incremental;
+pub mod java;
 pub mod pgoutput;
 pub mod preflight;
 pub mod replication;

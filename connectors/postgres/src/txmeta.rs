@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use sluice_proto::{Schema, SchemaType, SourcePartition, SourceRecord, Value};
 
+use crate::java::java_hashmap_order;
 use crate::pgoutput::Lsn;
 
 /// The counts of one transaction.
@@ -47,29 +48,6 @@ impl Counts {
 
 fn id(xid: u32, lsn: Lsn) -> String {
     format!("{xid}:{}", lsn.0)
-}
-
-/// Java's `String.hashCode` (over UTF-16 code units).
-fn java_hash(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0_i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
-}
-
-/// `keys` (in insertion order) in the order a `java.util.HashMap` of default capacity
-/// iterates them: by bucket (the spread hash masked by the table size, which doubles past
-/// 75% load), insertion order within a bucket (kept through resizes).
-fn java_hashmap_order<T>(mut entries: Vec<(String, T)>) -> Vec<(String, T)> {
-    let mut capacity = 16_usize;
-    while entries.len() * 4 > capacity * 3 {
-        capacity *= 2;
-    }
-    let bucket = |key: &str| {
-        let h = java_hash(key) as u32;
-        ((h ^ (h >> 16)) as usize) & (capacity - 1)
-    };
-    // A stable sort keeps insertion order within a bucket.
-    entries.sort_by_key(|(k, _)| bucket(k));
-    entries
 }
 
 /// The key schema of BEGIN/END records.
@@ -197,51 +175,5 @@ mod tests {
         c.event(571, Lsn(120), "public.b");
         assert_eq!(order(c.event(571, Lsn(140), "public.a")).2, Value::Int64(2));
         assert_eq!(c.total, 3);
-    }
-
-    #[test]
-    fn collections_come_in_java_hashmap_order() {
-        assert_eq!(java_hash("a"), 97);
-        assert_eq!(java_hash("public.orders"), 762_281_482);
-        // Inserted in this order into a java.util.HashMap (14 keys: one resize), its
-        // keySet() iterates them as below (jshell, OpenJDK 17).
-        let inserted = [
-            "public.orders",
-            "public.pgbench_history",
-            "public.pgbench_accounts",
-            "inventory.customers",
-            "s1.a",
-            "s2.b",
-            "public.t13",
-            "public.t1",
-            "public.t2",
-            "public.t3",
-            "public.t4",
-            "public.t5",
-            "public.t6",
-            "public.t7",
-        ];
-        let java = [
-            "public.t13",
-            "s1.a",
-            "public.orders",
-            "s2.b",
-            "public.pgbench_history",
-            "public.t7",
-            "inventory.customers",
-            "public.t4",
-            "public.pgbench_accounts",
-            "public.t3",
-            "public.t6",
-            "public.t5",
-            "public.t2",
-            "public.t1",
-        ];
-        let order: Vec<String> =
-            java_hashmap_order(inserted.iter().map(|k| ((*k).to_owned(), ())).collect())
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect();
-        assert_eq!(order, java);
     }
 }
