@@ -8,7 +8,7 @@ use regex::Regex;
 use sluice_proto::config::{ConfigError, ConfigErrors};
 use sluice_proto::{ConfigDef, ConfigKey, ConfigType, ConfigValue, Importance, Props, Validator};
 
-use crate::types::{DecimalMode, Mapping, TimeMode};
+use crate::types::{DecimalMode, Extensions, HstoreMode, Mapping, TimeMode};
 
 pub const HOSTNAME: &str = "database.hostname";
 pub const PORT: &str = "database.port";
@@ -42,6 +42,7 @@ pub const MESSAGE_KEY_COLUMNS: &str = "message.key.columns";
 pub const TRANSACTION_TOPIC: &str = "topic.transaction";
 pub const SIGNAL_DATA_COLLECTION: &str = "signal.data.collection";
 pub const INCLUDE_UNKNOWN: &str = "include.unknown.datatypes";
+pub const HSTORE_MODE: &str = "hstore.handling.mode";
 pub const SIGNAL_CHANNELS: &str = "signal.enabled.channels";
 pub const INCREMENTAL_CHUNK_SIZE: &str = "incremental.snapshot.chunk.size";
 
@@ -55,7 +56,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "database.initial.statements",
     "snapshot.select.statement.overrides",
     "snapshot.include.collection.list",
-    "hstore.handling.mode",
     "binary.handling.mode",
     "column.mask.hash",
     "column.truncate.to",
@@ -258,6 +258,13 @@ pub fn source_def() -> ConfigDef {
                 .doc("Heartbeat records go to <this>.<topic.prefix>."),
         )
         .define(
+            s(HSTORE_MODE)
+                .default_value("json")
+                .importance(Importance::Low)
+                .validator(Validator::Custom(hstore_mode))
+                .doc("hstore columns as io.debezium.data.Json text (json) or as a MAP of STRING to optional STRING (map)."),
+        )
+        .define(
             ConfigKey::new(INCLUDE_UNKNOWN, ConfigType::Boolean)
                 .default_value("false")
                 .importance(Importance::Low)
@@ -364,6 +371,13 @@ fn signal_table(value: &ConfigValue) -> Result<(), String> {
             Ok(())
         }
         _ => Err(format!("{s:?} is not <schema>.<table>")),
+    }
+}
+
+fn hstore_mode(value: &ConfigValue) -> Result<(), String> {
+    match string(value).to_ascii_lowercase().as_str() {
+        "json" | "map" => Ok(()),
+        m => Err(format!("{m} is not one of json, map")),
     }
 }
 
@@ -649,6 +663,13 @@ impl PostgresConfig {
                 decimal,
                 time,
                 unknown: parsed.boolean(INCLUDE_UNKNOWN).unwrap_or(false),
+                hstore: if text(HSTORE_MODE)?.eq_ignore_ascii_case("map") {
+                    HstoreMode::Map
+                } else {
+                    HstoreMode::Json
+                },
+                // Looked up in the database when a task starts.
+                extensions: Extensions::default(),
             },
             skipped,
             slot_drop_on_stop: parsed.boolean(SLOT_DROP_ON_STOP).unwrap_or(false),

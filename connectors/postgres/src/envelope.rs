@@ -284,7 +284,7 @@ impl TableSchemas {
 mod tests {
     use super::*;
     use crate::pgoutput::{Column, ReplicaIdentity};
-    use crate::types::{DecimalMode, TimeMode};
+    use crate::types::{DecimalMode, Extensions, HstoreMode, TimeMode};
 
     fn relation() -> Relation {
         let column = |name: &str, key, type_oid| Column {
@@ -311,6 +311,8 @@ mod tests {
         decimal: DecimalMode::Precise,
         time: TimeMode::Adaptive,
         unknown: false,
+        hstore: HstoreMode::Json,
+        extensions: Extensions::NONE,
     };
 
     #[test]

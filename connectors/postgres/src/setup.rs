@@ -47,6 +47,32 @@ pub(crate) async fn load_enums(
         .collect())
 }
 
+/// The OIDs of the extension types Sluice maps (hstore, ltree, citext), where the
+/// database has them.
+pub(crate) async fn load_extensions(
+    sql: &tokio_postgres::Client,
+) -> Result<crate::types::Extensions, ConnectorError> {
+    let rows = sql
+        .query(
+            "SELECT typname::text, min(oid::int8) FROM pg_type \
+              WHERE typname IN ('hstore', 'ltree', 'citext') AND typtype = 'b' GROUP BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| crate::retriable("reading the extension types (pg_type)", e))?;
+    let mut out = crate::types::Extensions::default();
+    for row in rows {
+        let oid = u32::try_from(row.get::<_, i64>(1)).ok();
+        match row.get::<_, String>(0).as_str() {
+            "hstore" => out.hstore = oid,
+            "ltree" => out.ltree = oid,
+            "citext" => out.citext = oid,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Makes sure the publication exists as `publication.autocreate.mode` says: `all_tables`
 /// and `no_tables` create it if missing; `filtered` creates it for the captured tables (and
 /// the signal table), or sets an existing one's tables to those, at every start, so only

@@ -48,7 +48,8 @@ use crate::pgoutput::{Datum, Lsn, Message};
 use crate::preflight;
 use crate::replication::{self, Event, ReplicationError, Session, Stream};
 use crate::setup::{
-    ensure_publication, free_slot, load_enums, lost_changes, primary_key, snapshot_sessions,
+    ensure_publication, free_slot, load_enums, load_extensions, lost_changes, primary_key,
+    snapshot_sessions,
 };
 use crate::snapshot::{
     Emitter, Snapshot, Start, IN_PROGRESS, SNAPSHOT, SNAPSHOT_BLOCK, SNAPSHOT_KEY, SNAPSHOT_TABLE,
@@ -257,12 +258,13 @@ impl Running {
                     };
                 }
                 // A type created after the start (user types have OIDs from 16384 on).
-                if relation
-                    .columns
-                    .iter()
-                    .any(|c| c.type_oid >= 16_384 && !self.enums.contains_key(&c.type_oid))
-                {
+                if relation.columns.iter().any(|c| {
+                    c.type_oid >= 16_384
+                        && !self.enums.contains_key(&c.type_oid)
+                        && !self.config.mapping.extensions.knows(c.type_oid)
+                }) {
                     self.enums = load_enums(&self.sql).await?;
+                    self.config.mapping.extensions = load_extensions(&self.sql).await?;
                 }
                 if self
                     .config
@@ -754,6 +756,8 @@ impl SourceTask for PostgresSourceTask {
                 }
             });
             preflight::check_server(&sql, &config).await?;
+            let mut config = config;
+            config.mapping.extensions = load_extensions(&sql).await?;
             ensure_publication(&sql, &config).await?;
             preflight::check_signal_table(&sql, &config).await?;
             let unpublishable =

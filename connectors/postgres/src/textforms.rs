@@ -3,7 +3,7 @@
 //! set: the rightmost bit is bit 0 of byte 0, as many bytes as the highest set bit needs),
 //! `io.debezium.data.geometry.Point` (x, y and the point's little-endian WKB) and
 //! `io.debezium.time.ZonedTime` (the time in UTC, `HH:MM:SS[.fraction]Z`, the fraction
-//! without trailing zeros).
+//! without trailing zeros), and hstore's pairs (`"a"=>"1", "b"=>NULL`).
 
 /// A BIT or BIT VARYING value (`101`) as Debezium's bytes; `None` for a character other
 /// than `0` and `1`.
@@ -80,6 +80,55 @@ pub fn zoned_time(text: &str) -> Option<String> {
     ))
 }
 
+/// An hstore value (`"a"=>"1", "b"=>NULL`: keys and values double-quoted, a backslash escaping
+/// the next character, a value NULL unquoted) as its pairs in text order.
+pub fn hstore(text: &str) -> Option<Vec<(String, Option<String>)>> {
+    let mut chars = text.chars().peekable();
+    let mut out = Vec::new();
+    let quoted = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| -> Option<String> {
+        if chars.next()? != '"' {
+            return None;
+        }
+        let mut s = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => s.push(chars.next()?),
+                '"' => return Some(s),
+                c => s.push(c),
+            }
+        }
+    };
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace() || *c == ',') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Some(out);
+        }
+        let key = quoted(&mut chars)?;
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next()? != '=' || chars.next()? != '>' {
+            return None;
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let value = if chars.peek() == Some(&'"') {
+            Some(quoted(&mut chars)?)
+        } else {
+            let word: String =
+                std::iter::from_fn(|| chars.next_if(|c| c.is_ascii_alphabetic())).collect();
+            if !word.eq_ignore_ascii_case("NULL") {
+                return None;
+            }
+            None
+        };
+        out.push((key, value));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +157,23 @@ mod tests {
             Some((-1.5, 300.0))
         );
         assert!(point("1,2").is_none() && point("(1)").is_none());
+    }
+
+    #[test]
+    fn hstore_pairs_are_read_with_their_escapes_and_nulls() {
+        assert_eq!(
+            hstore(r#""a"=>"1", "b"=>NULL"#),
+            Some(vec![("a".into(), Some("1".into())), ("b".into(), None)])
+        );
+        assert_eq!(
+            hstore(r#""k \"q\""=>"x\\y", "e"=>"""#),
+            Some(vec![
+                ("k \"q\"".into(), Some("x\\y".into())),
+                ("e".into(), Some(String::new()))
+            ])
+        );
+        assert_eq!(hstore(""), Some(vec![]));
+        assert!(hstore(r#""a"=>1"#).is_none() && hstore(r#""a"="1""#).is_none());
     }
 
     #[test]

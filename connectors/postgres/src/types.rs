@@ -38,6 +38,39 @@ pub enum TimeMode {
     Connect,
 }
 
+/// `hstore.handling.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HstoreMode {
+    /// `io.debezium.data.Json` text (Debezium's default).
+    #[default]
+    Json,
+    /// A MAP of STRING to optional STRING.
+    Map,
+}
+
+/// The OIDs of the extension types Sluice maps (they differ from one database to the
+/// next: looked up by name when a task starts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Extensions {
+    pub hstore: Option<u32>,
+    pub ltree: Option<u32>,
+    pub citext: Option<u32>,
+}
+
+impl Extensions {
+    /// None known.
+    pub const NONE: Extensions = Extensions {
+        hstore: None,
+        ltree: None,
+        citext: None,
+    };
+
+    /// Whether `oid` is one of them.
+    pub fn knows(&self, oid: u32) -> bool {
+        [self.hstore, self.ltree, self.citext].contains(&Some(oid))
+    }
+}
+
 /// How columns map.
 #[derive(Debug, Clone, Copy)]
 pub struct Mapping {
@@ -46,6 +79,8 @@ pub struct Mapping {
     /// `include.unknown.datatypes`: a type not covered as BYTES of its text output, instead
     /// of leaving the column out.
     pub unknown: bool,
+    pub hstore: HstoreMode,
+    pub extensions: Extensions,
 }
 
 /// A BIT or BIT VARYING column's length (`bit` alone is `bit(1)`; an unbounded `varbit`
@@ -126,6 +161,7 @@ pub mod names {
     pub const ZONED_TIME: &str = "io.debezium.time.ZonedTime";
     pub const POINT: &str = "io.debezium.data.geometry.Point";
     pub const TSVECTOR: &str = "io.debezium.data.Tsvector";
+    pub const LTREE: &str = "io.debezium.data.Ltree";
 }
 
 /// The element type of the one-dimensional built-in array types covered.
@@ -275,6 +311,14 @@ impl Mapping {
                     .field("srid", s(SchemaType::Int32).optional())
             },
             oid if RANGES.contains(&oid) => s(SchemaType::String),
+            oid if Some(oid) == self.extensions.hstore => match self.hstore {
+                HstoreMode::Json => s(SchemaType::String).named(names::JSON),
+                HstoreMode::Map => {
+                    Schema::map(s(SchemaType::String), s(SchemaType::String).optional())
+                }
+            },
+            oid if Some(oid) == self.extensions.ltree => s(SchemaType::String).named(names::LTREE),
+            oid if Some(oid) == self.extensions.citext => s(SchemaType::String),
             _ if self.unknown => s(SchemaType::Bytes),
             _ => return None,
         };
@@ -412,10 +456,36 @@ impl Mapping {
                 ])
             }
             oid if RANGES.contains(&oid) => Value::String(t.to_owned()),
+            oid if Some(oid) == self.extensions.hstore => {
+                // Debezium's pairs come out of a java.util.HashMap (pgjdbc's): its order.
+                let pairs = crate::java::java_hashmap_order(
+                    crate::textforms::hstore(t).ok_or_else(|| fail("not an hstore"))?,
+                );
+                match self.hstore {
+                    HstoreMode::Json => Value::String(hstore_json(&pairs)),
+                    HstoreMode::Map => Value::Map(
+                        pairs
+                            .into_iter()
+                            .map(|(k, v)| (Value::String(k), v.map_or(Value::Null, Value::String)))
+                            .collect(),
+                    ),
+                }
+            }
+            oid if self.extensions.knows(oid) => Value::String(t.to_owned()),
             _ if self.unknown => Value::Bytes(text.to_vec()),
             _ => return Err(fail("type not covered")),
         })
     }
+}
+
+/// hstore pairs as compact JSON (Jackson's, as Debezium writes them), in their order.
+fn hstore_json(pairs: &[(String, Option<String>)]) -> String {
+    let text = |s: &str| serde_json::Value::String(s.to_owned()).to_string();
+    let fields: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}:{}", text(k), v.as_deref().map_or("null".into(), text)))
+        .collect();
+    format!("{{{}}}", fields.join(","))
 }
 
 fn type_name(oid: u32) -> &'static str {
@@ -762,6 +832,8 @@ mod tests {
         decimal: DecimalMode::Precise,
         time: TimeMode::Adaptive,
         unknown: false,
+        hstore: HstoreMode::Json,
+        extensions: Extensions::NONE,
     };
 
     /// NUMERIC(p, s)'s type modifier.
@@ -804,6 +876,8 @@ mod tests {
             decimal: DecimalMode::String,
             time: TimeMode::Adaptive,
             unknown: false,
+            hstore: HstoreMode::Json,
+            extensions: Extensions::default(),
         };
         assert_eq!(text.value(&c, b"1234.50")?, Value::String("1234.50".into()));
         assert_eq!(
@@ -926,6 +1000,33 @@ mod tests {
             ADAPTIVE.schema(&column(JSONB, -1)).and_then(|s| s.name),
             Some(names::JSON.into())
         );
+        // Extension types by the OIDs found in the database: hstore as Debezium's JSON (in
+        // java.util.HashMap order: by hash bucket, "a" before "b") or as a map.
+        let ext = Mapping {
+            extensions: Extensions {
+                hstore: Some(70_000),
+                ltree: Some(70_001),
+                citext: None,
+            },
+            ..ADAPTIVE
+        };
+        assert_eq!(
+            ext.value(&column(70_000, -1), br#""b"=>NULL, "a"=>"1""#)?,
+            Value::String(r#"{"a":"1","b":null}"#.into())
+        );
+        let map = Mapping {
+            hstore: HstoreMode::Map,
+            ..ext
+        };
+        assert_eq!(
+            map.value(&column(70_000, -1), br#""a"=>"x""#)?,
+            Value::Map(vec![(Value::String("a".into()), Value::String("x".into()))])
+        );
+        assert_eq!(
+            ext.schema(&column(70_001, -1)).and_then(|s| s.name),
+            Some(names::LTREE.into())
+        );
+        assert!(ext.schema(&column(70_002, -1)).is_none());
         // A type not covered (here: box) has no schema: the column is left out, unless
         // include.unknown.datatypes keeps it as the bytes of its text.
         assert!(ADAPTIVE.schema(&column(603, -1)).is_none());

@@ -142,7 +142,9 @@ async fn changes_decode_and_a_restart_after_an_end_lsn_replays_nothing() -> Resu
 /// Real pgoutput text output of each covered type maps to Debezium's values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_row_of_each_covered_type_maps_to_debeziums_values() -> Result<()> {
-    use sluice_connector_postgres::types::{DecimalMode, Mapping, TimeMode};
+    use sluice_connector_postgres::types::{
+        DecimalMode, Extensions, HstoreMode, Mapping, TimeMode,
+    };
     use sluice_proto::Value;
 
     let stack = stack()?;
@@ -196,6 +198,8 @@ async fn a_real_row_of_each_covered_type_maps_to_debeziums_values() -> Result<()
         decimal: DecimalMode::Precise,
         time: TimeMode::Adaptive,
         unknown: false,
+        hstore: HstoreMode::Json,
+        extensions: Extensions::default(),
     };
     let mut values = Vec::new();
     for (column, datum) in relation.columns.iter().zip(&row) {
