@@ -5,7 +5,8 @@
 //! Connect schemas and values ([`types`]), Debezium's change event ([`envelope`]), the
 //! initial snapshot ([`snapshot`]), incremental snapshots ([`incremental`]), Debezium's
 //! transaction metadata ([`txmeta`]), the checks and look-ups before reading
-//! ([`preflight`], [`setup`]) and the source task ([`source`]).
+//! ([`preflight`], [`setup`]) and the source task ([`source`], its running state in
+//! [`running`]).
 
 pub mod config;
 pub mod envelope;
@@ -14,6 +15,7 @@ pub mod java;
 pub mod pgoutput;
 pub mod preflight;
 pub mod replication;
+pub mod running;
 pub mod setup;
 pub mod snapshot;
 pub mod source;
