@@ -669,7 +669,7 @@ impl PostgresConfig {
                     HstoreMode::Json
                 },
                 // Looked up in the database when a task starts.
-                extensions: Extensions::default(),
+                extensions: Extensions::NONE,
             },
             skipped,
             slot_drop_on_stop: parsed.boolean(SLOT_DROP_ON_STOP).unwrap_or(false),

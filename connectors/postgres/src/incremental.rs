@@ -28,7 +28,9 @@ use crate::config::PostgresConfig;
 use crate::envelope::{SourceInfo, TableSchemas};
 use crate::pgoutput::{Datum, Lsn};
 use crate::replication::quote_ident;
-use crate::snapshot::Table;
+use crate::snapshot::{
+    after_clause, first_row_texts, key_order, key_texts, literal, qualified, Table,
+};
 
 /// The offset keys of an incremental snapshot's progress (Debezium's names).
 pub const OFFSET_COLLECTIONS: &str = "incremental_snapshot_collections";
@@ -138,11 +140,9 @@ pub async fn send(config: &PostgresConfig, signal: &Signal) -> Result<(), Connec
     }
     parse_request(&signal.kind, &signal.data)
         .map_err(|e| ConnectorError::config(format!("data: {e}")))?;
-    let session = crate::replication::Session::of(config);
-    let (sql, connection) = tokio_postgres::connect(&session.conninfo(), tokio_postgres::NoTls)
+    let sql = crate::preflight::connect(config, &config.topic_prefix, "signal")
         .await
         .map_err(|e| crate::preflight::connect_error(config, &e))?;
-    let connection = tokio::spawn(connection);
     let written = sql
         .execute(
             &format!(
@@ -153,8 +153,6 @@ pub async fn send(config: &PostgresConfig, signal: &Signal) -> Result<(), Connec
             &[&signal.id, &signal.kind, &signal.data],
         )
         .await;
-    drop(sql);
-    connection.abort();
     if let Err(e) = &written {
         if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
             return Err(ConnectorError::config(format!(
@@ -386,8 +384,7 @@ impl Reader<'_> {
     /// The first table left, ready to read: its columns, key and schemas, or `None` (with
     /// a WARN) when it cannot be read (gone, not captured, no key).
     async fn load(&self, name: &str) -> Result<Option<Current>, ConnectorError> {
-        let tables = crate::snapshot::plan(self.sql, self.config).await?;
-        let Some(table) = tables.into_iter().find(|t| t.name == name) else {
+        let Some(table) = crate::snapshot::plan_one(self.sql, self.config, name).await? else {
             tracing::warn!(task = %self.label, table = name, "incremental snapshot: the table does not exist or is not captured (table.include.list, schema.include.list): skipped");
             return Ok(None);
         };
@@ -469,14 +466,7 @@ impl Reader<'_> {
                 .simple_query(&maximum_key_query(&current.table, &current.key))
                 .await
                 .map_err(|e| crate::retriable(&format!("reading {name}'s largest key"), e))?;
-            let maximum = rows.iter().find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                    (0..current.key.len())
-                        .map(|i| row.get(i).unwrap_or_default().to_owned())
-                        .collect::<Vec<String>>(),
-                ),
-                _ => None,
-            });
+            let maximum = first_row_texts(&rows, current.key.len());
             match maximum {
                 Some(maximum) => {
                     tracing::info!(task = %self.label, table = %name, maximum_key = ?maximum, "incremental snapshot of a table starting");
@@ -539,58 +529,30 @@ pub fn chunk_query(
     let rel = &table.relation;
     let quoted: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
     let mut columns: Vec<String> = rel.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    columns.extend(
-        quoted
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("{k}::text AS sluice_key_{i}")),
-    );
-    let order: Vec<String> = quoted
-        .iter()
-        .map(|k| format!("{}.{k}", quote_ident(&rel.name)))
-        .collect();
-    let literals = |values: &[String]| {
-        values
-            .iter()
-            .map(|v| format!("'{}'", v.replace('\'', "''")))
-            .collect::<Vec<_>>()
-            .join(", ")
+    columns.extend(key_texts(key));
+    let upto: Vec<String> = upto.iter().map(|v| literal(v)).collect();
+    let after = after_clause(&quoted, after);
+    let upto = format!("({}) <= ({})", quoted.join(", "), upto.join(", "));
+    let filter = if after.is_empty() {
+        format!("WHERE {upto}")
+    } else {
+        format!("{after} AND {upto}")
     };
-    let mut filter = format!("WHERE ({}) <= ({})", quoted.join(", "), literals(upto));
-    if let Some(after) = after {
-        filter.push_str(&format!(
-            " AND ({}) > ({})",
-            quoted.join(", "),
-            literals(after)
-        ));
-    }
     format!(
-        "SELECT {} FROM {}.{} {filter} ORDER BY {} LIMIT {rows}",
+        "SELECT {} FROM {} {filter} ORDER BY {} LIMIT {rows}",
         columns.join(", "),
-        quote_ident(&rel.schema),
-        quote_ident(&rel.name),
-        order.join(", ")
+        qualified(rel),
+        key_order(rel, key, "")
     )
 }
 
 /// The query of a table's largest key, as text.
 pub fn maximum_key_query(table: &Table, key: &[String]) -> String {
-    let rel = &table.relation;
-    let texts: Vec<String> = key
-        .iter()
-        .enumerate()
-        .map(|(i, k)| format!("{}::text AS sluice_key_{i}", quote_ident(k)))
-        .collect();
-    let order: Vec<String> = key
-        .iter()
-        .map(|k| format!("{}.{} DESC", quote_ident(&rel.name), quote_ident(k)))
-        .collect();
     format!(
-        "SELECT {} FROM {}.{} ORDER BY {} LIMIT 1",
-        texts.join(", "),
-        quote_ident(&rel.schema),
-        quote_ident(&rel.name),
-        order.join(", ")
+        "SELECT {} FROM {} ORDER BY {} LIMIT 1",
+        key_texts(key).join(", "),
+        qualified(&table.relation),
+        key_order(&table.relation, key, " DESC")
     )
 }
 

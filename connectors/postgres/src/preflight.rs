@@ -12,6 +12,26 @@ use crate::config::{PostgresConfig, SIGNAL_DATA_COLLECTION};
 /// to connect.
 const FATAL_STATES: &[&str] = &["28P01", "28000", "3D000", "42501"];
 
+/// A SQL session as `config` says, its connection driven in the background (an end other
+/// than the session's own drop is logged with `label` and `role`); the error as the
+/// driver gives it, for [`connect_error`] or a key of its own.
+pub async fn connect(
+    config: &PostgresConfig,
+    label: &str,
+    role: &'static str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let session = crate::replication::Session::of(config);
+    let (sql, connection) =
+        tokio_postgres::connect(&session.conninfo(), tokio_postgres::NoTls).await?;
+    let label = label.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(task = %label, connection = role, error = %e, "a PostgreSQL connection ended");
+        }
+    });
+    Ok(sql)
+}
+
 /// A connection error as the task's error: the setting at fault when retrying cannot help.
 pub fn connect_error(config: &PostgresConfig, e: &tokio_postgres::Error) -> ConnectorError {
     let state = e.as_db_error().map(|d| d.code().code().to_owned());
@@ -164,21 +184,18 @@ fn keyed(e: &ConnectorError) -> (String, String) {
 /// tables PostgreSQL would refuse UPDATE and DELETE on once published, the publication and
 /// the signal table. Each problem as (key, message).
 pub async fn problems(config: &PostgresConfig) -> Vec<(String, String)> {
-    let session = crate::replication::Session::of(config);
-    let (sql, connection) =
-        match tokio_postgres::connect(&session.conninfo(), tokio_postgres::NoTls).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                let key = match e.as_db_error().map(|d| d.code().code()) {
-                    Some("28P01") => "database.password",
-                    Some("28000") => "database.user",
-                    Some("3D000") => "database.dbname",
-                    _ => "database.hostname",
-                };
-                return vec![(key.to_owned(), connect_error(config, &e).message)];
-            }
-        };
-    let connection = tokio::spawn(connection);
+    let sql = match connect(config, &config.topic_prefix, "validate").await {
+        Ok(sql) => sql,
+        Err(e) => {
+            let key = match e.as_db_error().map(|d| d.code().code()) {
+                Some("28P01") => "database.password",
+                Some("28000") => "database.user",
+                Some("3D000") => "database.dbname",
+                _ => "database.hostname",
+            };
+            return vec![(key.to_owned(), connect_error(config, &e).message)];
+        }
+    };
     let mut out = Vec::new();
     if let Err(e) = check_server(&sql, config).await {
         out.push(keyed(&e));
@@ -223,8 +240,6 @@ pub async fn problems(config: &PostgresConfig) -> Vec<(String, String)> {
         },
         Err(e) => out.push(keyed(&crate::retriable("reading pg_publication", e))),
     }
-    drop(sql);
-    connection.abort();
     out
 }
 

@@ -318,10 +318,10 @@ impl Running {
             self.incremental.stop(&request.collections);
             return Ok(Vec::new());
         }
-        let planned: Vec<String> = crate::snapshot::plan(&self.sql, &self.config)
+        let planned: Vec<String> = crate::snapshot::captured(&self.sql, &self.config)
             .await?
             .into_iter()
-            .map(|t| t.name)
+            .map(|(schema, table)| format!("{schema}.{table}"))
             .collect();
         let (tables, unmatched) = incremental::matching(&planned, &request.collections);
         if !unmatched.is_empty() {

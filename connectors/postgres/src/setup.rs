@@ -10,7 +10,7 @@ use sluice_proto::ConnectorError;
 use crate::config::PostgresConfig;
 use crate::pgoutput::Lsn;
 use crate::preflight;
-use crate::replication::{self, Session};
+use crate::replication;
 
 /// The primary key's column names of relation `oid` (none without a primary key).
 pub(crate) async fn primary_key(
@@ -60,7 +60,7 @@ pub(crate) async fn load_extensions(
         )
         .await
         .map_err(|e| crate::retriable("reading the extension types (pg_type)", e))?;
-    let mut out = crate::types::Extensions::default();
+    let mut out = crate::types::Extensions::NONE;
     for row in rows {
         let oid = u32::try_from(row.get::<_, i64>(1)).ok();
         match row.get::<_, String>(0).as_str() {
@@ -147,14 +147,14 @@ async fn filtered_tables(
     sql: &tokio_postgres::Client,
     config: &PostgresConfig,
 ) -> Result<Vec<String>, ConnectorError> {
-    let mut tables: Vec<String> = crate::snapshot::plan(sql, config)
+    let mut tables: Vec<String> = crate::snapshot::captured(sql, config)
         .await?
         .iter()
-        .map(|t| {
+        .map(|(schema, table)| {
             format!(
                 "{}.{}",
-                replication::quote_ident(&t.relation.schema),
-                replication::quote_ident(&t.relation.name)
+                replication::quote_ident(schema),
+                replication::quote_ident(table)
             )
         })
         .collect();
@@ -235,7 +235,6 @@ pub(crate) async fn lost_changes(
 /// snapshot's transaction when there is one: all import it before the exporting session
 /// starts streaming, which ends the export.
 pub(crate) async fn snapshot_sessions(
-    session: &Session,
     config: &PostgresConfig,
     count: usize,
     exported: Option<&str>,
@@ -243,15 +242,9 @@ pub(crate) async fn snapshot_sessions(
 ) -> Result<Vec<tokio_postgres::Client>, ConnectorError> {
     let mut readers = Vec::with_capacity(count);
     for _ in 0..count {
-        let (sql, connection) = tokio_postgres::connect(&session.conninfo(), tokio_postgres::NoTls)
+        let sql = preflight::connect(config, label, "snapshot reader")
             .await
             .map_err(|e| preflight::connect_error(config, &e))?;
-        let name = label.to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(task = %name, error = %e, "a snapshot reader's connection ended");
-            }
-        });
         if let Some(exported) = exported {
             sql.batch_execute(&format!(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",

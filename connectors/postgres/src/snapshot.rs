@@ -60,11 +60,21 @@ pub struct Table {
     pub rows_per_page: f64,
 }
 
-/// The captured tables of the database, in name order, with their columns, keys and sizes.
-pub async fn plan(
+/// A captured table as the catalogue lists it, before its key and columns are read.
+struct Listed {
+    oid: u32,
+    schema: String,
+    name: String,
+    pages: i64,
+    tuples: f64,
+    stat_pages: i64,
+}
+
+/// The captured tables, in name order (bytewise), as the catalogue lists them.
+async fn listed(
     sql: &tokio_postgres::Client,
     config: &PostgresConfig,
-) -> Result<Vec<Table>, ConnectorError> {
+) -> Result<Vec<Listed>, ConnectorError> {
     let rows = sql
         .query(
             "SELECT c.oid, n.nspname::text, c.relname::text, \
@@ -80,67 +90,127 @@ pub async fn plan(
         )
         .await
         .map_err(|e| crate::retriable("listing the tables to snapshot", e))?;
+    Ok(rows
+        .iter()
+        .map(|row| Listed {
+            oid: row.get(0),
+            schema: row.get(1),
+            name: row.get(2),
+            pages: row.get(3),
+            tuples: row.get(4),
+            stat_pages: row.get(5),
+        })
+        .filter(|l| config.captures(&l.schema, &l.name))
+        .collect())
+}
+
+/// The captured tables' schemas and names, in plan order, without reading their columns.
+pub async fn captured(
+    sql: &tokio_postgres::Client,
+    config: &PostgresConfig,
+) -> Result<Vec<(String, String)>, ConnectorError> {
+    Ok(listed(sql, config)
+        .await?
+        .into_iter()
+        .map(|l| (l.schema, l.name))
+        .collect())
+}
+
+/// The captured tables of the database, in name order, with their columns, keys and sizes.
+pub async fn plan(
+    sql: &tokio_postgres::Client,
+    config: &PostgresConfig,
+) -> Result<Vec<Table>, ConnectorError> {
     let mut tables = Vec::new();
-    for row in rows {
-        let (oid, schema, name): (u32, String, String) = (row.get(0), row.get(1), row.get(2));
-        if !config.captures(&schema, &name) {
-            continue;
-        }
-        let (pages, tuples, stat_pages): (i64, f64, i64) = (row.get(3), row.get(4), row.get(5));
-        let key: Vec<String> = sql
-            .query(
-                "SELECT a.attname::text FROM pg_index i \
-                   CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos) \
-                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-                  WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.pos",
-                &[&oid],
-            )
-            .await
-            .map_err(|e| crate::retriable("reading a primary key", e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        // The events' key: `message.key.columns`' for the table, else the primary key
-        // (which also cuts the table into chunks).
-        let message_key = config.message_key(&schema, &name);
-        let columns = sql
-            .query(
-                "SELECT attname::text, atttypid, atttypmod FROM pg_attribute \
-                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                &[&oid],
-            )
-            .await
-            .map_err(|e| crate::retriable("reading a table's columns", e))?
-            .iter()
-            .map(|r| {
-                let name: String = r.get(0);
-                Column {
-                    key: message_key.map_or_else(|| key.contains(&name), |k| k.contains(&name)),
-                    name,
-                    type_oid: r.get(1),
-                    type_modifier: r.get(2),
-                }
-            })
-            .collect();
-        tables.push(Table {
-            name: format!("{schema}.{name}"),
-            relation: Relation {
-                oid,
-                schema,
-                name,
-                identity: ReplicaIdentity::Default,
-                columns,
-            },
-            key,
-            pages: u32::try_from(pages.max(0)).unwrap_or(u32::MAX),
-            rows_per_page: if tuples > 0.0 && stat_pages > 0 {
-                tuples / stat_pages as f64
-            } else {
-                DEFAULT_ROWS_PER_PAGE
-            },
-        });
+    for l in listed(sql, config).await? {
+        tables.push(describe(sql, config, l).await?);
     }
     Ok(tables)
+}
+
+/// The captured table `name` (`schema.table`) with its columns, key and size, if there is
+/// one.
+pub async fn plan_one(
+    sql: &tokio_postgres::Client,
+    config: &PostgresConfig,
+    name: &str,
+) -> Result<Option<Table>, ConnectorError> {
+    let found = listed(sql, config)
+        .await?
+        .into_iter()
+        .find(|l| format!("{}.{}", l.schema, l.name) == name);
+    match found {
+        Some(l) => Ok(Some(describe(sql, config, l).await?)),
+        None => Ok(None),
+    }
+}
+
+/// A listed table's key, columns and size.
+async fn describe(
+    sql: &tokio_postgres::Client,
+    config: &PostgresConfig,
+    listed: Listed,
+) -> Result<Table, ConnectorError> {
+    let Listed {
+        oid,
+        schema,
+        name,
+        pages,
+        tuples,
+        stat_pages,
+    } = listed;
+    let key: Vec<String> = sql
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+               CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos) \
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+              WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.pos",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| crate::retriable("reading a primary key", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // The events' key: `message.key.columns`' for the table, else the primary key
+    // (which also cuts the table into chunks).
+    let message_key = config.message_key(&schema, &name);
+    let columns = sql
+        .query(
+            "SELECT attname::text, atttypid, atttypmod FROM pg_attribute \
+              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| crate::retriable("reading a table's columns", e))?
+        .iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            Column {
+                key: message_key.map_or_else(|| key.contains(&name), |k| k.contains(&name)),
+                name,
+                type_oid: r.get(1),
+                type_modifier: r.get(2),
+            }
+        })
+        .collect();
+    Ok(Table {
+        name: format!("{schema}.{name}"),
+        relation: Relation {
+            oid,
+            schema,
+            name,
+            identity: ReplicaIdentity::Default,
+            columns,
+        },
+        key,
+        pages: u32::try_from(pages.max(0)).unwrap_or(u32::MAX),
+        rows_per_page: if tuples > 0.0 && stat_pages > 0 {
+            tuples / stat_pages as f64
+        } else {
+            DEFAULT_ROWS_PER_PAGE
+        },
+    })
 }
 
 /// Which rows of a table a chunk reads.
@@ -367,14 +437,7 @@ impl Snapshot {
             .simple_query(&query)
             .await
             .map_err(|e| crate::retriable(&format!("cutting {} into chunks", t.name), e))?;
-        let upto = messages.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                (0..t.key.len())
-                    .map(|i| row.get(i).unwrap_or_default().to_owned())
-                    .collect::<Vec<String>>(),
-            ),
-            _ => None,
-        });
+        let upto = first_row_texts(&messages, t.key.len());
         if let Some(upto) = &upto {
             self.todo.push_front(Todo::KeysAfter {
                 table,
@@ -445,37 +508,62 @@ impl Snapshot {
 /// that is also an output column's would order by that text (`'10' < '9'`), not the key.
 fn bound_query(table: &Table, after: Option<&[String]>, rows: usize) -> String {
     let key: Vec<String> = table.key.iter().map(|k| quote_ident(k)).collect();
-    let texts: Vec<String> = key
-        .iter()
-        .enumerate()
-        .map(|(i, k)| format!("{k}::text AS sluice_key_{i}"))
-        .collect();
-    let order: Vec<String> = key
-        .iter()
-        .map(|k| format!("{}.{k}", quote_ident(&table.relation.name)))
-        .collect();
     format!(
         "SELECT {} FROM {} {} ORDER BY {} OFFSET {} LIMIT 1",
-        texts.join(", "),
+        key_texts(&table.key).join(", "),
         qualified(&table.relation),
         after_clause(&key, after),
-        order.join(", "),
+        key_order(&table.relation, &table.key, ""),
         rows.saturating_sub(1)
     )
 }
 
+/// The key's columns as text under names of their own (`sluice_key_<i>`), to read a key's
+/// values back as the bounds of the next range.
+pub(crate) fn key_texts(key: &[String]) -> Vec<String> {
+    key.iter()
+        .enumerate()
+        .map(|(i, k)| format!("{}::text AS sluice_key_{i}", quote_ident(k)))
+        .collect()
+}
+
+/// `ORDER BY` the key's columns qualified by the table's name, each followed by
+/// `direction`: a bare name that is also an output column's (the text of
+/// [`key_texts`]) would order by that text (`'10' < '9'`).
+pub(crate) fn key_order(rel: &Relation, key: &[String], direction: &str) -> String {
+    key.iter()
+        .map(|k| format!("{}.{}{direction}", quote_ident(&rel.name), quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The first row's first `n` columns as text, if a row came back.
+pub(crate) fn first_row_texts(
+    messages: &[tokio_postgres::SimpleQueryMessage],
+    n: usize,
+) -> Option<Vec<String>> {
+    messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+            (0..n)
+                .map(|i| row.get(i).unwrap_or_default().to_owned())
+                .collect(),
+        ),
+        _ => None,
+    })
+}
+
 /// `"schema"."table"`.
-fn qualified(rel: &Relation) -> String {
+pub(crate) fn qualified(rel: &Relation) -> String {
     format!("{}.{}", quote_ident(&rel.schema), quote_ident(&rel.name))
 }
 
 /// A text literal.
-fn literal(v: &str) -> String {
+pub(crate) fn literal(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
 
 /// `WHERE (key) > (after)`, or nothing.
-fn after_clause(key: &[String], after: Option<&[String]>) -> String {
+pub(crate) fn after_clause(key: &[String], after: Option<&[String]>) -> String {
     after.map_or_else(String::new, |values| {
         let values: Vec<String> = values.iter().map(|v| literal(v)).collect();
         format!("WHERE ({}) > ({})", key.join(", "), values.join(", "))

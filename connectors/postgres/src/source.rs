@@ -156,16 +156,9 @@ impl SourceTask for PostgresSourceTask {
                 PostgresConfig::parse(config).map_err(|e| ConnectorError::config(e.to_string()))?;
             let label = format!("{}-{}", context.connector, context.task);
             let session = Session::of(&config);
-            let (sql, connection) =
-                tokio_postgres::connect(&session.conninfo(), tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| preflight::connect_error(&config, &e))?;
-            let name = label.clone();
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(task = %name, error = %e, "PostgreSQL connection ended");
-                }
-            });
+            let sql = preflight::connect(&config, &label, "task")
+                .await
+                .map_err(|e| preflight::connect_error(&config, &e))?;
             preflight::check_server(&sql, &config).await?;
             let mut config = config;
             config.mapping.extensions = load_extensions(&sql).await?;
@@ -294,7 +287,6 @@ impl SourceTask for PostgresSourceTask {
                 None => None,
                 Some((exported, resume)) => {
                     let readers = snapshot_sessions(
-                        &session,
                         &config,
                         config.snapshot_max_threads.max(1),
                         exported.as_deref(),
@@ -331,7 +323,7 @@ impl SourceTask for PostgresSourceTask {
                         crate::snapshot::resume_at(&tables, &table, key, block)
                     });
                     // One more session, outside the snapshot, cuts keyed tables into chunks.
-                    let planner = snapshot_sessions(&session, &config, 1, None, &label).await?;
+                    let planner = snapshot_sessions(&config, 1, None, &label).await?;
                     let schemas = tables
                         .iter()
                         .map(|t| {
@@ -387,10 +379,10 @@ impl SourceTask for PostgresSourceTask {
                     .signal_table
                     .as_ref()
                     .map(|(schema, table)| format!("{schema}.{table}"));
-                let tables: Vec<String> = crate::snapshot::plan(&sql, &config)
+                let tables: Vec<String> = crate::snapshot::captured(&sql, &config)
                     .await?
                     .into_iter()
-                    .map(|t| t.name)
+                    .map(|(schema, table)| format!("{schema}.{table}"))
                     .filter(|name| Some(name) != signals.as_ref())
                     .collect();
                 tracing::info!(task = %label, tables = ?tables, "snapshot.mode=always: reading every table again as an incremental snapshot");

@@ -50,7 +50,7 @@ pub enum HstoreMode {
 
 /// The OIDs of the extension types Sluice maps (they differ from one database to the
 /// next: looked up by name when a task starts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extensions {
     pub hstore: Option<u32>,
     pub ltree: Option<u32>,
@@ -877,7 +877,7 @@ mod tests {
             time: TimeMode::Adaptive,
             unknown: false,
             hstore: HstoreMode::Json,
-            extensions: Extensions::default(),
+            extensions: Extensions::NONE,
         };
         assert_eq!(text.value(&c, b"1234.50")?, Value::String("1234.50".into()));
         assert_eq!(

@@ -199,7 +199,7 @@ async fn a_real_row_of_each_covered_type_maps_to_debeziums_values() -> Result<()
         time: TimeMode::Adaptive,
         unknown: false,
         hstore: HstoreMode::Json,
-        extensions: Extensions::default(),
+        extensions: Extensions::NONE,
     };
     let mut values = Vec::new();
     for (column, datum) in relation.columns.iter().zip(&row) {
